@@ -1,0 +1,21 @@
+"""tflc: a TensorFlow Lite edge compiler.
+
+The pipeline reads as its modules: load (`keras_io`, `data`) -> optimize (`optimize/`) ->
+convert (`convert`) -> check (`check/`) -> export (`export/`) / bench (`bench/`).
+
+Importing `tflc` is cheap: TensorFlow is imported only inside the functions that need it, so
+`tflc check`, `tflc --help` and the device runner work without it.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "compile"]
+
+
+def __getattr__(name):
+    # `tflc.compile(...)` without importing the compiler (and TensorFlow's helpers) at import time.
+    if name == "compile":
+        from tflc.compiler import compile_model
+
+        return compile_model
+    raise AttributeError(f"module 'tflc' has no attribute {name!r}")

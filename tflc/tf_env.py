@@ -1,0 +1,111 @@
+"""Importing TensorFlow the way tflc needs it, and only when a command needs it.
+
+TF-MOT works only with tf_keras, and `tf.keras` is tf_keras only when TF_USE_LEGACY_KERAS=1 is
+set before TensorFlow is first imported; every TensorFlow import in tflc goes through
+`import_tensorflow()` so that this always holds. It also silences TensorFlow's C++ and absl log
+noise unless the user asked for it (`--debug` or TF_CPP_MIN_LOG_LEVEL set by hand).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import warnings
+
+from tflc.errors import PipelineError
+
+_VERBOSE = False
+
+
+def set_verbose(verbose: bool) -> None:
+    """`--debug` turns TensorFlow's own logging back on."""
+    global _VERBOSE
+    _VERBOSE = verbose
+
+
+def _prepare_environment() -> None:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    if os.environ["TF_USE_LEGACY_KERAS"] not in ("1", "true", "True"):
+        raise PipelineError(
+            "TF_USE_LEGACY_KERAS is set to something other than 1; tflc needs tf_keras "
+            "(unset it or set TF_USE_LEGACY_KERAS=1)"
+        )
+    if not _VERBOSE:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+def import_tensorflow():
+    """Return the `tensorflow` module, configured for tflc (legacy Keras, quiet logs)."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    _prepare_environment()
+    with quiet_native_output():
+        import tensorflow as tf
+    if not _VERBOSE:
+        tf.get_logger().setLevel(logging.ERROR)
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=r"tensorflow.*")
+        warnings.filterwarnings("ignore", module=r"tf_keras.*")
+        warnings.filterwarnings("ignore", module=r"keras.*")
+    return tf
+
+
+def import_tf_keras():
+    """Return the `tf_keras` module (Keras 2), with a clear message when it is missing."""
+    import_tensorflow()
+    try:
+        import tf_keras
+    except ImportError:
+        raise PipelineError(
+            "tf_keras is not installed; run: pip install --no-deps -r requirements-nodeps.txt"
+        ) from None
+    return tf_keras
+
+
+def import_keras3():
+    """Return Keras 3 (the `keras` package), which reads Keras 3 `.keras` files."""
+    import_tensorflow()
+    import keras
+
+    return keras
+
+
+@contextlib.contextmanager
+def quiet_native_output():
+    """Hide what C++ code prints straight to the process's stdout/stderr file descriptors.
+
+    The converter and calibrator print lines such as `fully_quantize: 0, inference_type: 6`
+    with printf; Python-level redirection cannot catch them, so this swaps file descriptors 1
+    and 2 for a temporary file. What was captured is replayed on stderr if the block fails, so
+    nothing useful for diagnosing an error is lost.
+    """
+    if _VERBOSE:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            if failed and os.environ.get("TFLC_SHOW_NATIVE_LOG"):
+                sink.seek(0)
+                sys.stderr.write(sink.read().decode("utf-8", "replace"))
