@@ -64,3 +64,9 @@ def digits_compiled(digits_dir, tmp_path_factory):
 def digits_tflite(digits_compiled) -> Path:
     """Path of the fully-integer int8 digits model."""
     return digits_compiled[1] / "model.tflite"
+
+
+@pytest.fixture(autouse=True)
+def _private_registry(tmp_path, monkeypatch):
+    """No test writes a run registry into the repository: each gets its own."""
+    monkeypatch.setenv("TFLC_REGISTRY", str(tmp_path / "registry"))
