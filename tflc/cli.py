@@ -80,6 +80,87 @@ def main(debug: bool) -> None:
 # (tflc compile: see tflc/compiler.py)
 
 
+@main.command("compile")
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(), help="Output folder (model.tflite, report.json).")
+@click.option("--calibration-data", type=click.Path(), help=".npz (one array per input, or x), .npy, or a folder of images.")
+@click.option("--calibration", type=click.Choice(["data", "random"]), default="data", show_default=True,
+              help="'random' calibrates on synthetic data (accuracy will suffer).")
+@click.option("--calibration-samples", type=int, default=200, show_default=True, help="Samples drawn (with --seed).")
+@click.option("--random-range", default="0,1", show_default=True, help="LO,HI of synthetic calibration data.")
+@click.option("--normalize", type=click.Choice(["unit", "symmetric", "raw"]), default="unit", show_default=True,
+              help="Image folders: unit [0,1], symmetric [-1,1], raw [0,255].")
+@click.option("--weights", type=click.Choice(["per-channel", "per-tensor"]), default="per-channel", show_default=True)
+@click.option("--activations", type=click.Choice(["int8", "int16"]), default="int8", show_default=True,
+              help="int16 is the 16x8 mode: int16 activations, int8 weights.")
+@click.option("--io-type", type=click.Choice(["int8", "uint8", "int16", "float32"]), default=None,
+              help="Type of the model's inputs and outputs [default: the activation type].")
+@click.option("--eval-data", type=click.Path(), help=".npz with x and y: accuracy of float vs int8 (fidelity without y).")
+@click.option("--max-accuracy-drop", type=float, help="Exit 3 when int8 loses more than this many points.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--input-shape", "input_shape", multiple=True, help="NAME=1,H,W,C for inputs with free dimensions.")
+@click.option("--custom-objects", multiple=True, help="module:attr providing custom layers (repeatable).")
+@click.option("--allow-unsafe-code", is_flag=True, help="Load models whose Lambda layers run code from the file.")
+@click.option("--target", help="Check the result against this target (name or YAML path).")
+@click.option("--strict", is_flag=True, help="With --target: a partial mapping fails (exit 3).")
+@click.option("--export", "export_format", type=click.Choice(["c"]), help="With --target: also export C source to OUT/c.")
+@click.option("--config", "pipeline_config", type=click.Path(), help="Optimization pipeline YAML (stages, budget).")
+@click.option("--train-data", type=click.Path(), help="Training data for pipeline stages.")
+@click.option("--prune", type=float, help="Shortcut: a prune stage to this sparsity (0-1).")
+@click.option("--qat", is_flag=True, help="Shortcut: a quantization-aware training stage.")
+@click.option("--cluster", type=int, help="Shortcut: a clustering stage with this many clusters.")
+@click.option("--distill", "distill_student", type=click.Path(), help="Shortcut: distil into this student Keras file.")
+@FORMAT_OPTION
+def compile_command(model, out_dir, calibration_data, calibration, calibration_samples, random_range,
+                    normalize, weights, activations, io_type, eval_data, max_accuracy_drop, seed,
+                    input_shape, custom_objects, allow_unsafe_code, target, strict, export_format,
+                    pipeline_config, train_data, prune, qat, cluster, distill_student, fmt):
+    """Compile a Keras model (.keras, .h5, SavedModel) into a fully-integer TFLite model."""
+    import tflc
+    from tflc.keras_io import parse_input_shapes
+
+    pipeline = _pipeline_request(pipeline_config, prune, qat, cluster, distill_student)
+    report = tflc.compile(
+        model, out_dir, calibration_data=calibration_data, calibration=calibration,
+        calibration_samples=calibration_samples, random_range=_parse_range(random_range),
+        normalize=normalize, seed=seed, weights=weights, activations=activations, io_type=io_type,
+        eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
+        input_shapes=parse_input_shapes(input_shape), custom_objects=custom_objects,
+        allow_unsafe_code=allow_unsafe_code, target=target, strict=strict, export=export_format,
+        pipeline=pipeline, train_data=train_data,
+        log=None if fmt == "json" else lambda message: click.echo(f"... {message}", err=True),
+    )
+    if fmt == "json":
+        emit_json(report)
+    else:
+        click.echo(report.summary())
+    if not report.passed:
+        raise click.exceptions.Exit(3)
+
+
+def _pipeline_request(config, prune, qat, cluster, distill):
+    """A pipeline YAML path, or a dict built from the shortcut flags, or None."""
+    flags = {k: v for k, v in {"prune": prune, "qat": qat or None, "cluster": cluster,
+                                "distill": distill}.items() if v is not None}
+    if config and flags:
+        return {"config": config, "flags": flags}
+    if flags:
+        return {"flags": flags}
+    return config
+
+
+def _parse_range(text: str) -> tuple[float, float]:
+    from tflc.errors import BadInput
+
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise BadInput(f"--random-range {text!r}: expected LO,HI, for example 0,1") from None
+    if not low < high:
+        raise BadInput(f"--random-range {text!r}: LO must be below HI")
+    return low, high
+
+
 # ------------------------------------------------------------------------------- targets / check
 # (tflc targets, tflc check: see tflc/check/)
 

@@ -1,0 +1,170 @@
+"""Convert: a loaded model and calibration data into a fully-integer TFLite flatbuffer.
+
+Every model flavour (Keras 3, tf_keras, a bare SavedModel signature) goes the same way: wrapped in
+a `tf.function` with fixed input shapes (batch 1, what microcontrollers and the Edge TPU need),
+its variables frozen into constants, then TFLiteConverter with the builtin int8 (or 16x8) op set
+only. Restricting the op set makes the converter fail loudly on anything it cannot lower to
+integer kernels instead of leaving float ops behind; that failure is translated into which layer
+and which op are at fault.
+
+The converter is deterministic for the same graph, weights and calibration samples in the same
+order, which is what makes `tflc compile` reproducible byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from tflc.errors import BadInput, PipelineError
+from tflc.tf_env import import_tensorflow, quiet_native_output
+
+WEIGHT_MODES = ("per-channel", "per-tensor")
+ACTIVATION_MODES = ("int8", "int16")
+IO_TYPES = ("int8", "uint8", "int16", "float32")
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How to quantize. `activations='int16'` is the 16x8 mode (int16 activations, int8 weights)."""
+
+    weights: str = "per-channel"
+    activations: str = "int8"
+    io_type: str | None = None  # None: the activation type (int8, or int16 in 16x8 mode)
+
+    def resolved_io_type(self) -> str:
+        return self.io_type or self.activations
+
+    def validate(self) -> ConvertOptions:
+        if self.weights not in WEIGHT_MODES:
+            raise BadInput(f"--weights {self.weights}: expected one of {', '.join(WEIGHT_MODES)}")
+        if self.activations not in ACTIVATION_MODES:
+            raise BadInput(f"--activations {self.activations}: expected one of {', '.join(ACTIVATION_MODES)}")
+        io = self.resolved_io_type()
+        allowed = ("int8", "uint8", "float32") if self.activations == "int8" else ("int16", "float32")
+        if io not in allowed:
+            raise BadInput(
+                f"--io-type {io}: with --activations {self.activations} the model's inputs and outputs "
+                f"can be {' or '.join(allowed)}"
+            )
+        return self
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "io_type": self.resolved_io_type()}
+
+
+def frozen_function(loaded):
+    """The model as a concrete function of fixed-shape inputs, with its weights as constants."""
+    tf = import_tensorflow()
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    specs = [tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype), name=_tf_name(spec.name, i))
+             for i, spec in enumerate(loaded.inputs)]
+
+    if loaded.format == "saved_model":
+        signature = loaded.model
+        names = [spec.name for spec in loaded.inputs]
+        output_names = [spec.name for spec in loaded.outputs]
+
+        def call(*args):
+            outputs = signature(**dict(zip(names, args)))
+            return [outputs[name] for name in output_names]
+    else:
+        model = loaded.model
+
+        def call(*args):
+            return model(list(args) if len(args) > 1 else args[0], training=False)
+
+    function = tf.function(call, input_signature=specs)
+    with quiet_native_output():
+        return convert_variables_to_constants_v2(function.get_concrete_function())
+
+
+def convert_float(loaded) -> bytes:
+    """The float32 TFLite model: the baseline for size and for fidelity."""
+    tf = import_tensorflow()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(loaded)])
+    return _run(converter, loaded)
+
+
+def convert_int8(loaded, calibration: list[np.ndarray], options: ConvertOptions = ConvertOptions()) -> bytes:
+    """The fully-integer model: int8 (or 16x8) kernels only, I/O as `options.io_type` says."""
+    options.validate()
+    tf = import_tensorflow()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(loaded)])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    count = len(calibration[0])
+
+    def representative_dataset():
+        for i in range(count):
+            yield [x[i:i + 1] for x in calibration]
+
+    converter.representative_dataset = representative_dataset
+    if options.activations == "int16":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    io_type = {"int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16, "float32": tf.float32}[
+        options.resolved_io_type()
+    ]
+    converter.inference_input_type = io_type
+    converter.inference_output_type = io_type
+    if options.weights == "per-tensor":
+        converter._experimental_disable_per_channel = True
+    return _run(converter, loaded)
+
+
+def _run(converter, loaded) -> bytes:
+    try:
+        with quiet_native_output():
+            return bytes(converter.convert())
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
+        raise explain_converter_error(loaded, exc) from None
+
+
+_OP_PATTERNS = (
+    re.compile(r"'(tf\.\w+|tfl\.\w+)' op is neither a custom op nor a flex op"),
+    re.compile(r"Quantization not yet supported for op: '?(\w+)'?"),
+    re.compile(r"failed to legalize operation '([\w.]+)'"),
+    re.compile(r"'([\w.]+)' op (?:is not supported|requires)"),
+)
+_LOCATION = re.compile(r'loc\((?:callsite\()?(?:fused\[)?"([^"]+)"')
+
+
+def explain_converter_error(loaded, exc: Exception) -> PipelineError:
+    """Name the layer and the op behind a converter failure, and what to do about it."""
+    text = str(exc)
+    op = next((m.group(1) for p in _OP_PATTERNS if (m := p.search(text))), None)
+    layer = _layer_from_location(loaded, text)
+    if op:
+        where = f"layer {layer!r} uses" if layer else "the model uses"
+        return PipelineError(
+            f"{loaded.path}: {where} op {op}, which has no builtin TFLite integer kernel; "
+            "replace it with supported layers (see `tflc check` targets) or keep it out of the model"
+        )
+    first = next((line.strip() for line in text.splitlines() if "error" in line.lower()), text.strip()[:300])
+    return PipelineError(f"{loaded.path}: the TFLite converter failed: {first[:400]}")
+
+
+def _layer_from_location(loaded, text: str) -> str | None:
+    names = set()
+    model = loaded.model
+    for layer in getattr(model, "layers", []) or []:
+        names.add(layer.name)
+    for match in _LOCATION.finditer(text):
+        for part in re.split(r"[/@;]", match.group(1)):
+            if part in names:
+                return part
+    return None
+
+
+def _tf_name(name: str, index: int) -> str:
+    """A TensorFlow-legal placeholder name derived from the Keras input name."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-/]", "_", name).lstrip("_-/") or f"input_{index}"
+    return cleaned

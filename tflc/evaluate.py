@@ -1,0 +1,146 @@
+"""Evaluate: how much did quantization cost? Accuracy and output fidelity of a .tflite.
+
+The int8 model runs in LiteRT exactly as a device would run it: float inputs are quantized with
+the model's own input scale and zero point, integer outputs dequantized with its output
+parameters. With labels we report top-1 accuracy of the float Keras model and of the int8 model
+and their difference in points; always, we report per-output fidelity against the float model:
+top-1 agreement and SQNR, the signal-to-quantization-noise ratio in dB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from tflc.errors import PipelineError
+
+
+@dataclass
+class OutputFidelity:
+    name: str
+    top1_agreement: float
+    sqnr_db: float
+
+
+@dataclass
+class EvalReport:
+    samples: int
+    float_accuracy: float | None = None
+    int8_accuracy: float | None = None
+    accuracy_drop: float | None = None  # points (percentage points), float minus int8
+    fidelity: list[OutputFidelity] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_interpreter(model_bytes: bytes, num_threads: int = 1):
+    """A LiteRT interpreter, or tf.lite's where ai-edge-litert is not installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover - ai-edge-litert is a dependency
+        from tflc.tf_env import import_tensorflow
+
+        Interpreter = import_tensorflow().lite.Interpreter
+    from tflc.tf_env import quiet_native_output
+
+    try:
+        with quiet_native_output():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate"
+            interpreter = Interpreter(model_content=model_bytes, num_threads=num_threads)
+            interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise PipelineError(f"LiteRT cannot load the model: {exc}") from None
+    return interpreter
+
+
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float values to the tensor's dtype with its own scale and zero point (identity for floats)."""
+    dtype = detail["dtype"]
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(dtype, np.floating):
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    q = np.round(x / scale + zero_point) if scale else x
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.issubdtype(detail["dtype"], np.floating) or not scale:
+        return q.astype(np.float32)
+    return (q.astype(np.float32) - zero_point) * scale
+
+
+def run_tflite(model_bytes: bytes, inputs: list[np.ndarray], progress: str | None = None) -> list[np.ndarray]:
+    """Run every sample through the model (batch 1); dequantized outputs, one array per output."""
+    interpreter = make_interpreter(model_bytes)
+    in_details = interpreter.get_input_details()
+    out_details = interpreter.get_output_details()
+    if len(in_details) != len(inputs):
+        raise PipelineError(f"the model has {len(in_details)} inputs, the data {len(inputs)}")
+    outputs: list[list[np.ndarray]] = [[] for _ in out_details]
+    for i in _progress(range(len(inputs[0])), progress):
+        for detail, x in zip(in_details, inputs):
+            interpreter.set_tensor(detail["index"], quantize(x[i:i + 1], detail))
+        interpreter.invoke()
+        for j, detail in enumerate(out_details):
+            outputs[j].append(dequantize(interpreter.get_tensor(detail["index"]), detail))
+    return [np.concatenate(parts) for parts in outputs]
+
+
+def evaluate(loaded, model_bytes: bytes, samples) -> EvalReport:
+    """Compare the float model and the .tflite on `samples` (a data.SampleSet)."""
+    float_outputs = loaded.predict(samples.x)
+    int8_outputs = run_tflite(model_bytes, samples.x, progress="evaluating int8 model")
+    report = EvalReport(samples=len(samples))
+    for spec, ref, got in zip(loaded.outputs, float_outputs, int8_outputs):
+        report.fidelity.append(OutputFidelity(spec.name, top1_agreement(ref, got), sqnr_db(ref, got)))
+    if samples.y is not None:
+        report.float_accuracy = top1_accuracy(float_outputs[0], samples.y)
+        report.int8_accuracy = top1_accuracy(int8_outputs[0], samples.y)
+        report.accuracy_drop = round(report.float_accuracy - report.int8_accuracy, 4)
+    return report
+
+
+def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Percentage of samples whose arg-max output is the label (labels may be one-hot)."""
+    labels = np.asarray(labels)
+    if labels.ndim > 1 and labels.shape[-1] > 1:
+        labels = labels.argmax(-1)
+    labels = labels.reshape(-1)
+    if outputs.ndim < 2 or outputs.shape[-1] < 2:
+        raise PipelineError("top-1 accuracy needs a classifier output (one score per class)")
+    if labels.min() < 0 or labels.max() >= outputs.shape[-1]:
+        raise PipelineError(
+            f"labels range {labels.min()}..{labels.max()} but the model has {outputs.shape[-1]} classes"
+        )
+    predicted = outputs.reshape(len(outputs), -1).argmax(-1)
+    return round(100.0 * float(np.mean(predicted == labels)), 4)
+
+
+def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Percentage of samples whose arg-max agrees (100 for single-value outputs that match in sign)."""
+    ref = reference.reshape(len(reference), -1)
+    got = candidate.reshape(len(candidate), -1)
+    if ref.shape[1] == 1:
+        return round(100.0 * float(np.mean(np.sign(ref) == np.sign(got))), 4)
+    return round(100.0 * float(np.mean(ref.argmax(-1) == got.argmax(-1))), 4)
+
+
+def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    signal = float(np.sum(np.square(reference.astype(np.float64))))
+    noise = float(np.sum(np.square(reference.astype(np.float64) - candidate.astype(np.float64))))
+    if noise == 0.0:
+        return float("inf")
+    if signal == 0.0:
+        return float("-inf")
+    return round(10.0 * np.log10(signal / noise), 3)
+
+
+def _progress(iterable, label: str | None):
+    if label is None:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=label, unit="sample", disable=None, leave=False)
