@@ -1,0 +1,535 @@
+"""The constraint library: every condition a target descriptor can put on an operator.
+
+A descriptor names constraints (`- stride_range: {max: 2}`); each is a function here that looks
+at one operator of the model and returns None when the operator satisfies it, or a dict of what
+it found when it does not. The function's docstring is the sentence the user reads in
+`tflc check`, formatted with the descriptor's parameters and the dict the function returned, so
+the sentence is written once, beside the code that decides it.
+
+Constraint functions read the model only through `OpContext` (a ModelView plus the operator), so
+they work without TensorFlow and never copy weight buffers (only small constant tensors such as
+axes or paddings are read).
+"""
+
+from __future__ import annotations
+
+import inspect
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import tflite
+
+from tflc.errors import BadInput
+from tflc.tflite.reader import ModelView, OperatorInfo, SubgraphInfo, TensorInfo
+
+BUILTIN_OPS = frozenset(k for k in vars(tflite.BuiltinOperator) if not k.startswith("_"))
+
+
+@dataclass
+class OpContext:
+    """One operator seen in its model: what constraint functions look at."""
+
+    view: ModelView
+    subgraph: SubgraphInfo
+    op: OperatorInfo
+
+    @property
+    def options(self) -> dict:
+        return self.op.options
+
+    def tensor(self, index: int) -> TensorInfo | None:
+        return self.subgraph.tensors[index] if index >= 0 else None
+
+    @property
+    def inputs(self) -> list[TensorInfo | None]:
+        return [self.tensor(i) for i in self.op.inputs]
+
+    @property
+    def outputs(self) -> list[TensorInfo | None]:
+        return [self.tensor(i) for i in self.op.outputs]
+
+    def input(self, k: int) -> TensorInfo | None:
+        return self.inputs[k] if k < len(self.op.inputs) else None
+
+    def output(self, k: int = 0) -> TensorInfo | None:
+        return self.outputs[k] if k < len(self.op.outputs) else None
+
+    @property
+    def feature_maps(self) -> list[TensorInfo]:
+        """Non-constant inputs and all outputs: the tensors the op computes on."""
+        return [t for t in self.inputs + self.outputs if t is not None and not t.is_constant]
+
+    def values(self, tensor: TensorInfo | None) -> np.ndarray | None:
+        """A small constant tensor's values (axes, paddings, shapes); None if not constant."""
+        if tensor is None or not tensor.is_constant:
+            return None
+        return self.view.tensor_data(tensor)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    name: str
+    check: Callable
+    message: str  # the docstring's first paragraph: a sentence with {placeholders}
+    params: dict  # parameter name -> default (inspect.Parameter.empty when required)
+
+
+REGISTRY: dict[str, Constraint] = {}
+
+
+def constraint(fn: Callable) -> Callable:
+    """Register `fn` under its own name; its docstring's first paragraph is the user message."""
+    doc = inspect.getdoc(fn) or ""
+    message = " ".join(doc.split("\n\n")[0].split())
+    params = {
+        name: p.default
+        for name, p in list(inspect.signature(fn).parameters.items())[1:]
+    }
+    REGISTRY[fn.__name__] = Constraint(fn.__name__, fn, message, params)
+    return fn
+
+
+def validate_ref(name: str, params: dict, where: str) -> None:
+    """Check a descriptor's reference to a constraint: known name, known and required params."""
+    found = REGISTRY.get(name)
+    if found is None:
+        import difflib
+
+        near = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.6)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise BadInput(f"{where} names unknown constraint '{name}'{hint} (known: {', '.join(sorted(REGISTRY))})")
+    for key in params:
+        if key not in found.params:
+            allowed = ", ".join(found.params) or "none"
+            raise BadInput(f"{where} gives constraint '{name}' unknown parameter '{key}' (allowed: {allowed})")
+    for key, default in found.params.items():
+        if default is inspect.Parameter.empty and key not in params:
+            raise BadInput(f"{where} must give constraint '{name}' its parameter '{key}'")
+
+
+def evaluate(name: str, params: dict, ctx: OpContext) -> str | None:
+    """Run one constraint on one operator: None if satisfied, else the user-facing sentence."""
+    found = REGISTRY[name]
+    failure = found.check(ctx, **params)
+    if failure is None:
+        return None
+    values = {k: v for k, v in found.params.items() if v is not inspect.Parameter.empty}
+    values.update(params)
+    values.update(failure)
+    return format_message(found.message, values)
+
+
+class _Blank(dict):
+    def __missing__(self, key):
+        return "?"
+
+
+def format_message(template: str, values: dict) -> str:
+    shown = {k: _show(v) for k, v in values.items()}
+    return string.Formatter().vformat(template, (), _Blank(shown))
+
+
+def _show(value) -> str:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ", ".join(str(v) for v in value) if value else "none"
+    if value is None:
+        return "none"
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def _hw(options: dict, prefix: str) -> tuple[int, int]:
+    return int(options.get(f"{prefix}_h", 1) or 1), int(options.get(f"{prefix}_w", 1) or 1)
+
+
+def _activation(ctx: OpContext) -> str:
+    return str(ctx.options.get("fused_activation_function", "NONE"))
+
+
+WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1,
+              "CONV_3D": 1}
+BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3,
+              "CONV_3D": 2}
+
+
+def weights_of(ctx: OpContext) -> TensorInfo | None:
+    """The filter/weights tensor of a weight-bearing op (TRANSPOSE_CONV keeps it at input 1)."""
+    k = WEIGHT_OPS.get(ctx.op.op)
+    return ctx.input(k) if k is not None else None
+
+
+def bias_of(ctx: OpContext) -> TensorInfo | None:
+    k = BIAS_INPUT.get(ctx.op.op)
+    return ctx.input(k) if k is not None else None
+
+
+# ------------------------------------------------------------------------- geometry of kernels
+
+
+@constraint
+def stride_range(ctx: OpContext, min: int = 1, max: int | None = None):
+    """Stride must be between {min} and {max} in both directions (found {found})."""
+    h, w = _hw(ctx.options, "stride")
+    if h < min or w < min or (max is not None and (h > max or w > max)):
+        return {"found": f"{w}x{h}"}
+    return None
+
+
+@constraint
+def equal_strides(ctx: OpContext):
+    """Stride must be the same in x and y (found {found})."""
+    h, w = _hw(ctx.options, "stride")
+    return {"found": f"{w}x{h}"} if h != w else None
+
+
+@constraint
+def dilation_max(ctx: OpContext, max: int = 1):
+    """Dilation must be at most {max} (found {found})."""
+    h = int(ctx.options.get("dilation_h_factor", 1) or 1)
+    w = int(ctx.options.get("dilation_w_factor", 1) or 1)
+    return {"found": f"{w}x{h}"} if h > max or w > max else None
+
+
+@constraint
+def equal_dilation(ctx: OpContext):
+    """Dilation must be the same in x and y (found {found})."""
+    h = int(ctx.options.get("dilation_h_factor", 1) or 1)
+    w = int(ctx.options.get("dilation_w_factor", 1) or 1)
+    return {"found": f"{w}x{h}"} if h != w else None
+
+
+@constraint
+def filter_size_range(ctx: OpContext, min: int = 1, max: int | None = None):
+    """Pooling window must be between {min} and {max} in both directions (found {found})."""
+    h, w = _hw(ctx.options, "filter")
+    if h < min or w < min or (max is not None and (h > max or w > max)):
+        return {"found": f"{w}x{h}"}
+    return None
+
+
+@constraint
+def kernel_size_range(ctx: OpContext, min: int = 1, max: int | None = None):
+    """Kernel must be between {min} and {max} in both directions (found {found})."""
+    weights = weights_of(ctx)
+    if weights is None or len(weights.shape) != 4:
+        return None
+    h, w = weights.shape[1], weights.shape[2]
+    if h < min or w < min or (max is not None and (h > max or w > max)):
+        return {"found": f"{w}x{h}"}
+    return None
+
+
+@constraint
+def padding_in(ctx: OpContext, allowed: list):
+    """Padding must be one of {allowed} (found {found})."""
+    padding = str(ctx.options.get("padding", "VALID"))
+    return {"found": padding} if padding not in allowed else None
+
+
+# ------------------------------------------------------------------------- fused activations
+
+
+@constraint
+def fused_activation_in(ctx: OpContext, allowed: list):
+    """Fused activation must be one of {allowed} (found {found})."""
+    act = _activation(ctx)
+    return {"found": act} if act not in allowed else None
+
+
+@constraint
+def no_fused_activation(ctx: OpContext):
+    """No fused activation function is allowed (found {found})."""
+    act = _activation(ctx)
+    return {"found": act} if act != "NONE" else None
+
+
+# ---------------------------------------------------------------------------- tensor shapes
+
+
+@constraint
+def max_rank(ctx: OpContext, max: int):
+    """Tensors must have at most {max} dimensions (found {found}-D {name})."""
+    for t in ctx.inputs + ctx.outputs:
+        if t is not None and len(t.shape) > max:
+            return {"found": len(t.shape), "name": f"'{t.name}'"}
+    return None
+
+
+@constraint
+def min_rank(ctx: OpContext, min: int):
+    """Feature maps must have at least {min} dimensions (found {found}-D {name})."""
+    for t in ctx.feature_maps:
+        if len(t.shape) < min:
+            return {"found": len(t.shape), "name": f"'{t.name}'"}
+    return None
+
+
+@constraint
+def innermost_dims_only(ctx: OpContext, count: int = 3):
+    """Only the {count} innermost dimensions of a tensor may be larger than 1 (found shape {found})."""
+    for t in ctx.feature_maps:
+        if len(t.shape) > count and any(d > 1 for d in t.shape[: len(t.shape) - count]):
+            return {"found": list(t.shape)}
+    return None
+
+
+@constraint
+def static_shapes(ctx: OpContext):
+    """Tensor shapes must be fixed when the model is compiled (found dynamic {name})."""
+    for t in ctx.inputs + ctx.outputs:
+        if t is not None and t.is_dynamic:
+            return {"name": f"'{t.name}' {list(t.shape_signature)}"}
+    return None
+
+
+@constraint
+def max_tensor_elements(ctx: OpContext, max: int):
+    """Each tensor may hold at most {max} elements (found {found} in {name})."""
+    for t in ctx.feature_maps:
+        if t.num_elements > max:
+            return {"found": t.num_elements, "name": f"'{t.name}'"}
+    return None
+
+
+@constraint
+def max_dimension(ctx: OpContext, max: int):
+    """Every feature-map dimension must be at most {max} (found {found} in {name})."""
+    for t in ctx.feature_maps:
+        for d in t.shape:
+            if d > max:
+                return {"found": d, "name": f"'{t.name}'"}
+    return None
+
+
+@constraint
+def batch_one(ctx: OpContext):
+    """Batch size must be 1 (found {found})."""
+    for t in ctx.feature_maps:
+        if len(t.shape) >= 2 and t.shape[0] > 1:
+            return {"found": t.shape[0]}
+    return None
+
+
+@constraint
+def input_count_max(ctx: OpContext, max: int):
+    """At most {max} inputs are supported (found {found})."""
+    n = sum(1 for t in ctx.op.inputs if t >= 0)
+    return {"found": n} if n > max else None
+
+
+# ------------------------------------------------------------------------- constant operands
+
+
+@constraint
+def constant_weights(ctx: OpContext):
+    """Weights (the filter) must be constant in the model, not computed at run time."""
+    weights = weights_of(ctx)
+    return {} if weights is not None and not weights.is_constant else None
+
+
+@constraint
+def constant_bias(ctx: OpContext):
+    """Bias must be constant in the model, not computed at run time."""
+    bias = bias_of(ctx)
+    return {} if bias is not None and not bias.is_constant else None
+
+
+@constraint
+def constant_input(ctx: OpContext, index: int, what: str = "parameter"):
+    """The {what} (input {index}) must be a constant in the model."""
+    t = ctx.input(index)
+    return {} if t is not None and not t.is_constant else None
+
+
+@constraint
+def weights_rank(ctx: OpContext, rank: int):
+    """Weights must have {rank} dimensions (found {found})."""
+    weights = weights_of(ctx)
+    if weights is not None and len(weights.shape) != rank:
+        return {"found": len(weights.shape)}
+    return None
+
+
+# ---------------------------------------------------------------------------- quantization
+
+
+@constraint
+def per_tensor_weights(ctx: OpContext):
+    """Weights must be quantized per tensor; this op has per-channel weights ({found} scales)."""
+    weights = weights_of(ctx)
+    if weights is not None and weights.quantization and weights.quantization.per_channel:
+        return {"found": len(weights.quantization.scales)}
+    return None
+
+
+@constraint
+def per_tensor_activations(ctx: OpContext):
+    """Activations must be quantized per tensor (found per-axis quantization on {name})."""
+    for t in ctx.feature_maps:
+        if t.quantization and t.quantization.per_channel:
+            return {"name": f"'{t.name}'"}
+    return None
+
+
+@constraint
+def quantized_tensors(ctx: OpContext):
+    """Input, output and weight tensors must carry quantization parameters ({name} has none)."""
+    for t in ctx.inputs + ctx.outputs:
+        if t is None or t.dtype in ("int32", "int64", "bool") and t.is_constant:
+            continue
+        if t.is_float:
+            continue  # the dtype policy reports float tensors
+        if t.quantization is None:
+            return {"name": f"'{t.name}'"}
+    return None
+
+
+@constraint
+def zero_weight_zero_point(ctx: OpContext):
+    """Weights must be symmetric (zero point 0), as the int8 quantization spec requires."""
+    weights = weights_of(ctx)
+    if weights is not None and weights.quantization and any(weights.quantization.zero_points):
+        return {}
+    return None
+
+
+@constraint
+def same_quantization_in_out(ctx: OpContext):
+    """Input and output must share scale and zero point (found {found})."""
+    a, b = ctx.input(0), ctx.output(0)
+    if a is None or b is None or a.quantization is None or b.quantization is None:
+        return None
+    if (a.quantization.scales, a.quantization.zero_points) != (b.quantization.scales, b.quantization.zero_points):
+        return {"found": f"in {a.quantization.scales[0]:.4g}/{a.quantization.zero_points[0]}, "
+                         f"out {b.quantization.scales[0]:.4g}/{b.quantization.zero_points[0]}"}
+    return None
+
+
+# --------------------------------------------------------------------------- op-specific rules
+
+
+def _axes(ctx: OpContext, index: int = 1) -> list[int] | None:
+    values = ctx.values(ctx.input(index))
+    if values is None:
+        return None
+    rank = len(ctx.input(0).shape)
+    return sorted({int(a) % rank for a in np.asarray(values).reshape(-1)}) if rank else []
+
+
+@constraint
+def reduce_axes_in(ctx: OpContext, allowed: list):
+    """Reduction must run over axes {allowed} of a 4-D tensor (found axes {found})."""
+    axes = _axes(ctx)
+    if axes is None:
+        return {"found": "not constant"}
+    if any(a not in allowed for a in axes):
+        return {"found": axes}
+    return None
+
+
+@constraint
+def no_batch_reduction(ctx: OpContext):
+    """Reduction over the batch dimension is not supported (found axes {found})."""
+    axes = _axes(ctx)
+    if axes is not None and 0 in axes and len(ctx.input(0).shape) > 1:
+        return {"found": axes}
+    return None
+
+
+@constraint
+def keep_dims(ctx: OpContext, required: bool = True):
+    """The reduction must keep reduced dimensions (keep_dims={required}; found {found})."""
+    found = bool(ctx.options.get("keep_dims", False))
+    return {"found": found} if found != required else None
+
+
+@constraint
+def resize_flags(ctx: OpContext, align_corners: bool | None = None,
+                 half_pixel_centers: bool | None = None):
+    """Resize must use align_corners={align_corners} and half_pixel_centers={half_pixel_centers} (found {found})."""
+    ac = bool(ctx.options.get("align_corners", False))
+    hp = bool(ctx.options.get("half_pixel_centers", False))
+    if (align_corners is not None and ac != align_corners) or (
+            half_pixel_centers is not None and hp != half_pixel_centers):
+        return {"found": f"align_corners={ac}, half_pixel_centers={hp}"}
+    return None
+
+
+@constraint
+def resize_integer_scale(ctx: OpContext):
+    """Output size must be an integer multiple of the input size (found {found})."""
+    a, b = ctx.input(0), ctx.output(0)
+    if a is None or b is None or len(a.shape) != 4 or len(b.shape) != 4:
+        return None
+    (ih, iw), (oh, ow) = a.shape[1:3], b.shape[1:3]
+    if ih == 0 or iw == 0 or oh % ih or ow % iw:
+        return {"found": f"{iw}x{ih} -> {ow}x{oh}"}
+    return None
+
+
+@constraint
+def concat_constant_zero_pad(ctx: OpContext):
+    """A constant input of CONCATENATION is allowed only as an all-zero second input (zero padding)."""
+    constants = [t for t in ctx.inputs if t is not None and t.is_constant]
+    if not constants:
+        return None
+    if len(ctx.op.inputs) != 2:
+        return {}
+    for t in constants:
+        values = ctx.values(t)
+        zp = t.quantization.zero_points[0] if t.quantization else 0
+        if values is None or np.any(values.astype(np.int64) != zp):
+            return {}
+    return None
+
+
+@constraint
+def fc_output_one_dimensional(ctx: OpContext):
+    """The output of FULLY_CONNECTED must be one-dimensional apart from the batch (found {found})."""
+    out = ctx.output(0)
+    if out is not None and sum(1 for d in out.shape[1:] if d > 1) > 1 or (
+            out is not None and len(out.shape) > 2 and ctx.options.get("keep_num_dims")):
+        return {"found": list(out.shape)}
+    return None
+
+
+@constraint
+def fc_default_weights_format(ctx: OpContext):
+    """Fully-connected weights must use the default format (found {found})."""
+    fmt = ctx.options.get("weights_format", 0)
+    return {"found": fmt} if fmt not in (0, "DEFAULT") else None
+
+
+@constraint
+def pad_spatial_only(ctx: OpContext):
+    """Padding is supported only in the height and width dimensions (found paddings {found})."""
+    values = ctx.values(ctx.input(1))
+    if values is None:
+        return {"found": "not constant"}
+    values = np.asarray(values).reshape(-1, 2)
+    if len(values) == 4 and (values[0].any() or values[3].any()):
+        return {"found": values.tolist()}
+    return None
+
+
+@constraint
+def softmax_beta(ctx: OpContext, value: float = 1.0):
+    """Softmax beta must be {value} (found {found})."""
+    beta = float(ctx.options.get("beta", 1.0))
+    return {"found": beta} if abs(beta - value) > 1e-6 else None
+
+
+@constraint
+def axis_last(ctx: OpContext):
+    """The operation must run along the last (channel) axis (found axis {found})."""
+    axis = ctx.options.get("axis")
+    if axis is None:
+        return None
+    rank = len(ctx.output(0).shape) if ctx.output(0) is not None else 0
+    if rank and int(axis) % rank != rank - 1:
+        return {"found": axis}
+    return None
