@@ -95,6 +95,7 @@ def main(debug: bool) -> None:
               help="int16 is the 16x8 mode: int16 activations, int8 weights.")
 @click.option("--io-type", type=click.Choice(["int8", "uint8", "int16", "float32"]), default=None,
               help="Type of the model's inputs and outputs [default: the activation type].")
+@click.option("--static-batch", is_flag=True, help="Pin the batch dimension to 1 (delegates needing static shapes, e.g. Edge TPU).")
 @click.option("--eval-data", type=click.Path(), help=".npz with x and y: accuracy of float vs int8 (fidelity without y).")
 @click.option("--max-accuracy-drop", type=float, help="Exit 3 when int8 loses more than this many points.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -112,7 +113,7 @@ def main(debug: bool) -> None:
 @click.option("--distill", "distill_student", type=click.Path(), help="Shortcut: distil into this student Keras file.")
 @FORMAT_OPTION
 def compile_command(model, out_dir, calibration_data, calibration, calibration_samples, random_range,
-                    normalize, weights, activations, io_type, eval_data, max_accuracy_drop, seed,
+                    normalize, weights, activations, io_type, static_batch, eval_data, max_accuracy_drop, seed,
                     input_shape, custom_objects, allow_unsafe_code, target, strict, export_format,
                     pipeline_config, train_data, prune, qat, cluster, distill_student, fmt):
     """Compile a Keras model (.keras, .h5, SavedModel) into a fully-integer TFLite model."""
@@ -124,6 +125,7 @@ def compile_command(model, out_dir, calibration_data, calibration, calibration_s
         model, out_dir, calibration_data=calibration_data, calibration=calibration,
         calibration_samples=calibration_samples, random_range=_parse_range(random_range),
         normalize=normalize, seed=seed, weights=weights, activations=activations, io_type=io_type,
+        static_batch=static_batch,
         eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
         input_shapes=parse_input_shapes(input_shape), custom_objects=custom_objects,
         allow_unsafe_code=allow_unsafe_code, target=target, strict=strict, export=export_format,

@@ -75,6 +75,7 @@ def compile_model(
     weights: str = "per-channel",
     activations: str = "int8",
     io_type: str | None = None,
+    static_batch: bool = False,
     eval_data=None,
     max_accuracy_drop: float | None = None,
     input_shapes: dict | None = None,
@@ -105,7 +106,7 @@ def compile_model(
         "calibration_data": _path_or_none(calibration_data), "calibration": calibration,
         "calibration_samples": calibration_samples, "random_range": list(random_range),
         "normalize": normalize, "seed": seed, "weights": weights, "activations": activations,
-        "io_type": io_type, "eval_data": _path_or_none(eval_data),
+        "io_type": io_type, "static_batch": static_batch, "eval_data": _path_or_none(eval_data),
         "max_accuracy_drop": max_accuracy_drop,
         "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
         "custom_objects": list(custom_objects), "allow_unsafe_code": allow_unsafe_code,
@@ -113,7 +114,7 @@ def compile_model(
         "pipeline": _path_or_none(pipeline) if not isinstance(pipeline, dict) else pipeline,
         "train_data": _path_or_none(train_data),
     }
-    options = ConvertOptions(weights, activations, io_type).validate()
+    options = ConvertOptions(weights, activations, io_type, static_batch).validate()
     if calibration not in ("data", "random"):
         raise BadInput(f"--calibration {calibration}: expected 'data' (with --calibration-data) or 'random'")
     if calibration == "data" and calibration_data is None:
@@ -157,7 +158,7 @@ def compile_model(
 
     clock = time.perf_counter()
     say("converting to float TFLite (size baseline)")
-    float_bytes = convert_float(loaded)
+    float_bytes = convert_float(loaded, static_batch)
     timings["convert_float"] = time.perf_counter() - clock
     clock = time.perf_counter()
     say(f"calibrating on {len(calib)} samples and converting to {activations} TFLite")

@@ -33,6 +33,9 @@ class ConvertOptions:
     weights: str = "per-channel"
     activations: str = "int8"
     io_type: str | None = None  # None: the activation type (int8, or int16 in 16x8 mode)
+    # False keeps the batch dimension free (shape_signature -1), as TFLiteConverter.from_keras_model
+    # does; True pins it to 1, for delegates that accept only static shapes (the Edge TPU's).
+    static_batch: bool = False
 
     def resolved_io_type(self) -> str:
         return self.io_type or self.activations
@@ -55,12 +58,13 @@ class ConvertOptions:
         return {**asdict(self), "io_type": self.resolved_io_type()}
 
 
-def frozen_function(loaded):
+def frozen_function(loaded, static_batch: bool = False):
     """The model as a concrete function of fixed-shape inputs, with its weights as constants."""
     tf = import_tensorflow()
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    specs = [tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype), name=_tf_name(spec.name, i))
+    batch = 1 if static_batch else None
+    specs = [tf.TensorSpec((batch,) + tuple(spec.shape[1:]), tf.as_dtype(spec.dtype), name=_tf_name(spec.name, i))
              for i, spec in enumerate(loaded.inputs)]
 
     if loaded.format == "saved_model":
@@ -82,10 +86,10 @@ def frozen_function(loaded):
         return convert_variables_to_constants_v2(function.get_concrete_function())
 
 
-def convert_float(loaded) -> bytes:
+def convert_float(loaded, static_batch: bool = False) -> bytes:
     """The float32 TFLite model: the baseline for size and for fidelity."""
     tf = import_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(loaded)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(loaded, static_batch)])
     return _run(converter, loaded)
 
 
@@ -93,7 +97,7 @@ def convert_int8(loaded, calibration: list[np.ndarray], options: ConvertOptions 
     """The fully-integer model: int8 (or 16x8) kernels only, I/O as `options.io_type` says."""
     options.validate()
     tf = import_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(loaded)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(loaded, options.static_batch)])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     count = len(calibration[0])
 
