@@ -1,12 +1,28 @@
 """A static estimate of TensorFlow Lite Micro's tensor arena, without running TFLite Micro.
 
-TFLite Micro places every tensor that is neither a weight nor a variable in one "head" region
-planned ahead of time by its GreedyMemoryPlanner, and keeps interpreter bookkeeping (one
-TfLiteEvalTensor per tensor, one node/registration struct per operator, kernels' op data) in a
-persistent "tail". `plan_memory` reproduces that layout: tensor lifetimes counted the way TFLite
-Micro counts them, the same greedy placement (largest first, first gap that fits), 16-byte
-aligned sizes, plus the persistent bookkeeping sized for the x86-64 host build, so the figure
-is comparable with a measurement in the tflite-micro Python interpreter.
+TFLite Micro carves one caller-provided byte array (the "tensor arena") into two ends:
+
+- the *head* holds every tensor that is neither a weight nor a variable, at offsets planned
+  ahead of time by its GreedyMemoryPlanner from the tensors' lifetimes;
+- the *tail* holds persistent bookkeeping, allocated downwards from the end: the allocator
+  objects themselves, one TfLiteEvalTensor per tensor, one node/registration struct per
+  operator, each operator's parsed options and the kernel's own data (per-channel multipliers
+  and shifts for convolutions), and TfLiteTensor structs for the model's inputs and outputs.
+
+While the arena is set up, short-lived "temp" allocations (TfLiteTensor structs a kernel looks at
+in Prepare, the planner's own working arrays) also sit between head and tail, so the smallest
+arena that works is the largest of several moments, not just head plus tail. `plan_memory`
+replays that whole sequence: the same lifetimes (allocation scopes), the same greedy placement
+(largest first, first gap that fits, ties broken the way TFLite Micro's bubble sort breaks them),
+16-byte aligned sizes, tail allocations aligned downwards, and the same temp phases; then it
+finds the smallest arena size for which every step succeeds, exactly as a bisection on
+`arena_size` in the interpreter does.
+
+Struct and kernel sizes are those of the x86-64 host build that the tflite-micro Python package
+ships (64-bit pointers; built with compression support), so the figure is comparable with a
+measurement in that interpreter (`tflc.export.arena`). On a 32-bit MCU the bookkeeping is
+smaller; the export stage adds a stated margin instead of guessing per target. Operators missing
+from `KERNEL_COSTS` get a generous default and are listed in `MemoryPlan.approximate_ops`.
 """
 
 from __future__ import annotations
@@ -17,80 +33,197 @@ from tflc.tflite.reader import ModelView, SubgraphInfo
 
 ALIGNMENT = 16  # MicroArenaBufferAlignment()
 
-# Persistent bookkeeping per item on the x86-64 host build (bytes).
+
+@dataclass(frozen=True)
+class KernelCost:
+    """What one operator costs in the persistent tail, beyond its node/registration struct.
+
+    `params`: bytes of the parsed builtin options struct (TfLite*Params), allocated with
+    `params_align`; `op_data`: bytes the kernel's Init asks for (16-byte aligned);
+    `per_channel`: how many int32-per-output-channel arrays Prepare allocates (multiplier and
+    shift), and `per_channel_when`: 'always' or 'per_channel' (only when the weights are
+    quantized per channel); `weights_input`: which input holds the weights, `channel_axis` the
+    axis whose length is the channel count.
+    """
+
+    params: int = 0
+    params_align: int = 4
+    op_data: int = 0
+    per_channel: int = 0
+    per_channel_when: str = "always"
+    weights_input: int = 1
+    channel_axis: int = 0
+
+
+# Sizes on the x86-64 host build. Params from TFLite's builtin_op_data.h; op data from each
+# reference kernel's OpData struct (checked against the RecordingMicroAllocator's report).
+KERNEL_COSTS: dict[str, KernelCost] = {
+    "CONV_2D": KernelCost(params=28, op_data=80, per_channel=2, channel_axis=0),
+    "DEPTHWISE_CONV_2D": KernelCost(params=28, op_data=80, per_channel=2, channel_axis=3),
+    "FULLY_CONNECTED": KernelCost(params=32, op_data=72, per_channel=2,
+                                  per_channel_when="per_channel", channel_axis=0),
+    "AVERAGE_POOL_2D": KernelCost(params=40, op_data=32),
+    "MAX_POOL_2D": KernelCost(params=40, op_data=32),
+    "RESHAPE": KernelCost(params=36),
+    "SOFTMAX": KernelCost(params=4, op_data=80),
+    "ADD": KernelCost(params=8, op_data=60),
+}
+DEFAULT_COST = KernelCost(params=40, op_data=96)
+
+# Persistent structs (x86-64).
+STARTUP_BYTES = 448          # RecordingSingleArenaBufferAllocator + GreedyMemoryPlanner + allocator
+BUILTIN_DATA_ALLOCATOR_BYTES = 16
+SUBGRAPH_ALLOCATIONS_BYTES = 24
 EVAL_TENSOR_BYTES = 24
 NODE_AND_REGISTRATION_BYTES = 64
-PERSISTENT_TENSOR_BYTES = 64
-FIXED_OVERHEAD_BYTES = 808
+TFLITE_TENSOR_BYTES = 64
+AFFINE_QUANTIZATION_BYTES = 24
+SCRATCH_BUFFER_HANDLE_BYTES = 8
+# Temporary structs while the arena is set up.
+SCRATCH_REQUEST_BYTES = 16
+MAX_SCRATCH_BUFFERS_PER_OP = 12
+ALLOCATION_INFO_BYTES = 32
+PLANNER_BYTES_PER_BUFFER = 40
+
+_CONTROL_FLOW = {
+    "IF": ("then_subgraph_index", "else_subgraph_index"),
+    "WHILE": ("cond_subgraph_index", "body_subgraph_index"),
+    "CALL_ONCE": ("init_subgraph_index",),
+}
+_TYPE_BYTES = {"float32": 4, "int32": 4, "uint32": 4, "int8": 1, "uint8": 1, "int16": 2,
+               "uint16": 2, "float16": 2, "bfloat16": 2, "int64": 8, "uint64": 8, "float64": 8,
+               "bool": 1, "complex64": 8, "int4": 1}
 
 
 def align_up(value: int, alignment: int = ALIGNMENT) -> int:
     return (value + alignment - 1) // alignment * alignment
 
 
+def align_down(value: int, alignment: int = ALIGNMENT) -> int:
+    return value // alignment * alignment
+
+
 @dataclass
 class PlannedBuffer:
-    """One tensor in the non-persistent region: its bytes, lifetime and planned offset."""
+    """One buffer in the non-persistent head: a tensor or a kernel's scratch buffer."""
 
-    tensor: int
+    subgraph: int
+    tensor: int            # tensor index, or -1 for a scratch buffer
     name: str
-    size: int
-    first_used: int
+    size: int              # bytes, 16-byte aligned as TFLite Micro plans them
+    first_used: int        # allocation scope (0 = subgraph start, op i = scope i + 1)
     last_used: int
     offset: int = -1
 
 
 @dataclass
 class MemoryPlan:
-    """Where activations go and how big TFLite Micro's arena must be."""
+    """Where activations go and how big TFLite Micro's tensor arena must be.
+
+    `arena_bytes`: the smallest `arena_size` that lets TFLite Micro's host build allocate the
+    model. `head_bytes` (= `peak_activation_bytes`): the planned activation region.
+    `persistent_bytes`: the tail at the end. `limited_by`: which moment of the setup needs the
+    most memory ('final layout', 'memory planning', 'prepare of op N').
+    """
 
     arena_bytes: int
     peak_activation_bytes: int
     head_bytes: int
     persistent_bytes: int
+    limited_by: str
+    approximate_ops: list[str] = field(default_factory=list)
     buffers: list[PlannedBuffer] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("buffers")
+        return data
 
 
-def tensor_lifetimes(sg: SubgraphInfo) -> list[PlannedBuffer]:
-    """Buffers TFLite Micro must plan, with first/last use counted in its allocation scopes.
+# ------------------------------------------------------------------------------- lifetimes
 
-    Scope 0 is the subgraph's start (inputs are created there); operator i is scope i+1; outputs
-    of the subgraph live to the last scope.
+
+def _tensor_bytes(tensor) -> int:
+    """TfLiteEvalTensorByteLength: elements times the type's size (int4 is stored unpacked)."""
+    return tensor.num_elements * _TYPE_BYTES.get(tensor.dtype, 4)
+
+
+class _Lifetimes:
+    """TFLite Micro's AllocationInfoBuilder: first/last allocation scope of every buffer.
+
+    Control-flow operators (IF, WHILE, CALL_ONCE) open a scope per called subgraph, walked
+    before the operator's inputs are marked used, as TFLite Micro does.
     """
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for t in sg.inputs:
-        first.setdefault(t, 0)
-        last[t] = 0
-    scope = 0
-    for op in sg.operators:
-        scope += 1
-        for t in op.outputs:
-            if t >= 0:
-                first.setdefault(t, scope)
-        for t in op.inputs:
-            if t >= 0:
-                last[t] = scope
-        for t in op.outputs:
-            if t >= 0:
-                last[t] = scope
-    for t in sg.outputs:
-        first.setdefault(t, scope)
-        last[t] = scope
+
+    def __init__(self, view: ModelView):
+        self.view = view
+        self.scope = 0
+        self.first: dict[tuple[int, int], int] = {}
+        self.last: dict[tuple[int, int], int] = {}
+        self.op_scopes: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def _created(self, key, scope):
+        self.first.setdefault(key, scope)
+
+    def mark(self, s: int) -> None:
+        sg = self.view.subgraphs[s]
+        for t in sg.inputs:
+            self._created((s, t), self.scope)
+            self.last[(s, t)] = self.scope
+        for op in sg.operators:
+            self.scope += 1
+            for t in op.outputs:
+                if t >= 0:
+                    self._created((s, t), self.scope)
+            start = self.scope
+            for option in _CONTROL_FLOW.get(op.op, ()):
+                callee = op.options.get(option)
+                if isinstance(callee, int) and 0 <= callee < len(self.view.subgraphs):
+                    self.scope += 1
+                    self.mark(callee)
+            for t in op.inputs:
+                if t >= 0:
+                    self.last[(s, t)] = self.scope
+            for t in op.outputs:
+                if t >= 0:
+                    self.last[(s, t)] = self.scope
+            self.op_scopes[(s, op.index)] = (start, self.scope)
+        for t in sg.outputs:
+            self._created((s, t), self.scope)
+            self.last[(s, t)] = self.scope
+
+
+def tensor_lifetimes(view: ModelView, scratch: list[tuple[int, int, int]] = ()) -> list[PlannedBuffer]:
+    """The buffers TFLite Micro plans, in the order it hands them to its planner.
+
+    Every tensor of every subgraph that has no constant data, is not a variable and is not
+    empty is planned; one no operator touches keeps the lifetime (-1, -1), as in TFLite Micro.
+    `scratch` lists kernel scratch requests as (subgraph, op index, bytes); they follow.
+    """
+    marks = _Lifetimes(view)
+    marks.mark(0)
     buffers = []
-    for t in sg.tensors:
-        if t.is_constant or t.is_variable or t.nbytes == 0 or t.index not in first:
-            continue
-        buffers.append(PlannedBuffer(t.index, t.name, align_up(t.nbytes), first[t.index],
-                                     last.get(t.index, first[t.index])))
+    for sg in view.subgraphs:
+        for t in sg.tensors:
+            size = _tensor_bytes(t)
+            if t.is_constant or t.is_variable or size == 0:
+                continue
+            key = (sg.index, t.index)
+            first = marks.first.get(key, -1)
+            buffers.append(PlannedBuffer(sg.index, t.index, t.name, align_up(size), first,
+                                         marks.last.get(key, first)))
+    for s, op_index, size in scratch:
+        first, last = marks.op_scopes.get((s, op_index), (-1, -1))
+        buffers.append(PlannedBuffer(s, -1, f"scratch of op {op_index}", align_up(size), first, last))
     return buffers
 
 
 def greedy_plan(buffers: list[PlannedBuffer]) -> int:
-    """Place buffers like TFLite Micro's GreedyMemoryPlanner; set offsets, return the peak."""
+    """Place buffers like TFLite Micro's GreedyMemoryPlanner; set offsets, return the peak.
+
+    Largest first; each goes into the first gap (in offset order) between buffers alive at the
+    same time that is big enough, else after the last of them.
+    """
     if not buffers:
         return 0
     # TFLite Micro fills its sort array from the back and bubble-sorts it by size, descending
@@ -114,21 +247,179 @@ def greedy_plan(buffers: list[PlannedBuffer]) -> int:
     return max(b.offset + b.size for b in buffers)
 
 
+# -------------------------------------------------------------------------- arena replay
+
+
+class _OutOfArena(Exception):
+    def __init__(self, phase: str):
+        self.phase = phase
+
+
+class _Arena:
+    """TFLite Micro's SingleArenaBufferAllocator over [0, size): head up, tail down, temp between."""
+
+    def __init__(self, size: int):
+        self.head = self.temp = 0
+        self.tail = size
+
+    def persistent(self, nbytes: int, alignment: int, phase: str) -> None:
+        start = align_down(self.tail - nbytes, alignment)
+        if start < self.head:
+            raise _OutOfArena(phase)
+        self.tail = start
+
+    def allocate_temp(self, nbytes: int, alignment: int, phase: str) -> None:
+        start = align_up(self.temp, alignment)
+        if self.tail - start < nbytes:
+            raise _OutOfArena(phase)
+        self.temp = start + nbytes
+
+    def reset_temp(self) -> None:
+        self.temp = self.head
+
+    def resize_head(self, nbytes: int, phase: str) -> None:
+        if self.tail < nbytes:
+            raise _OutOfArena(phase)
+        self.head = self.temp = nbytes
+
+    def available(self) -> int:
+        return align_down(self.tail) - align_up(self.temp)
+
+
+@dataclass
+class _OpSetup:
+    """What one operator allocates while the interpreter is set up."""
+
+    subgraph: int
+    index: int
+    params: tuple[int, int] | None          # (bytes, alignment)
+    op_data: int
+    per_channel_bytes: list[int]            # each a 16-aligned persistent array
+    temp_tensors: list[int]                 # channel counts of the TfLiteTensors Prepare looks at
+    scratch: list[int]
+
+
+def _quant_channels(tensor) -> int:
+    return len(tensor.quantization.scales) if tensor.quantization is not None else 0
+
+
+def _op_setup(view: ModelView, sg: SubgraphInfo, op) -> tuple[_OpSetup, bool]:
+    known = op.op in KERNEL_COSTS
+    cost = KERNEL_COSTS.get(op.op, DEFAULT_COST)
+    per_channel = []
+    if cost.per_channel and len(op.inputs) > cost.weights_input and op.inputs[cost.weights_input] >= 0:
+        weights = sg.tensors[op.inputs[cost.weights_input]]
+        channels = _quant_channels(weights)
+        is_quantized = channels > 0 and not weights.is_float
+        if is_quantized and (cost.per_channel_when == "always" or channels > 1):
+            if cost.per_channel_when == "always" and weights.shape:
+                channels = weights.shape[cost.channel_axis % len(weights.shape)]
+            per_channel = [4 * channels] * cost.per_channel
+    temps = [_quant_channels(sg.tensors[t]) for t in (*op.inputs, *op.outputs) if t >= 0]
+    params = (cost.params, cost.params_align) if cost.params else None
+    return _OpSetup(sg.index, op.index, params, cost.op_data, per_channel, temps, []), known
+
+
+def _replay(view: ModelView, setups: list[_OpSetup], buffers_count: int, head: int,
+            size: int) -> int:
+    """Run TFLite Micro's allocation sequence in an arena of `size` bytes; return the tail size.
+
+    Raises _OutOfArena naming the step that did not fit.
+    """
+    arena = _Arena(size)
+    arena.persistent(STARTUP_BYTES, 8, "allocator setup")
+    arena.persistent(BUILTIN_DATA_ALLOCATOR_BYTES, 8, "allocator setup")
+    arena.resize_head(SCRATCH_REQUEST_BYTES * MAX_SCRATCH_BUFFERS_PER_OP, "allocator setup")
+    n_subgraphs = len(view.subgraphs)
+    arena.persistent(SUBGRAPH_ALLOCATIONS_BYTES * n_subgraphs, 8, "model setup")
+    for sg in view.subgraphs:
+        arena.persistent(EVAL_TENSOR_BYTES * len(sg.tensors), 8, "tensor structs")
+    for sg in view.subgraphs:
+        arena.persistent(NODE_AND_REGISTRATION_BYTES * len(sg.operators), 8, "operator structs")
+    for op in setups:
+        if op.params:
+            arena.persistent(op.params[0], op.params[1], f"options of op {op.index}")
+    for op in setups:
+        if op.op_data:
+            arena.persistent(op.op_data, ALIGNMENT, f"init of op {op.index}")
+    requests = 0
+    for op in setups:
+        phase = f"prepare of op {op.index}"
+        for channels in op.temp_tensors:
+            arena.allocate_temp(TFLITE_TENSOR_BYTES, 8, phase)
+            if channels:
+                arena.allocate_temp(AFFINE_QUANTIZATION_BYTES, 8, phase)
+                arena.allocate_temp(4 + 4 * channels, 4, phase)
+        for nbytes in op.per_channel_bytes:
+            arena.persistent(nbytes, ALIGNMENT, phase)
+        requests += len(op.scratch)
+        arena.reset_temp()
+        arena.resize_head(SCRATCH_REQUEST_BYTES * (requests + MAX_SCRATCH_BUFFERS_PER_OP), phase)
+    if requests:
+        arena.persistent(SCRATCH_BUFFER_HANDLE_BYTES * requests, 8, "scratch buffer handles")
+    phase = "memory planning"
+    arena.allocate_temp(8 * n_subgraphs, 8, phase)
+    total_tensors = sum(len(sg.tensors) for sg in view.subgraphs)
+    arena.allocate_temp(ALLOCATION_INFO_BYTES * (total_tensors + requests), 8, phase)
+    if buffers_count > arena.available() // PLANNER_BYTES_PER_BUFFER:
+        raise _OutOfArena(phase)
+    arena.reset_temp()
+    arena.resize_head(0, phase)
+    phase = "final layout"
+    arena.resize_head(head, phase)
+    sg = view.subgraphs[0]
+    for group in (sg.inputs, sg.outputs):
+        arena.persistent(8 * len(group), ALIGNMENT, phase)
+        for t in group:
+            arena.persistent(TFLITE_TENSOR_BYTES, 8, phase)
+            channels = _quant_channels(sg.tensors[t])
+            if channels:
+                arena.persistent(AFFINE_QUANTIZATION_BYTES, 8, phase)
+                arena.persistent(4 + 4 * channels, 4, phase)
+    return size - arena.tail
+
+
 def plan_memory(view: ModelView, subgraph: int = 0) -> MemoryPlan:
-    """Static estimate of the tensor arena TFLite Micro needs for `view` (subgraph `subgraph`)."""
-    sg = view.subgraphs[subgraph]
-    buffers = tensor_lifetimes(sg)
+    """Static estimate of the tensor arena TFLite Micro needs for the model in `view`.
+
+    TFLite Micro plans all subgraphs in one arena starting from the main one, so `subgraph`
+    only selects which subgraph's buffers are reported in `buffers`.
+    """
+    setups, approximate = [], []
+    for sg in view.subgraphs:
+        for op in sg.operators:
+            setup, known = _op_setup(view, sg, op)
+            setups.append(setup)
+            if not known and op.op not in approximate:
+                approximate.append(op.op)
+    scratch = [(op.subgraph, op.index, b) for op in setups for b in op.scratch]
+    buffers = tensor_lifetimes(view, scratch)
     head = greedy_plan(buffers)
-    persistent = (
-        EVAL_TENSOR_BYTES * sum(len(s.tensors) for s in view.subgraphs)
-        + NODE_AND_REGISTRATION_BYTES * sum(len(s.operators) for s in view.subgraphs)
-        + PERSISTENT_TENSOR_BYTES * (len(sg.inputs) + len(sg.outputs))
-        + FIXED_OVERHEAD_BYTES
-    )
+
+    def fits(size: int) -> str | None:
+        try:
+            _replay(view, setups, len(buffers), head, size)
+        except _OutOfArena as exc:
+            return exc.phase
+        return None
+
+    low, high = 0, max(4096, 2 * head)
+    while fits(high) is not None:
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle) is None:
+            high = middle
+        else:
+            low = middle
+    tail = _replay(view, setups, len(buffers), head, high)
+    limited_by = fits(high - 1) or "final layout"
     return MemoryPlan(
-        arena_bytes=align_up(head) + align_up(persistent),
+        arena_bytes=high,
         peak_activation_bytes=head,
         head_bytes=head,
-        persistent_bytes=persistent,
-        buffers=buffers,
+        persistent_bytes=tail,
+        limited_by=limited_by,
+        approximate_ops=approximate,
+        buffers=[b for b in buffers if b.subgraph == subgraph],
     )
