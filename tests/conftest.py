@@ -66,6 +66,20 @@ def digits_tflite(digits_compiled) -> Path:
     return digits_compiled[1] / "model.tflite"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_registry(tmp_path_factory) -> Path:
+    """The run registry of session fixtures (e.g. `digits_compiled` records its compile here):
+    set before any of them runs, so nothing is recorded into the repository's .tflc/."""
+    path = tmp_path_factory.mktemp("session_registry")
+    previous = os.environ.get("TFLC_REGISTRY")
+    os.environ["TFLC_REGISTRY"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("TFLC_REGISTRY", None)
+    else:
+        os.environ["TFLC_REGISTRY"] = previous
+
+
 @pytest.fixture(autouse=True)
 def _private_registry(tmp_path, monkeypatch):
     """No test writes a run registry into the repository: each gets its own."""

@@ -1,0 +1,128 @@
+"""What each kind of result records: turning a report into files and a manifest.
+
+The stages (compile, check, bench, export) hand over their report; this module knows which of
+its fields are inputs (hashed here), configuration, target, seed, stage history and metrics, so
+each stage needs only one line to be recorded (`report.artifact_id = record_compile(report)`).
+
+Manifest sections (all kinds):
+    inputs    {role: {path, sha256, config_key}}: model, calibration_data, train_data, ...
+    config    the full resolved configuration, enough to run the same command again
+    cwd       the working folder, against which relative paths in `config` are read
+    target    {name, sha256 (of the resolved descriptor), file_sha256, path} or null
+    seed      the random seed, or null
+    stages    the optimization stage history (compile), or null
+    metrics   every number the report holds (accuracy, sizes, latency, memory, ...)
+    result    what the run produced beyond its files (e.g. the .tflite sha256)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tflc.errors import TflcError
+from tflc.fileio import sha256_bytes, sha256_file
+from tflc.store.artifacts import canonical_json
+
+# compile's config key -> the input role it names (a file or folder whose bytes matter)
+COMPILE_INPUTS = {
+    "model": "model",
+    "calibration_data": "calibration_data",
+    "train_data": "train_data",
+    "eval_data": "eval_data",
+}
+
+
+def describe_path(path, config_key: str | None = None) -> dict | None:
+    """{path (absolute), sha256} of an input file or folder; sha256 None when it is gone."""
+    if path is None:
+        return None
+    absolute = Path(os.fspath(path)).expanduser().absolute()
+    entry = {"path": str(absolute), "sha256": sha256_file(absolute) if absolute.exists() else None}
+    if config_key:
+        entry["config_key"] = config_key
+    return entry
+
+
+def describe_target(target) -> dict | None:
+    """The target's name and the hash of its resolved descriptor (`extends` chain included), so a
+    changed parent descriptor shows up too; `file_sha256` is the descriptor file's own bytes."""
+    if target is None:
+        return None
+    from tflc.check import load_target
+
+    spec = load_target(target)
+    resolved = {k: v for k, v in spec.to_dict().items() if k != "path"}
+    entry = {"name": spec.name, "sha256": sha256_bytes(canonical_json(resolved)), "path": spec.path}
+    if spec.path and Path(spec.path).is_file():
+        entry["file_sha256"] = sha256_file(spec.path)
+    return entry
+
+
+def numeric_leaves(obj, prefix: str = "", out: dict | None = None) -> dict:
+    """Every number (and boolean) below `obj`, keyed by its dotted path: a report's metrics."""
+    out = {} if out is None else out
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            numeric_leaves(value, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(obj, list):
+        for index, value in enumerate(obj):
+            label = value.get("name") if isinstance(value, dict) and isinstance(value.get("name"), str) else index
+            numeric_leaves(value, f"{prefix}[{label}]", out)
+    elif isinstance(obj, (bool, int, float)) and not isinstance(obj, str):
+        out[prefix] = obj
+    return out
+
+
+# ------------------------------------------------------------------------------------ compile
+
+
+def compile_manifest(report) -> dict:
+    """The manifest of a `tflc.compile` result (a CompileReport)."""
+    config = dict(report.config)
+    inputs = {role: describe_path(config.get(key), key) for key, role in COMPILE_INPUTS.items()}
+    inputs["model"] = {**(inputs["model"] or {}), "sha256": report.model.get("sha256"),
+                       "format": report.model.get("format")}
+    pipeline = config.get("pipeline")
+    pipeline_file = pipeline.get("config") if isinstance(pipeline, dict) else pipeline
+    if pipeline_file:
+        inputs["pipeline_config"] = describe_path(pipeline_file, "pipeline")
+    metrics = numeric_leaves({
+        "sizes": report.sizes, "evaluation": report.evaluation, "gate": report.gate,
+        "check": (report.check or {}).get("summary"), "verifier": _verifier_numbers(report.verifier),
+        "export": report.export,
+    })
+    metrics["passed"] = report.passed
+    return {
+        "model_name": Path(config["model"]).stem,
+        "inputs": {k: v for k, v in inputs.items() if v is not None},
+        "config": config,
+        "cwd": os.getcwd(),
+        "target": describe_target(config.get("target")),
+        "seed": config.get("seed"),
+        "stages": report.stages,
+        "metrics": metrics,
+        "timings": report.timings,
+        "result": {"tflite_sha256": report.tflite_sha256, "verifier": report.verifier.get("verdict"),
+                   "warnings": report.warnings},
+    }
+
+
+def _verifier_numbers(verifier: dict | None) -> dict:
+    verifier = verifier or {}
+    return {k: v for k, v in verifier.items() if isinstance(v, (bool, int, float))}
+
+
+def record_compile(report, registry=None) -> str | None:
+    """Record a compile: model.tflite, report.json and the exported C package when there is one."""
+    from tflc.store import not_recorded, record
+
+    out = Path(report.output_dir)
+    files: dict[str, object] = {"model.tflite": out / "model.tflite", "report.json": report.to_dict()}
+    if report.export and (out / "c").is_dir():
+        files["c"] = out / "c"
+    try:
+        manifest = compile_manifest(report)
+    except (TflcError, OSError) as exc:  # e.g. an input deleted mid-run: keep the result anyway
+        return not_recorded("compile", exc)
+    return record("compile", files, manifest, registry)

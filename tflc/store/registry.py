@@ -1,0 +1,486 @@
+"""The run registry: one SQLite database indexing every artifact, its tags and its releases.
+
+Why SQLite: it ships with Python, and its transactions make "two commands record at once" a
+non-event. The database runs in WAL mode (readers never block the writer) with a generous busy
+timeout, and every change happens inside one `BEGIN IMMEDIATE` transaction, so concurrent writers
+queue up instead of overwriting each other.
+
+The database is an index, not the only copy: every artifact's manifest also sits in its folder,
+and tags and releases are appended to `events.jsonl`, so `tflc runs repair` can rebuild a
+database that was deleted or damaged by hand (see `rebuild_index`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from tflc.errors import BadInput, PipelineError
+from tflc.store.artifacts import ArtifactFiles
+
+DB_NAME = "registry.sqlite"
+EVENTS_NAME = "events.jsonl"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 60.0
+ENV_VAR = "TFLC_REGISTRY"
+DEFAULT_DIR = ".tflc"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS artifacts (
+    id              TEXT PRIMARY KEY,      -- first 12 hex digits of the manifest's sha256
+    manifest_sha256 TEXT NOT NULL,
+    kind            TEXT NOT NULL,         -- compile | check | bench | export
+    created         TEXT NOT NULL,         -- ISO 8601, UTC
+    model           TEXT,                  -- the input model's path, as recorded
+    model_sha256    TEXT,
+    target          TEXT,
+    manifest        TEXT NOT NULL          -- the manifest.json text
+);
+CREATE INDEX IF NOT EXISTS artifacts_created ON artifacts(created);
+CREATE TABLE IF NOT EXISTS files (
+    artifact_id TEXT NOT NULL REFERENCES artifacts(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    PRIMARY KEY (artifact_id, name)
+);
+CREATE INDEX IF NOT EXISTS files_sha256 ON files(sha256);
+CREATE TABLE IF NOT EXISTS tags (
+    artifact_id TEXT NOT NULL REFERENCES artifacts(id) ON DELETE CASCADE,
+    tag         TEXT NOT NULL,
+    created     TEXT NOT NULL,
+    PRIMARY KEY (artifact_id, tag)
+);
+CREATE TABLE IF NOT EXISTS releases (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name        TEXT NOT NULL,
+    artifact_id TEXT NOT NULL REFERENCES artifacts(id),
+    promoted    TEXT NOT NULL,
+    rolled_back TEXT                       -- set by `tflc rollback`, NULL while in the history
+);
+CREATE INDEX IF NOT EXISTS releases_name ON releases(name, seq);
+"""
+
+
+def registry_root(registry: str | os.PathLike | None = None) -> Path:
+    """Where the registry lives: the argument, else $TFLC_REGISTRY, else ./.tflc."""
+    if registry:
+        return Path(registry)
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else Path.cwd() / DEFAULT_DIR
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class ArtifactRecord:
+    """One registry row with its files, tags and the release names it was promoted as."""
+
+    id: str
+    kind: str
+    created: str
+    model: str | None
+    target: str | None
+    manifest: dict
+    files: dict[str, dict] = field(default_factory=dict)  # name -> {sha256, size}
+    tags: list[str] = field(default_factory=list)
+    releases: list[str] = field(default_factory=list)  # "NAME@current", "NAME@previous", "NAME"
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "kind": self.kind, "created": self.created, "model": self.model,
+            "target": self.target, "tags": self.tags, "releases": self.releases,
+            "files": self.files, "manifest": self.manifest,
+        }
+
+
+@dataclass
+class ReleaseChange:
+    """What `promote` or `rollback` did to a release name."""
+
+    name: str
+    current: str | None
+    previous: str | None
+    replaced: str | None  # the artifact that was current before the change
+    changed: bool = True
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "current": self.current, "previous": self.previous,
+                "replaced": self.replaced, "changed": self.changed}
+
+
+class Registry:
+    """The registry at one root folder: database, artifact files and event log together."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = registry_root(root)
+        self.db_path = self.root / DB_NAME
+        self.events_path = self.root / EVENTS_NAME
+        self.files = ArtifactFiles(self.root)
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def _check_present(self) -> bool:
+        """False for a registry never written; an error for one whose database went missing."""
+        if self.db_path.exists():
+            return True
+        stored = self.files.manifests_on_disk()
+        if stored:
+            raise BadInput(
+                f"{self.db_path}: the run registry database is missing but {len(stored)} "
+                f"artifact(s) remain in {self.files.artifacts}; run `tflc runs repair` to rebuild it"
+            )
+        return False
+
+    def ensure_database(self) -> None:
+        """Create the database of a new registry, before any artifact file is written (so a
+        concurrent first writer never sees artifacts without a database)."""
+        if not self._check_present():
+            with self.transaction(write=True):
+                pass
+
+    def _damaged(self, exc: Exception) -> Exception:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return PipelineError(
+                f"{self.db_path}: the run registry stayed locked by another process for "
+                f"{BUSY_TIMEOUT_S:.0f}s ({text}); retry when it finishes"
+            )
+        return BadInput(
+            f"{self.db_path}: the run registry database is unreadable ({text}); run "
+            f"`tflc runs repair` to rebuild it from the manifests in {self.files.artifacts}"
+        )
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool = False):
+        """A connection inside one transaction: IMMEDIATE for writers, so they queue safely."""
+        if write:
+            self.root.mkdir(parents=True, exist_ok=True)
+        conn = None
+        try:
+            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._ensure_schema(conn)
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from None
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _ensure_schema(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise BadInput(
+                f"{self.db_path}: the run registry was written by a newer tflc (schema "
+                f"{version}, this one reads {SCHEMA_VERSION}); upgrade tflc"
+            )
+        # WAL: readers never block the writer and a crash mid-write cannot tear the database.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:  # another process may have won
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _append_event(self, event: dict) -> None:
+        """Tags and releases also go to an append-only log, so `runs repair` can replay them.
+
+        Called inside the database transaction: one short `write` with O_APPEND, which local file
+        systems apply whole even when several processes append at once.
+        """
+        line = (json.dumps({"time": now_iso(), **event}, sort_keys=True) + "\n").encode()
+        fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def add(self, artifact_id: str, manifest_sha256: str, manifest_text: str, manifest: dict) -> str:
+        """Index an artifact whose folder is already complete."""
+        inputs = manifest.get("inputs") or {}
+        model = inputs.get("model") if isinstance(inputs.get("model"), dict) else {}
+        target = manifest.get("target")
+        target_name = target.get("name") if isinstance(target, dict) else target
+        with self.transaction(write=True) as conn:
+            row = conn.execute(
+                "SELECT manifest_sha256 FROM artifacts WHERE id=?", (artifact_id,)
+            ).fetchone()
+            if row is not None:
+                if row[0] != manifest_sha256:  # 48-bit prefix collision: never seen, never silent
+                    raise PipelineError(f"artifact id {artifact_id} collides with another manifest")
+                return artifact_id
+            conn.execute(
+                "INSERT INTO artifacts (id, manifest_sha256, kind, created, model, model_sha256, "
+                "target, manifest) VALUES (?,?,?,?,?,?,?,?)",
+                (artifact_id, manifest_sha256, manifest["kind"], manifest["created"],
+                 model.get("path"), model.get("sha256"), target_name, manifest_text),
+            )
+            conn.executemany(
+                "INSERT INTO files (artifact_id, name, sha256, size) VALUES (?,?,?,?)",
+                [(artifact_id, name, meta["sha256"], meta["size"])
+                 for name, meta in manifest.get("files", {}).items()],
+            )
+        return artifact_id
+
+    def resolve_id(self, text: str, conn: sqlite3.Connection | None = None) -> str:
+        """A full id or a unique prefix of one (at least 4 hex digits) -> the full id."""
+        text = text.strip().lower()
+        if conn is None:
+            if not self._check_present():
+                raise BadInput(f"no artifact '{text}': nothing is recorded in {self.root} yet")
+            with self.transaction() as conn:
+                return self.resolve_id(text, conn)
+        if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
+            raise BadInput(f"'{text}' is not an artifact id (hex digits, as `tflc runs list` shows)")
+        rows = conn.execute(
+            "SELECT id FROM artifacts WHERE id LIKE ? ORDER BY id LIMIT 6", (text + "%",)
+        ).fetchall()
+        if not rows:
+            raise BadInput(f"no artifact '{text}' in the run registry {self.root}; see `tflc runs list`")
+        if len(rows) > 1:
+            ids = ", ".join(r[0] for r in rows[:5])
+            raise BadInput(f"artifact id '{text}' is ambiguous ({ids}, ...); give more digits")
+        return rows[0][0]
+
+    def get(self, text: str) -> ArtifactRecord:
+        if not self._check_present():
+            raise BadInput(f"no artifact '{text}': nothing is recorded in {self.root} yet")
+        with self.transaction() as conn:
+            artifact_id = self.resolve_id(text, conn)
+            row = conn.execute("SELECT * FROM artifacts WHERE id=?", (artifact_id,)).fetchone()
+            return self._record(conn, row)
+
+    def _record(self, conn: sqlite3.Connection, row: sqlite3.Row) -> ArtifactRecord:
+        artifact_id = row["id"]
+        files = {
+            r["name"]: {"sha256": r["sha256"], "size": r["size"]}
+            for r in conn.execute(
+                "SELECT name, sha256, size FROM files WHERE artifact_id=? ORDER BY name", (artifact_id,)
+            )
+        }
+        tags = [r[0] for r in conn.execute(
+            "SELECT tag FROM tags WHERE artifact_id=? ORDER BY tag", (artifact_id,))]
+        releases = []
+        for (name,) in conn.execute(
+            "SELECT DISTINCT name FROM releases WHERE artifact_id=? ORDER BY name", (artifact_id,)
+        ):
+            active = self._active(conn, name)
+            releases.append(f"{name}@current" if _at(active, 0) == artifact_id
+                            else f"{name}@previous" if _at(active, 1) == artifact_id else name)
+        try:
+            manifest = json.loads(row["manifest"])
+        except ValueError:
+            manifest = {"error": f"manifest text of {artifact_id} in {self.db_path} is not JSON"}
+        return ArtifactRecord(
+            id=artifact_id, kind=row["kind"], created=row["created"], model=row["model"],
+            target=row["target"], manifest=manifest, files=files, tags=tags, releases=releases,
+        )
+
+    def list(self, *, kind: str | None = None, model: str | None = None, target: str | None = None,
+             tag: str | None = None, since: str | None = None, until: str | None = None,
+             limit: int | None = None) -> list[ArtifactRecord]:
+        """Newest first. `model` matches part of the model path or a release name; dates are
+        ISO prefixes (`2024-05`, `2024-05-31`, `2024-05-31T12:00`)."""
+        if not self._check_present():
+            return []
+        where, args = [], []
+        if kind:
+            where.append("a.kind = ?")
+            args.append(kind)
+        if model:
+            where.append("(a.model LIKE ? OR a.id IN (SELECT artifact_id FROM releases WHERE name = ?))")
+            args += [f"%{model}%", model]
+        if target:
+            where.append("a.target = ?")
+            args.append(target)
+        if tag:
+            where.append("a.id IN (SELECT artifact_id FROM tags WHERE tag = ?)")
+            args.append(tag)
+        if since:
+            where.append("a.created >= ?")
+            args.append(_date_bound(since, "since"))
+        if until:
+            where.append("a.created < ?")
+            args.append(_date_bound(until, "until", end=True))
+        sql = "SELECT a.* FROM artifacts a"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY a.created DESC, a.rowid DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self.transaction() as conn:
+            return [self._record(conn, row) for row in conn.execute(sql, args).fetchall()]
+
+    # -- tags ----------------------------------------------------------------------------------
+
+    def tag(self, text: str, tag: str, remove: bool = False) -> str:
+        _check_label(tag, "tag")
+        self.ensure_database()
+        with self.transaction(write=True) as conn:
+            artifact_id = self.resolve_id(text, conn)
+            if remove:
+                conn.execute("DELETE FROM tags WHERE artifact_id=? AND tag=?", (artifact_id, tag))
+            else:
+                conn.execute("INSERT OR IGNORE INTO tags (artifact_id, tag, created) VALUES (?,?,?)",
+                             (artifact_id, tag, now_iso()))
+            self._append_event({"event": "untag" if remove else "tag", "artifact": artifact_id, "tag": tag})
+        return artifact_id
+
+    # -- releases ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _active_rows(conn: sqlite3.Connection, name: str) -> list[tuple[int, str]]:
+        """(seq, artifact id) of NAME's releases that were not rolled back, newest first."""
+        return [(r[0], r[1]) for r in conn.execute(
+            "SELECT seq, artifact_id FROM releases WHERE name=? AND rolled_back IS NULL "
+            "ORDER BY seq DESC", (name,))]
+
+    @classmethod
+    def _active(cls, conn: sqlite3.Connection, name: str) -> list[str]:
+        return [artifact_id for _, artifact_id in cls._active_rows(conn, name)]
+
+    def promote(self, text: str, name: str) -> ReleaseChange:
+        _check_label(name, "release name")
+        self.ensure_database()
+        with self.transaction(write=True) as conn:
+            artifact_id = self.resolve_id(text, conn)
+            active = self._active(conn, name)
+            if active and active[0] == artifact_id:
+                return ReleaseChange(name, artifact_id, _at(active, 1), artifact_id, changed=False)
+            conn.execute("INSERT INTO releases (name, artifact_id, promoted) VALUES (?,?,?)",
+                         (name, artifact_id, now_iso()))
+            self._append_event({"event": "promote", "name": name, "artifact": artifact_id})
+            return ReleaseChange(name, artifact_id, _at(active, 0), _at(active, 0))
+
+    def rollback(self, name: str) -> ReleaseChange:
+        _check_label(name, "release name")
+        if not self._check_present():
+            raise BadInput(f"no release named '{name}' in {self.root}; promote one first")
+        with self.transaction(write=True) as conn:
+            active = self._active(conn, name)
+            if not active:
+                raise BadInput(f"no release named '{name}' in {self.root}; see `tflc runs releases`")
+            if len(active) < 2:
+                raise BadInput(f"'{name}' has a single release ({active[0]}); there is nothing to "
+                               f"roll back to")
+            conn.execute(
+                "UPDATE releases SET rolled_back=? WHERE seq=(SELECT MAX(seq) FROM releases "
+                "WHERE name=? AND rolled_back IS NULL)", (now_iso(), name))
+            self._append_event({"event": "rollback", "name": name, "artifact": active[0]})
+            return ReleaseChange(name, active[1], _at(active, 2), active[0])
+
+    def release(self, name: str, which: str = "current") -> str:
+        """The artifact id of NAME@current or NAME@previous."""
+        index = {"current": 0, "previous": 1}.get(which)
+        if index is None:
+            raise BadInput(f"'{name}@{which}': expected {name}@current or {name}@previous")
+        if not self._check_present():
+            raise BadInput(f"no release named '{name}': nothing is recorded in {self.root} yet")
+        with self.transaction() as conn:
+            active = self._active(conn, name)
+        if not active:
+            raise BadInput(f"no release named '{name}' in {self.root}; promote one with "
+                           f"`tflc promote ID --as {name}`")
+        if index >= len(active):
+            raise BadInput(f"'{name}' has no previous release (only {active[0]} was promoted)")
+        return active[index]
+
+    def release_history(self, name: str | None = None) -> list[dict]:
+        if not self._check_present():
+            return []
+        sql = "SELECT * FROM releases" + (" WHERE name=?" if name else "") + " ORDER BY name, seq DESC"
+        with self.transaction() as conn:
+            rows = conn.execute(sql, (name,) if name else ()).fetchall()
+            active_seqs = {n: [seq for seq, _ in self._active_rows(conn, n)]
+                           for n in {r["name"] for r in rows}}
+        out = []
+        for r in rows:
+            seqs = active_seqs[r["name"]]
+            status = ("rolled back" if r["rolled_back"] else "current" if r["seq"] == _at(seqs, 0)
+                      else "previous" if r["seq"] == _at(seqs, 1) else "earlier")
+            out.append({"name": r["name"], "artifact_id": r["artifact_id"], "promoted": r["promoted"],
+                        "rolled_back": r["rolled_back"], "status": status})
+        return out
+
+    # -- garbage collection --------------------------------------------------------------------
+
+    def collectable(self, keep_days: float) -> list[ArtifactRecord]:
+        """Artifacts nothing refers to: no tag, never released, older than `keep_days`."""
+        if not self._check_present():
+            return []
+        cutoff = (datetime.now(timezone.utc) - timedelta(days=keep_days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "SELECT * FROM artifacts WHERE created < ? AND id NOT IN (SELECT artifact_id FROM tags)"
+                " AND id NOT IN (SELECT artifact_id FROM releases) ORDER BY created", (cutoff,)
+            ).fetchall()
+            return [self._record(conn, row) for row in rows]
+
+    def delete(self, ids: list[str]) -> None:
+        with self.transaction(write=True) as conn:
+            conn.executemany("DELETE FROM artifacts WHERE id=? AND id NOT IN "
+                             "(SELECT artifact_id FROM tags UNION SELECT artifact_id FROM releases)",
+                             [(i,) for i in ids])
+
+    def referenced(self, excluding: set[str] = frozenset()) -> tuple[set[str], set[str]]:
+        """(blob hashes, artifact ids) of the artifacts in the database, minus `excluding`."""
+        if not self._check_present():
+            return set(), set()
+        with self.transaction() as conn:
+            blobs = {sha for artifact_id, sha in conn.execute("SELECT artifact_id, sha256 FROM files")
+                     if artifact_id not in excluding}
+            ids = {r[0] for r in conn.execute("SELECT id FROM artifacts")} - set(excluding)
+        return blobs, ids
+
+
+def _at(items: list, index: int):
+    return items[index] if index < len(items) else None
+
+
+def _check_label(text: str, what: str) -> None:
+    ok = text and text[0].isalnum() and all(c.isalnum() or c in "._-" for c in text)
+    if not ok:
+        raise BadInput(f"{what} '{text}': use letters, digits, '.', '_' or '-' (starting with a "
+                       f"letter or digit)")
+
+
+def _date_bound(text: str, flag: str, end: bool = False) -> str:
+    """An ISO date or date-time prefix -> a comparable timestamp string (exclusive end)."""
+    formats = [("%Y-%m-%dT%H:%M:%S", timedelta(seconds=1)), ("%Y-%m-%dT%H:%M", timedelta(minutes=1)),
+               ("%Y-%m-%d", timedelta(days=1))]
+    for fmt, step in formats:
+        try:
+            moment = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        if end:
+            moment += step
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    raise BadInput(f"--{flag} '{text}': expected a date like 2024-05-31 or 2024-05-31T12:00 (UTC)")
