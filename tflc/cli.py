@@ -102,6 +102,7 @@ def main(debug: bool) -> None:
 @click.option("--input-shape", "input_shape", multiple=True, help="NAME=1,H,W,C for inputs with free dimensions.")
 @click.option("--custom-objects", multiple=True, help="module:attr providing custom layers (repeatable).")
 @click.option("--allow-unsafe-code", is_flag=True, help="Load models whose Lambda layers run code from the file.")
+@click.option("--allow-float-ops", is_flag=True, help="Keep float ops the converter could not lower (hybrid model).")
 @click.option("--target", help="Check the result against this target (name or YAML path).")
 @click.option("--strict", is_flag=True, help="With --target: a partial mapping fails (exit 3).")
 @click.option("--export", "export_format", type=click.Choice(["c"]), help="With --target: also export C source to OUT/c.")
@@ -114,7 +115,7 @@ def main(debug: bool) -> None:
 @FORMAT_OPTION
 def compile_command(model, out_dir, calibration_data, calibration, calibration_samples, random_range,
                     normalize, weights, activations, io_type, static_batch, eval_data, max_accuracy_drop, seed,
-                    input_shape, custom_objects, allow_unsafe_code, target, strict, export_format,
+                    input_shape, custom_objects, allow_unsafe_code, allow_float_ops, target, strict, export_format,
                     pipeline_config, train_data, prune, qat, cluster, distill_student, fmt):
     """Compile a Keras model (.keras, .h5, SavedModel) into a fully-integer TFLite model."""
     import tflc
@@ -128,7 +129,7 @@ def compile_command(model, out_dir, calibration_data, calibration, calibration_s
         static_batch=static_batch,
         eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
         input_shapes=parse_input_shapes(input_shape), custom_objects=custom_objects,
-        allow_unsafe_code=allow_unsafe_code, target=target, strict=strict, export=export_format,
+        allow_unsafe_code=allow_unsafe_code, allow_float_ops=allow_float_ops, target=target, strict=strict, export=export_format,
         pipeline=pipeline, train_data=train_data,
         log=None if fmt == "json" else lambda message: click.echo(f"... {message}", err=True),
     )
@@ -165,6 +166,77 @@ def _parse_range(text: str) -> tuple[float, float]:
 
 # ------------------------------------------------------------------------------- targets / check
 # (tflc targets, tflc check: see tflc/check/)
+
+
+@main.group("targets", invoke_without_command=True)
+@FORMAT_OPTION
+@click.pass_context
+def targets_command(ctx, fmt: str) -> None:
+    """List the deployment targets tflc knows (targets/*.yaml), one line each."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tflc.check import list_targets
+
+    specs = list_targets()
+    if fmt == "json":
+        emit_json([{"name": t.name, "kind": t.kind, "title": t.title, "runtime": str(t.runtime),
+                    "ops": len(t.ops)} for t in specs])
+        return
+    for t in specs:
+        click.echo(f"{t.name:<16} {t.kind:<4} {len(t.ops):>3} ops  {t.title}")
+
+
+@targets_command.command("show")
+@click.argument("name")
+@FORMAT_OPTION
+def targets_show_command(name: str, fmt: str) -> None:
+    """Print one target (a name, or the path of your own descriptor) in full."""
+    import yaml
+
+    from tflc.check import load_target
+
+    spec = load_target(name)
+    if fmt == "json":
+        emit_json(spec)
+    else:
+        click.echo(yaml.safe_dump(spec.to_dict(), sort_keys=False, width=100).rstrip())
+
+
+def _coverage(_ctx, _param, value):
+    if value is None:
+        return None
+    text = value.strip().rstrip("%")
+    try:
+        number = float(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a fraction (0.8) or a percentage (80%)") from None
+    number = number / 100 if value.strip().endswith("%") or number > 1 else number
+    if not 0 <= number <= 1:
+        raise click.BadParameter(f"{value!r} must lie between 0 and 1 (or 0% and 100%)")
+    return number
+
+
+@main.command("check")
+@click.argument("model", type=click.Path())
+@click.option("--target", "-t", required=True, help="Target name (see `tflc targets`) or a descriptor YAML path.")
+@FORMAT_OPTION
+@click.option("--min-coverage", callback=_coverage,
+              help="Pass (exit 0) when at least this share of ops runs on the target, e.g. 0.9 or 90%.")
+@click.pass_context
+def check_command(ctx, model: str, target: str, fmt: str, min_coverage) -> None:
+    """Per-operator verdicts for MODEL (.tflite) on a target, with memory and advice.
+
+    Exit codes: 0 fully on target and within budget; 3 partially mapped, over budget or below
+    --min-coverage; 2 bad input.
+    """
+    from tflc.check import check_model
+
+    result = check_model(model, target)
+    if fmt == "json":
+        emit_json(result)
+    else:
+        click.echo(result.to_text())
+    ctx.exit(result.exit_code(min_coverage))
 
 
 # ---------------------------------------------------------------------------------------- export

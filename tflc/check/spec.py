@@ -137,17 +137,19 @@ class Partitioning:
     not run).
     max_segments: how many target partitions are delegated (the largest first); None: all.
     fallback: `cpu`, `none`, or the name of the target that runs the remaining ops.
-    leading_ops_cut: whether an unmapped op that reads only model inputs (a float->int8
-    QUANTIZE) cuts the graph; when false it runs on the CPU before the segment.
+    leading_cpu_ops: ops that, when the target cannot map them and they read only model inputs
+    (a float->int8 QUANTIZE), run on the CPU before the accelerator segment without cutting it.
     """
 
     mode: str = "delegate"
     max_segments: int | None = None
     fallback: str = "cpu"
-    leading_ops_cut: bool = True
+    leading_cpu_ops: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["leading_cpu_ops"] = list(self.leading_cpu_ops)
+        return out
 
 
 @dataclass(frozen=True)
@@ -309,7 +311,7 @@ _TOP_FIELDS = {
     "memory": "mapping with ram_bytes, flash_bytes, runtime_overhead_bytes, kernel_code_bytes, "
               "parameter_cache_bytes",
     "dtypes": "mapping with activations, weights, bias, io (lists of dtype names)",
-    "partitioning": "mapping with mode, max_segments, fallback, leading_ops_cut",
+    "partitioning": "mapping with mode, max_segments, fallback, leading_cpu_ops",
     "constraints": "list of constraints applied to every operator",
     "ops": "mapping of operator name to its rule (versions, constraints, dtypes, note)",
     "provenance": "list of {source, version, covers, verified}",
@@ -324,7 +326,7 @@ _MEMORY_FIELDS = {k: "bytes (an integer or a size like '256 KiB')" for k in (
 _DTYPE_FIELDS = {k: "list of dtype names" for k in ("activations", "weights", "bias", "io")}
 _PARTITION_FIELDS = {"mode": f"one of {', '.join(PARTITION_MODES)}",
                      "max_segments": "integer or null", "fallback": "cpu, none or a target name",
-                     "leading_ops_cut": "true or false"}
+                     "leading_cpu_ops": "list of operator names"}
 _OP_FIELDS = {"versions": "[min, max] or a single version", "constraints": "list of constraints",
               "dtypes": "mapping like the top-level dtypes", "note": "text",
               "custom": "true for a custom operator (keyed by its custom code)"}
@@ -517,9 +519,9 @@ def _build(raw: dict, path: Path, chain: tuple[str, ...]) -> TargetSpec:
     fallback = _text(partition.get("fallback", "cpu"), path, "partitioning.fallback")
     if fallback not in FALLBACK_BUILTINS:
         _locate(fallback, base=path.parent)  # a target name: it must exist
-    leading = partition.get("leading_ops_cut", True)
-    if not isinstance(leading, bool):
-        raise BadInput(f"{path}: field 'partitioning.leading_ops_cut' must be true or false")
+    leading = partition.get("leading_cpu_ops") or []
+    if not isinstance(leading, list) or not all(isinstance(o, str) for o in leading):
+        raise BadInput(f"{path}: field 'partitioning.leading_cpu_ops' must be a list of operator names")
 
     provenance = raw.get("provenance") or []
     if not isinstance(provenance, list) or not provenance:
@@ -572,7 +574,7 @@ def _build(raw: dict, path: Path, chain: tuple[str, ...]) -> TargetSpec:
             max_segments=_number(partition.get("max_segments"), path, "partitioning.max_segments",
                                  integer=True),
             fallback=fallback,
-            leading_ops_cut=leading,
+            leading_cpu_ops=tuple(leading),
         ),
         constraints=_constraint_refs(raw.get("constraints"), path, "constraints"),
         ops=_op_rules(_mapping(raw, "ops", path), path),

@@ -1,0 +1,146 @@
+"""Which operators end up on the target once the graph is split, and why the others do not.
+
+Knowing that a backend supports an operator is not enough: runtimes split a graph into
+partitions, and the split moves supported operators off the accelerator too. Three rules cover
+the backends tflc describes (chosen by a descriptor's `partitioning.mode`):
+
+- `delegate`: TFLite's delegate mechanism. Every supported op can be delegated; the graph is cut
+  into alternating target / CPU partitions the way TFLite's partitioner groups nodes (as many
+  ready nodes of one kind as possible, then switch). `max_segments` keeps only the largest N
+  target partitions (the GPU delegate delegates one by default); the rest fall back.
+- `dataflow_cut`: the Edge TPU compiler's rule. Everything that depends, directly or
+  transitively, on an op the accelerator cannot map runs on the CPU, while parallel branches
+  that do not depend on it stay. Ops named in `leading_cpu_ops` (a float->int8 QUANTIZE) that
+  read only model inputs run on the CPU before the segment without cutting it.
+- `whole_model`: no partitioning at all (TFLite Micro): each op either runs or the model fails.
+
+The functions take plain data (operators, which of them the target supports) and return plain
+data, so they are easy to test on hand-made graphs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tflc.check.spec import Partitioning
+from tflc.tflite.reader import SubgraphInfo
+
+
+@dataclass
+class Placement:
+    """The outcome of partitioning one subgraph.
+
+    on_target: indices of ops that run on the target. segments: target partitions (lists of op
+    indices, execution order) that are actually delegated. moved: op index -> why a supported op
+    still runs off the target, as (reason text, index of the op that caused it or None).
+    """
+
+    on_target: set[int] = field(default_factory=set)
+    segments: list[list[int]] = field(default_factory=list)
+    moved: dict[int, tuple[str, int | None]] = field(default_factory=dict)
+
+
+def place(sg: SubgraphInfo, supported: dict[int, bool], rule: Partitioning,
+          target_name: str) -> Placement:
+    """Apply the descriptor's partitioning rule to one subgraph."""
+    if rule.mode == "dataflow_cut":
+        placement = _dataflow_cut(sg, supported, rule, target_name)
+    else:
+        placement = Placement(on_target={i for i, ok in supported.items() if ok})
+    groups = independent_partitions(sg, placement.on_target)
+    target_groups = [g for g, on in groups if on]
+    if rule.mode == "delegate" and rule.max_segments is not None and len(target_groups) > rule.max_segments:
+        kept = sorted(target_groups, key=len, reverse=True)[: rule.max_segments]
+        for group in target_groups:
+            if any(group is k for k in kept):
+                continue
+            for i in group:
+                placement.on_target.discard(i)
+                placement.moved[i] = (
+                    f"supported, but {target_name} delegates only the largest "
+                    f"{rule.max_segments} partition(s) and this op is in a smaller one "
+                    f"({len(group)} ops); it runs on the CPU",
+                    None,
+                )
+        target_groups = sorted(kept, key=lambda g: g[0])
+    placement.segments = target_groups
+    return placement
+
+
+def _dataflow_cut(sg: SubgraphInfo, supported: dict[int, bool], rule: Partitioning,
+                  target_name: str) -> Placement:
+    consumers = sg.consumers()
+    model_inputs = set(sg.inputs)
+    tensors = sg.tensors
+
+    def reads_only_model_inputs(op) -> bool:
+        return all(t < 0 or t in model_inputs or tensors[t].is_constant for t in op.inputs)
+
+    cut_sources = [
+        op.index for op in sg.operators
+        if not supported.get(op.index, False)
+        and not (op.op in rule.leading_cpu_ops and reads_only_model_inputs(op))
+    ]
+    # Every op downstream of a cut source runs on the CPU; remember the first source reaching it.
+    cause: dict[int, int] = {}
+    for source in cut_sources:
+        stack = [source]
+        while stack:
+            i = stack.pop()
+            for t in sg.operators[i].outputs:
+                for j in consumers.get(t, ()):
+                    if j not in cause and j not in cut_sources:
+                        cause[j] = source
+                        stack.append(j)
+    placement = Placement()
+    for op in sg.operators:
+        if not supported.get(op.index, False):
+            continue
+        if op.index in cause:
+            src = sg.operators[cause[op.index]]
+            placement.moved[op.index] = (
+                f"supported, but runs on the CPU: it depends on op #{src.index} ({src.op}), which "
+                f"{target_name} cannot map, and everything downstream of an unmapped op leaves "
+                "the accelerator",
+                src.index,
+            )
+        else:
+            placement.on_target.add(op.index)
+    return placement
+
+
+def independent_partitions(sg: SubgraphInfo, on_target: set[int]) -> list[tuple[list[int], bool]]:
+    """Group ops into alternating target / non-target partitions, as TFLite's partitioner does.
+
+    Repeatedly take every op of the current kind whose inputs are ready, until none is left;
+    then switch kind. Returns (op indices in execution order, is_target) per partition.
+    """
+    producers = sg.producers()
+    remaining = [op.index for op in sg.operators]
+    done: set[int] = set()
+    groups: list[tuple[list[int], bool]] = []
+    if not remaining:
+        return groups
+    kind = remaining[0] in on_target
+    stalled = 0
+    while remaining and stalled < 2:  # a cyclic (corrupt) graph stalls both kinds: stop
+        group: list[int] = []
+        progress = True
+        while progress:
+            progress = False
+            for i in list(remaining):
+                if (i in on_target) != kind:
+                    continue
+                deps = {producers[t] for t in sg.operators[i].inputs if t in producers}
+                if deps <= done:
+                    group.append(i)
+                    done.add(i)
+                    remaining.remove(i)
+                    progress = True
+        if group:
+            groups.append((sorted(group), kind))
+        stalled = 0 if group else stalled + 1
+        kind = not kind
+    for i in remaining:
+        groups.append(([i], i in on_target))
+    return groups

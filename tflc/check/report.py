@@ -1,0 +1,53 @@
+"""The human-readable `tflc check` report: a summary in edgetpu_compiler's spirit, then details."""
+
+from __future__ import annotations
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
+
+
+def render_table(result) -> str:
+    lines = [
+        f"Model:   {result.model}",
+        f"Target:  {result.target} - {result.target_title}",
+        f"Runtime: {result.runtime}",
+        "",
+        f"{'Operator':<30} {'Count':<6} Status",
+    ]
+    for row in result.operator_table():
+        lines.append(f"{row['op']:<30} {row['count']:<6} {row['status']}")
+    off = [v for v in result.ops if v.placement != "target"]
+    if off:
+        lines += ["", f"{'#':>4}  {'op':<24} {'placement':<9} reasons"]
+        for v in off:
+            index = f"{v.index}" if v.subgraph == 0 else f"{v.subgraph}:{v.index}"
+            reasons = [r.text for r in v.reasons] or ["-"]
+            lines.append(f"{index:>4}  {v.op:<24} {v.placement:<9} {reasons[0]}")
+            lines += [f"{'':>4}  {'':<24} {'':<9} {r}" for r in reasons[1:]]
+    mem = result.memory
+    lines += [
+        "",
+        f"{result.ops_on_target} of {result.ops_total} ops on {result.target} "
+        f"({result.coverage:.0%}), {result.segments} segment(s)"
+        + ("" if result.runs else f"; the model cannot run on {result.target} as it is"),
+        f"Parameters {_size(mem.parameter_bytes)} ({_size(mem.parameter_bytes_on_target)} on the "
+        f"target), peak activations {_size(mem.peak_activation_bytes)}, "
+        f"arena {_size(mem.arena_bytes)}, file {_size(mem.model_bytes)}",
+    ]
+    for b in mem.budgets:
+        verdict = "ok" if b.ok else "OVER BUDGET"
+        lines.append(f"  {b.name:<16} {_size(b.needed_bytes):>12} of {_size(b.budget_bytes):>12}  "
+                     f"{verdict}  ({b.what})")
+    lines += [f"  note: {n}" for n in mem.notes]
+    if result.advice:
+        lines += ["", "Advice:"]
+        for a in result.advice:
+            ops = ", ".join(f"#{i}" for i in a.ops)
+            lines.append(f"  - ({ops}) {a.text}")
+    return "\n".join(lines)
