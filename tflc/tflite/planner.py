@@ -65,7 +65,7 @@ KERNEL_COSTS: dict[str, KernelCost] = {
     "AVERAGE_POOL_2D": KernelCost(params=40, op_data=32),
     "MAX_POOL_2D": KernelCost(params=40, op_data=32),
     "RESHAPE": KernelCost(params=36),
-    "SOFTMAX": KernelCost(params=4, op_data=80),
+    "SOFTMAX": KernelCost(params=8, params_align=8, op_data=80),
     "ADD": KernelCost(params=8, op_data=60),
 }
 DEFAULT_COST = KernelCost(params=40, op_data=96)
@@ -309,12 +309,12 @@ def _op_setup(view: ModelView, sg: SubgraphInfo, op) -> tuple[_OpSetup, bool]:
     per_channel = []
     if cost.per_channel and len(op.inputs) > cost.weights_input and op.inputs[cost.weights_input] >= 0:
         weights = sg.tensors[op.inputs[cost.weights_input]]
-        channels = _quant_channels(weights)
-        is_quantized = channels > 0 and not weights.is_float
-        if is_quantized and (cost.per_channel_when == "always" or channels > 1):
-            if cost.per_channel_when == "always" and weights.shape:
-                channels = weights.shape[cost.channel_axis % len(weights.shape)]
+        if cost.per_channel_when == "always" and weights.shape:
+            # Convolutions size the arrays by the weights' output channels, float or not.
+            channels = weights.shape[cost.channel_axis % len(weights.shape)]
             per_channel = [4 * channels] * cost.per_channel
+        elif _quant_channels(weights) > 1:
+            per_channel = [4 * _quant_channels(weights)] * cost.per_channel
     temps = [_quant_channels(sg.tensors[t]) for t in (*op.inputs, *op.outputs) if t >= 0]
     params = (cost.params, cost.params_align) if cost.params else None
     return _OpSetup(sg.index, op.index, params, cost.op_data, per_channel, temps, []), known
