@@ -1,0 +1,11 @@
+"""On-device benchmarking: `bench()` pushes `runner.py` to a device and returns a `BenchResult`.
+
+`runner.py` is the standalone file that runs on the device (standard library, numpy and a TFLite
+interpreter only); `transports.py` gets it there (this machine or SSH); `stats.py` summarises the
+timings; `compare.py` sets models side by side and the device against the host.
+"""
+
+from tflc.bench.bench import BenchRecord, BenchResult, bench
+from tflc.bench.transports import DeviceError, TransportError
+
+__all__ = ["BenchRecord", "BenchResult", "DeviceError", "TransportError", "bench"]

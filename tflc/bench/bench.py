@@ -1,0 +1,343 @@
+"""`tflc bench`: time models on the device they ship to and bring back one trustworthy record.
+
+The pipeline of one call to `bench()`:
+
+1. check the models and data files here (each model is read as a TFLite flatbuffer, the .npz
+   files against the models' inputs), so mistakes fail fast with the user's own file names;
+2. build the runner's request (protocol 1, see `runner.py`);
+3. push the runner, the models and the data to a private folder on the device and run it
+   (`transports.py`); only connection failures are retried, each time from a clean start;
+4. turn every (model, trial) into a `BenchRecord`: latency statistics computed here
+   (`stats.py`), device facts and conditions, peak memory, an output checksum, and where asked
+   for, fidelity against this machine's LiteRT, input saturation and estimated energy;
+5. pool each model's trials, with ratios to the first model (`compare.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tflc import __version__
+from tflc.bench import runner as runner_module
+from tflc.bench.compare import ModelSummary, fidelity, summarize_models
+from tflc.bench.stats import LatencyStats, summarize
+from tflc.bench.transports import (
+    TransportError,
+    Upload,
+    make_transport,
+    parse_device,
+    run_on_device,
+)
+from tflc.errors import BadInput, PipelineError
+from tflc.fileio import atomic_write_json, sha256_file
+
+DELEGATE_KINDS = ("none", "default", "xnnpack")
+
+
+@dataclass
+class BenchRecord:
+    """One model in one trial on one device: what the store keeps next to the model."""
+
+    model: str  # the path as given
+    model_name: str
+    model_sha256: str
+    model_bytes: int
+    trial: int
+    device: str  # "local" or "ssh://user@host:port"
+    device_facts: dict  # OS, arch, CPU, cores, board, Python, numpy (see runner.device_facts)
+    runtime: dict  # {"name", "version"} of the interpreter on the device
+    threads: int | None
+    delegate: dict
+    warmup: int
+    latency_ms: LatencyStats
+    samples_ms: list[float]  # every timed inference, in the order they ran
+    load_ms: float
+    allocate_ms: float
+    first_inference_ms: float
+    warmup_mean_ms: float | None
+    peak_rss_bytes: int | None
+    baseline_rss_bytes: int | None  # the worker before loading the model (Python, numpy, runtime)
+    output_sha256: str  # of the outputs for the first input batch
+    outputs: list | None  # those outputs, with `return_outputs`
+    tensors: dict  # {"inputs": [...], "outputs": [...]}: name, shape, dtype, scale, zero_point
+    inputs: dict  # {"kind": "random", "seed"} or {"kind": "npz", "path"}
+    input_saturation: list | None
+    fidelity: dict | None
+    energy: dict | None
+    conditions: dict  # {"before": ..., "after": ...}: temperature, throttling, clock, load
+    warnings: list[str]
+    model_key: str = field(default="", repr=False)  # groups trials of the same model argument
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("model_key")
+        data["latency_ms"] = self.latency_ms.to_dict()
+        return data
+
+
+@dataclass
+class BenchResult:
+    """Everything one `tflc bench` call measured: per-trial records and per-model summaries."""
+
+    device: str
+    device_facts: dict
+    runtime: dict
+    target: str | None
+    settings: dict
+    records: list[BenchRecord]
+    models: list[ModelSummary]
+    warnings: list[str]
+    tflc_version: str = __version__
+    runner_version: str = runner_module.RUNNER_VERSION
+    protocol: int = runner_module.PROTOCOL
+    started_at: float = 0.0
+    seconds: float = 0.0
+    attempts: int = 1
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "bench",
+            "tflc_version": self.tflc_version, "runner_version": self.runner_version,
+            "protocol": self.protocol, "device": self.device, "device_facts": self.device_facts,
+            "runtime": self.runtime, "target": self.target, "settings": self.settings,
+            "started_at": self.started_at, "seconds": self.seconds, "attempts": self.attempts,
+            "warnings": self.warnings,
+            "models": [summary.to_dict() for summary in self.models],
+            "records": [record.to_dict() for record in self.records],
+        }
+
+    def write(self, path) -> Path:
+        """Save as JSON (atomically)."""
+        return atomic_write_json(path, self.to_dict())
+
+
+# ------------------------------------------------------------------------------ checking input
+def _tensor_infos(path: Path) -> list[dict]:
+    """The model's inputs in the runner's format, read from the flatbuffer (no interpreter)."""
+    from tflc.tflite.reader import read_model
+
+    view = read_model(path)
+    infos = []
+    for tensor in view.input_tensors(0):
+        quant = tensor.quantization
+        infos.append({"name": tensor.name, "index": tensor.index, "shape": list(tensor.shape),
+                      "dtype": tensor.dtype,
+                      "scale": float(quant.scales[0]) if quant and quant.scales else 0.0,
+                      "zero_point": int(quant.zero_points[0]) if quant and quant.zero_points
+                      else 0})
+    return infos
+
+
+def _check_npz(path: Path, infos_by_model: dict, flag: str) -> None:
+    if not path.is_file():
+        raise BadInput(f"{path}: {flag} file not found")
+    for model, infos in infos_by_model.items():
+        try:
+            runner_module.read_npz_inputs(str(path), infos)
+        except runner_module.RunnerError as exc:
+            detail = exc.message.split(": ", 1)[-1]
+            raise BadInput(f"{path} ({flag}) does not fit {model.name}: {detail}") from None
+
+
+def _delegate(delegate: str | None, options: dict | None) -> dict:
+    if delegate in (None, "default", "xnnpack"):
+        kind = {"kind": "default"}
+    elif delegate == "none":
+        kind = {"kind": "none"}
+    else:  # a library path or name, loaded on the device (e.g. libedgetpu.so.1)
+        kind = {"kind": "external", "library": str(delegate), "options": dict(options or {})}
+    if options and kind["kind"] != "external":
+        raise BadInput("--delegate-option applies to an external delegate library only; "
+                       "pass --delegate LIBRARY")
+    return kind
+
+
+def _energy(target_spec, latency: LatencyStats) -> dict | None:
+    power = getattr(getattr(target_spec, "device", None), "active_power_w", None)
+    if not power:
+        return None
+    return {"mj_per_inference": float(power) * latency.mean, "estimate": True,
+            "active_power_w": float(power), "target": target_spec.name,
+            "method": "target active power (W) x mean latency (ms)"}
+
+
+# ------------------------------------------------------------------------------------- bench
+def bench(models, device: str = "local", *, target=None, python: str | None = None,
+          threads: int | None = 1, warmup: int = 5, runs: int = 50, min_duration_s: float = 0.0,
+          repeat: int = 1, rounds: int | None = None, delegate: str | None = "default",
+          delegate_options: dict | None = None, inputs=None, eval_data=None, seed: int = 0,
+          return_outputs: bool = False, runtime: str = "auto", timeout_s: float | None = None,
+          retries: int = 2, ssh_config=None, ssh_options=(), remote_tmp: str | None = None,
+          connect_timeout: float = 10.0, busy_load_per_core: float = 0.5,
+          progress: bool = True) -> BenchResult:
+    """Benchmark one or more .tflite models on a device; see the module docstring for the steps.
+
+    `models`: paths (several run interleaved, ratios are to the first). `device`: "local",
+    "ssh://user@host[:port]" or an ssh_config alias. `python`: the device's interpreter
+    (default: the Python running tflc locally, `python3` over SSH). `inputs`: an .npz of field
+    data to feed instead of random inputs (reports input saturation). `eval_data`: a labelled
+    .npz (`x`, `y`) run once on the device, compared with LiteRT here. `target`: a target name or
+    descriptor whose `device.active_power_w` gives an energy estimate.
+    """
+    started = time.time()
+    paths = [Path(m) for m in ([models] if isinstance(models, (str, Path)) else models)]
+    if not paths:
+        raise BadInput("no model given; name one or more .tflite files")
+    if runs < 1 and min_duration_s <= 0:
+        raise BadInput("--runs must be at least 1 (or give --min-duration)")
+    if warmup < 0 or repeat < 1 or (threads is not None and threads < 1):
+        raise BadInput("--warmup must be >= 0, --repeat >= 1 and --threads >= 1")
+    if runtime not in ("auto", *runner_module.RUNTIMES):
+        choices = ", ".join(runner_module.RUNTIMES)
+        raise BadInput(f"--runtime {runtime}: use auto or one of {choices}")
+    infos = {}
+    for path in paths:
+        if not path.is_file():
+            raise BadInput(f"{path}: model file not found")
+        infos[path] = _tensor_infos(path)  # raises BadInput for anything but a TFLite model
+    inputs_path = Path(inputs) if inputs else None
+    eval_path = Path(eval_data) if eval_data else None
+    if inputs_path:
+        _check_npz(inputs_path, infos, "--inputs")
+    if eval_path:
+        _check_npz(eval_path, infos, "--eval-data")
+    target_spec = None
+    if target is not None:
+        from tflc.check import load_target
+
+        target_spec = load_target(target)
+
+    delegate_spec = _delegate(delegate, delegate_options)
+    uploads = [Upload(path, f"m{i}.tflite") for i, path in enumerate(paths)]
+    request = {
+        "protocol": runner_module.PROTOCOL,
+        "models": [{"id": f"m{i}", "path": f"m{i}.tflite"} for i in range(len(paths))],
+        "runtime": runtime, "threads": threads, "delegate": delegate_spec, "warmup": warmup,
+        "runs": runs, "min_duration_s": min_duration_s, "repeat": repeat, "rounds": rounds,
+        "inputs": {"kind": "random", "seed": seed}, "eval": None,
+        "return_outputs": return_outputs, "busy_load_per_core": busy_load_per_core,
+    }
+    if inputs_path:
+        uploads.append(Upload(inputs_path, "inputs.npz"))
+        request["inputs"] = {"kind": "npz", "path": "inputs.npz"}
+    if eval_path:
+        uploads.append(Upload(eval_path, "eval.npz"))
+        request["eval"] = {"path": "eval.npz"}
+    if timeout_s is None:
+        timeout_s = 600.0 + 1.5 * repeat * len(paths) * min_duration_s
+
+    response, attempts = _run_with_retries(
+        device, python, uploads, request, timeout_s, retries, progress,
+        dict(ssh_config=ssh_config, ssh_options=tuple(ssh_options), remote_tmp=remote_tmp,
+             connect_timeout=connect_timeout))
+    label = parse_device(device).label
+
+    host_evals = _host_evaluations(paths, eval_path, threads) if eval_path else {}
+    labels = _eval_labels(eval_path) if eval_path else None
+    records = []
+    for trial in response["trials"]:
+        for entry in trial["models"]:
+            path = paths[int(entry["id"][1:])]
+            latency = summarize(entry["latencies_ms"])
+            fid = None
+            if "eval" in entry and path in host_evals:
+                host_eval, host_runtime = host_evals[path]
+                fid = fidelity(entry["eval"], host_eval, labels, host_runtime)
+            warm = entry.get("warmup_ms") or []
+            records.append(BenchRecord(
+                model=str(path), model_name=path.name, model_sha256=sha256_file(path),
+                model_bytes=path.stat().st_size, trial=int(trial["trial"]), device=label,
+                device_facts=response["device"], runtime=entry.get("runtime") or {},
+                threads=threads, delegate=delegate_spec, warmup=warmup, latency_ms=latency,
+                samples_ms=[round(v, 6) for v in entry["latencies_ms"]],
+                load_ms=entry["load_ms"], allocate_ms=entry["allocate_ms"],
+                first_inference_ms=entry["first_inference_ms"],
+                warmup_mean_ms=sum(warm) / len(warm) if warm else None,
+                peak_rss_bytes=entry.get("peak_rss_bytes"),
+                baseline_rss_bytes=entry.get("baseline_rss_bytes"),
+                output_sha256=entry["output_sha256"], outputs=entry.get("outputs"),
+                tensors=entry.get("tensors") or {},
+                inputs=dict(request["inputs"], path=str(inputs_path)) if inputs_path
+                else dict(request["inputs"]),
+                input_saturation=entry.get("saturation"), fidelity=fid,
+                energy=_energy(target_spec, latency),
+                conditions={"before": trial["conditions_before"],
+                            "after": trial["conditions_after"]},
+                warnings=list(response.get("warnings") or []), model_key=entry["id"],
+            ))
+    warnings = list(response.get("warnings") or [])
+    if target_spec is not None and not any(r.energy for r in records):
+        warnings.append(f"target {target_spec.name} gives no device.active_power_w: "
+                        "no energy estimate")
+    settings = {"threads": threads, "warmup": warmup, "runs": runs,
+                "min_duration_s": min_duration_s, "repeat": repeat, "rounds": rounds,
+                "delegate": delegate_spec, "runtime": runtime, "seed": seed,
+                "inputs": str(inputs_path) if inputs_path else None,
+                "eval_data": str(eval_path) if eval_path else None,
+                "python": python, "timeout_s": timeout_s}
+    return BenchResult(
+        device=label, device_facts=response["device"], runtime=response.get("runtime") or {},
+        target=getattr(target_spec, "name", None), settings=settings, records=records,
+        models=summarize_models(records), warnings=warnings, started_at=round(started, 3),
+        seconds=round(time.time() - started, 3), attempts=attempts)
+
+
+def _run_with_retries(device, python, uploads, request, timeout_s, retries, progress, ssh):
+    """Run on the device; a lost or refused connection is retried from a clean start."""
+    from tqdm import tqdm
+
+    first_error = None
+    for attempt in range(retries + 1):
+        bar = tqdm(total=None, desc="bench", unit="slice", disable=not progress or None,
+                   leave=False)
+
+        def on_event(event, bar=bar):
+            if event.get("event") == "progress":
+                bar.total = event.get("total")
+                bar.n = event.get("done", 0)
+                bar.refresh()
+
+        transport = make_transport(device, python, **ssh)
+        try:
+            return run_on_device(transport, uploads, request, timeout_s=timeout_s,
+                                 on_event=on_event), attempt + 1
+        except TransportError as exc:
+            first_error = first_error or exc
+            if attempt == retries:
+                if exc.message != first_error.message:
+                    exc.message = (f"{exc.message} (after {attempt + 1} attempts; the first "
+                                   f"failure: {first_error.message})")
+                else:
+                    exc.message = f"{exc.message} (after {attempt + 1} attempts)"
+                raise
+            time.sleep(min(2.0 ** attempt, 8.0))
+        finally:
+            bar.close()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _host_evaluations(paths, eval_path: Path, threads) -> dict:
+    """Each model's outputs on the evaluation samples with this machine's LiteRT."""
+    from tflc.tf_env import quiet_native_output
+
+    try:
+        results = {}
+        with quiet_native_output():  # LiteRT announces its XNNPACK delegate on stderr
+            runtime = runner_module.load_runtime("auto")
+            for path in paths:
+                session = runner_module.ModelSession(runtime, str(path), threads,
+                                                     {"kind": "default"})
+                results[path] = (session.evaluate(str(eval_path)), runtime.describe())
+    except runner_module.RunnerError as exc:
+        raise PipelineError(f"computing the host's reference outputs for --eval-data failed: "
+                            f"{exc.message}") from None
+    return results
+
+
+def _eval_labels(eval_path: Path):
+    import numpy as np
+
+    with np.load(eval_path, allow_pickle=False) as data:
+        return data["y"] if "y" in data.files else None
