@@ -247,6 +247,86 @@ def check_command(ctx, model: str, target: str, fmt: str, min_coverage) -> None:
 # (tflc bench: see tflc/bench/)
 
 
+def _key_values(_ctx, param, values) -> dict:
+    pairs = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{text!r} is not KEY=VALUE", param=param)
+        pairs[key] = value
+    return pairs
+
+
+@main.command("bench")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--device", "-d", default="local", show_default=True,
+              help="local, ssh://user@host[:port], or a host alias from your ssh_config.")
+@click.option("--target", "-t", help="Target name or descriptor; its device.active_power_w gives "
+              "an energy estimate.")
+@click.option("--python", help="Python on the device, e.g. a venv with tflite-runtime "
+              "[default: python3 over SSH, this Python locally].")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Untimed runs after the first inference.")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Timed runs per model and trial.")
+@click.option("--min-duration", type=click.FloatRange(min=0), default=0.0,
+              help="Keep timing each model for at least this many seconds per trial.")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trials, each in fresh processes, for the run-to-run spread.")
+@click.option("--delegate", default="default", show_default=True,
+              help="none (builtin kernels), default (XNNPACK), or an external delegate library "
+              "on the device such as libedgetpu.so.1.")
+@click.option("--delegate-option", "delegate_options", multiple=True, callback=_key_values,
+              help="KEY=VALUE for the external delegate (repeatable).")
+@click.option("--inputs", "inputs", type=click.Path(dir_okay=False),
+              help="Field data (.npz) to feed instead of random inputs; reports input saturation.")
+@click.option("--eval-data", type=click.Path(dir_okay=False),
+              help="Labelled .npz (x, y): top-1 accuracy on the device, agreement with the host.")
+@click.option("--outputs", "return_outputs", is_flag=True,
+              help="Include the outputs for the first input batch in the records.")
+@click.option("--runtime", default="auto", show_default=True,
+              type=click.Choice(["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"]),
+              help="The interpreter package to use on the device.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1),
+              help="Seconds before the run counts as hung [default: 600 + the minimum durations].")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Retries after a lost or refused connection (nothing else is retried).")
+@click.option("--ssh-config", type=click.Path(dir_okay=False), help="ssh_config file (ssh -F).")
+@click.option("--ssh-option", "ssh_options", multiple=True,
+              help="Extra OpenSSH option KEY=VALUE (ssh -o, repeatable).")
+@click.option("--remote-tmp", help="Folder on the device for the temporary files "
+              "[default: $TMPDIR or /tmp].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Write the results (JSON) to this file.")
+@FORMAT_OPTION
+def bench_command(models, device, target, python, threads, warmup, runs, min_duration, repeat,
+                  delegate, delegate_options, inputs, eval_data, return_outputs, runtime, seed,
+                  timeout_s, retries, ssh_config, ssh_options, remote_tmp, output, fmt) -> None:
+    """Time MODEL(s) (.tflite, or a registry reference such as kws@current) on a device.
+
+    Several models run interleaved (A B A B ...) in one invocation; the table shows each figure
+    with its ratio to the first model. Exit codes: 0 measured; 1 the device failed; 2 bad input.
+    """
+    from tflc.bench import bench
+    from tflc.bench.compare import render_table
+    from tflc.store import resolve_model_ref
+
+    result = bench(
+        [resolve_model_ref(m) for m in models], device, target=target, python=python,
+        threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration, repeat=repeat,
+        delegate=delegate, delegate_options=delegate_options, inputs=inputs, eval_data=eval_data,
+        seed=seed, return_outputs=return_outputs, runtime=runtime, timeout_s=timeout_s,
+        retries=retries, ssh_config=ssh_config, ssh_options=ssh_options, remote_tmp=remote_tmp)
+    if output:
+        result.write(output)
+    if fmt == "json":
+        emit_json(result)
+    else:
+        click.echo(render_table(result))
+
+
 # ----------------------------------------------------------------------------- optimize pipeline
 # (tflc sensitivity: see tflc/optimize/)
 
