@@ -333,3 +333,353 @@ def bench_command(models, device, target, python, threads, warmup, runs, min_dur
 
 # ---------------------------------------------------------------------------- runs and releases
 # (tflc runs, promote, rollback, rebuild: see tflc/store/)
+
+
+def _use_registry(_ctx, _param, value):
+    # Every store call reads TFLC_REGISTRY, so one flag reaches records and references alike.
+    if value:
+        os.environ["TFLC_REGISTRY"] = value
+    return value
+
+
+REGISTRY_OPTION = click.option(
+    "--registry", type=click.Path(file_okay=False), expose_value=False, is_eager=True,
+    callback=_use_registry, help="Run registry folder [default: $TFLC_REGISTRY or ./.tflc].",
+)
+
+
+def _runs_table(rows: list[list], headers: list[str]) -> None:
+    """Plain aligned columns; the last column is never padded."""
+    cells = [[("-" if v is None or v == "" else str(v)) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    for row in [headers, *cells]:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row[:-1], widths, strict=False)) + ("  " if len(row) > 1 else "") + row[-1])
+
+
+def _runs_filters(func):
+    for option in reversed([
+        click.option("--kind", type=click.Choice(["compile", "check", "bench", "export"])),
+        click.option("--model", help="Part of the model path, its name, or a release name."),
+        click.option("--target", help="Target name."),
+        click.option("--tag", help="Only artifacts with this tag."),
+        click.option("--since", help="Recorded on or after this UTC date (2024-05-31[T12:00])."),
+        click.option("--until", help="Recorded on or before this UTC date."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _headline_metrics(record) -> str:
+    """A few numbers that tell runs apart at a glance, by kind."""
+    metrics = record.manifest.get("metrics") or {}
+    picks = [("sizes.int8_tflite_bytes", "{:,} B"), ("evaluation.int8_accuracy", "acc {:.2f}%"),
+             ("evaluation.accuracy_drop", "drop {:+.2f}"), ("coverage", "coverage {:.0%}"),
+             ("memory.arena_bytes", "arena {:,} B"), ("latency_ms.median", "{:.3f} ms"),
+             ("latency_ms", "{:.3f} ms")]
+    out = []
+    for key, fmt in picks:
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append(fmt.format(value))
+    return ", ".join(out[:3])
+
+
+@main.group("runs")
+def runs_group() -> None:
+    """The run registry: every compile, check, bench and export result, with what produced it."""
+
+
+@runs_group.command("list")
+@_runs_filters
+@click.option("--limit", type=int, default=50, show_default=True, help="Newest N (0: all).")
+@FORMAT_OPTION
+@REGISTRY_OPTION
+def runs_list_command(kind, model, target, tag, since, until, limit, fmt) -> None:
+    """Recorded artifacts, newest first."""
+    from tflc.store import Registry
+
+    registry = Registry()
+    records = registry.list(kind=kind, model=model, target=target, tag=tag, since=since, until=until,
+                            limit=limit or None)
+    if fmt == "json":
+        emit_json([{k: v for k, v in r.to_dict().items() if k != "manifest"}
+                   | {"metrics": r.manifest.get("metrics")} for r in records])
+        return
+    if not records:
+        click.echo(f"no runs recorded in {registry.root} match")
+        return
+    _runs_table([[r.id, r.kind, r.created[:19].replace("T", " "), r.model_name, r.target,
+                  " ".join(r.releases + r.tags), _headline_metrics(r)] for r in records],
+                ["ID", "KIND", "CREATED (UTC)", "MODEL", "TARGET", "RELEASES/TAGS", "METRICS"])
+
+
+@runs_group.command("show")
+@click.argument("artifact")
+@FORMAT_OPTION
+@REGISTRY_OPTION
+def runs_show_command(artifact, fmt) -> None:
+    """Everything recorded about one artifact (an id or a unique prefix of one, or NAME@current)."""
+    from tflc.errors import PipelineError
+    from tflc.store import Registry
+    from tflc.store.compare import flatten
+
+    registry = Registry()
+    record = registry.get(_artifact_arg(registry, artifact))
+    status = {name: registry.files.file_status(record.id, name, meta["sha256"])
+              for name, meta in record.files.items()}
+    if fmt == "json":
+        emit_json(record.to_dict() | {"folder": str(registry.files.artifacts / record.id),
+                                      "file_status": status})
+        return
+    m = record.manifest
+    rows = [["artifact", f"{record.id} ({record.kind}, {record.created})"],
+            ["folder", str(registry.files.artifacts / record.id)]]
+    if record.releases or record.tags:
+        rows.append(["releases/tags", " ".join(record.releases + record.tags)])
+    for role, entry in (m.get("inputs") or {}).items():
+        source = f" (from compile {entry['artifact']})" if entry.get("artifact") else ""
+        rows.append([f"input {role}", f"{entry.get('path')}  sha256 {str(entry.get('sha256'))[:12]}{source}"])
+    if m.get("target"):
+        rows.append(["target", f"{m['target'].get('name')}  sha256 {str(m['target'].get('sha256'))[:12]}"])
+    rows.append(["seed", m.get("seed")])
+    for section in ("config", "versions", "platform", "metrics", "result"):
+        for key, value in flatten(m.get(section) or {}, section).items():
+            rows.append([key, value])
+    for index, stage in enumerate(m.get("stages") or []):
+        rows.append([f"stage {index + 1}", json.dumps(stage, default=str)[:160]])
+    for name, meta in record.files.items():
+        rows.append([f"file {name}", f"{meta['size']:,} B  sha256 {meta['sha256'][:12]}  {status[name]}"])
+    _runs_table(rows, ["FIELD", "VALUE"])
+    broken = [n for n, s in status.items() if s != "ok"]
+    if broken:
+        raise PipelineError(f"artifact {record.id}: {', '.join(broken)} {status[broken[0]]} in "
+                            f"{registry.files.artifacts / record.id}; `tflc runs repair` restores "
+                            f"files whose stored copy is intact")
+
+
+def _artifact_arg(registry, text: str) -> str:
+    """An artifact id, a prefix of one, or NAME@current / NAME@previous."""
+    if "@" in text:
+        name, _, which = text.partition("@")
+        return registry.release(name, which)
+    return text
+
+
+@runs_group.command("diff")
+@click.argument("a")
+@click.argument("b")
+@FORMAT_OPTION
+@REGISTRY_OPTION
+def runs_diff_command(a, b, fmt) -> None:
+    """What differs between two artifacts: inputs, configuration, target, versions, metrics."""
+    from tflc.store import Registry
+    from tflc.store.compare import diff_records
+
+    registry = Registry()
+    result = diff_records(registry.get(_artifact_arg(registry, a)), registry.get(_artifact_arg(registry, b)))
+    if fmt == "json":
+        emit_json(result)
+        return
+    if not result.rows:
+        click.echo(f"{result.a} and {result.b}: no differences in inputs, configuration, versions or metrics")
+        return
+    _runs_table([[r["key"], r["a"], r["b"]] for r in result.rows], ["KEY", result.a, result.b])
+
+
+@runs_group.command("tag")
+@click.argument("artifact")
+@click.argument("tag")
+@click.option("--remove", is_flag=True, help="Remove the tag instead.")
+@REGISTRY_OPTION
+def runs_tag_command(artifact, tag, remove) -> None:
+    """Tag an artifact (tagged artifacts are never garbage-collected)."""
+    from tflc.store import Registry
+
+    registry = Registry()
+    artifact_id = registry.tag(_artifact_arg(registry, artifact), tag, remove=remove)
+    click.echo(f"{'untagged' if remove else 'tagged'} {artifact_id} {tag}")
+
+
+@runs_group.command("gc")
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+@click.option("--keep-days", type=float, default=14.0, show_default=True,
+              help="Keep untagged, unreleased artifacts younger than this.")
+@FORMAT_OPTION
+@REGISTRY_OPTION
+def runs_gc_command(dry_run, keep_days, fmt) -> None:
+    """Remove artifacts no tag or release refers to, and files nothing refers to."""
+    from tflc.store import Registry
+    from tflc.store.maintenance import gc
+
+    report = gc(Registry(), keep_days=keep_days, dry_run=dry_run)
+    if fmt == "json":
+        emit_json(report)
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(report.artifacts)} artifact(s), {report.orphan_blobs} unreferenced "
+               f"file(s) ({report.bytes_freed:,} B) and {report.orphan_folders} stray folder(s)")
+    for artifact_id in report.artifacts:
+        click.echo(f"  {artifact_id}")
+
+
+@runs_group.command("export")
+@_runs_filters
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@REGISTRY_OPTION
+def runs_export_command(kind, model, target, tag, since, until, fmt, output) -> None:
+    """All matching records as one flat row each (CSV for spreadsheets, JSON for dashboards)."""
+    from tflc.fileio import _json_default, atomic_write_text
+    from tflc.store import Registry
+    from tflc.store.compare import export_row, to_csv
+
+    records = Registry().list(kind=kind, model=model, target=target, tag=tag, since=since, until=until)
+    rows = [export_row(r) for r in records]
+    text = to_csv(rows) if fmt == "csv" else json.dumps(rows, indent=2, default=_json_default) + "\n"
+    if output:
+        atomic_write_text(output, text)
+        click.echo(f"wrote {len(rows)} record(s) to {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@runs_group.command("verify")
+@click.argument("artifacts", nargs=-1)
+@FORMAT_OPTION
+@REGISTRY_OPTION
+def runs_verify_command(artifacts, fmt) -> None:
+    """Check that every recorded file still has its recorded sha256 (exit 1 naming any that not)."""
+    from tflc.store import Registry
+    from tflc.store.maintenance import verify
+
+    registry = Registry()
+    report = verify(registry, [_artifact_arg(registry, a) for a in artifacts] or None)
+    if fmt == "json":
+        emit_json(report)
+    else:
+        click.echo(f"checked {report.checked} artifact(s): "
+                   + ("all files intact" if report.ok else f"{len(report.problems)} problem(s)"))
+        for p in report.problems:
+            click.echo(f"  {p['artifact']}  {p['file']}  {p['status']}  {p['path']}")
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+@runs_group.command("repair")
+@FORMAT_OPTION
+@REGISTRY_OPTION
+def runs_repair_command(fmt) -> None:
+    """Rebuild a damaged or deleted database from the manifests, restore damaged files."""
+    from tflc.store import Registry
+    from tflc.store.maintenance import repair
+
+    report = repair(Registry())
+    if fmt == "json":
+        emit_json(report)
+    else:
+        if report.database_moved_to:
+            click.echo(f"the damaged database was moved to {report.database_moved_to}")
+        click.echo(f"reindexed {len(report.reindexed)} artifact(s), replayed {report.events_replayed} "
+                   f"tag/release event(s), restored {len(report.restored)} file(s)")
+        for item in report.unrecoverable:
+            click.echo(f"  cannot restore {item['artifact']} {item['file']}: {item['reason']}")
+    if report.unrecoverable:
+        raise click.exceptions.Exit(1)
+
+
+@runs_group.command("releases")
+@click.argument("name", required=False)
+@FORMAT_OPTION
+@REGISTRY_OPTION
+def runs_releases_command(name, fmt) -> None:
+    """Release history: which artifact each name pointed to, and when."""
+    from tflc.store import Registry
+
+    history = Registry().release_history(name)
+    if fmt == "json":
+        emit_json(history)
+        return
+    if not history:
+        click.echo("no releases yet: `tflc promote ID --as NAME` makes one")
+        return
+    _runs_table([[h["name"], h["artifact_id"], h["status"], h["promoted"][:19].replace("T", " "),
+                  (h["rolled_back"] or "")[:19].replace("T", " ")] for h in history],
+                ["NAME", "ARTIFACT", "STATUS", "PROMOTED (UTC)", "ROLLED BACK"])
+
+
+@main.command("promote")
+@click.argument("artifact")
+@click.option("--as", "name", required=True, help="Release name; NAME@current then resolves to it.")
+@FORMAT_OPTION
+@REGISTRY_OPTION
+def promote_command(artifact, name, fmt) -> None:
+    """Mark an artifact as the released version of NAME (its model must be intact)."""
+    from tflc.store import Registry
+    from tflc.store.refs import artifact_file
+
+    registry = Registry()
+    artifact_id = registry.resolve_id(artifact)
+    artifact_file(registry, artifact_id, None, artifact)  # refuse a damaged or model-less artifact
+    change = registry.promote(artifact_id, name)
+    if fmt == "json":
+        emit_json(change)
+    elif not change.changed:
+        click.echo(f"{name}@current is already {change.current}")
+    else:
+        click.echo(f"{name}@current -> {change.current}"
+                   + (f" (previous: {change.previous})" if change.previous else ""))
+
+
+@main.command("rollback")
+@click.argument("name")
+@FORMAT_OPTION
+@REGISTRY_OPTION
+def rollback_command(name, fmt) -> None:
+    """Make NAME's previous release current again."""
+    from tflc.store import Registry
+
+    change = Registry().rollback(name)
+    if fmt == "json":
+        emit_json(change)
+    else:
+        click.echo(f"{name}@current -> {change.current} (rolled back {change.replaced})")
+
+
+@main.command("rebuild")
+@click.argument("artifact")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+              help="Keep the rebuilt files here [default: a temporary folder].")
+@click.option("--input", "inputs", multiple=True, metavar="ROLE=PATH",
+              help="Read a moved input from PATH (roles: model, calibration_data, eval_data, ...).")
+@click.option("--anyway", is_flag=True, help="Rebuild even when an input or the target changed.")
+@FORMAT_OPTION
+@REGISTRY_OPTION
+def rebuild_command(artifact, out_dir, inputs, anyway, fmt) -> None:
+    """Rerun a recorded compile and verify a byte-identical .tflite.
+
+    Exit codes: 0 identical; 3 different, or not rebuilt because an input changed (each
+    difference is named); 2 an input is missing.
+    """
+    from tflc.errors import BadInput
+    from tflc.store import Registry
+    from tflc.store.rebuild import rebuild
+
+    overrides = {}
+    for item in inputs:
+        role, sep, path = item.partition("=")
+        if not sep or not role or not path:
+            raise BadInput(f"--input {item!r}: expected ROLE=PATH, e.g. calibration_data=data/calib.npz")
+        overrides[role] = path
+    registry = Registry()
+    report = rebuild(_artifact_arg(registry, artifact), registry.root, out_dir=out_dir,
+                     inputs=overrides, anyway=anyway)
+    if fmt == "json":
+        emit_json(report)
+    else:
+        click.echo(f"rebuild {report.artifact_id}: {report.verdict}")
+        for difference in report.differences:
+            click.echo(f"  differs: {difference}")
+    if report.identical:
+        return
+    missing = any(i["status"] == "missing" for i in report.inputs)
+    raise click.exceptions.Exit(2 if missing else 3)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from tflc.errors import BadInput
-from tflc.fileio import atomic_write_bytes, sha256_bytes
+from tflc.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 from tflc.store.artifacts import MANIFEST
 from tflc.store.registry import Registry
 
@@ -47,9 +47,12 @@ def verify(registry: Registry, ids: list[str] | None = None) -> VerifyReport:
             if status != "ok":
                 report.problems.append({"artifact": record.id, "file": name, "status": status,
                                         "path": str(registry.files.file_path(record.id, name))})
-        if not registry.files.manifest_path(record.id).is_file():
-            report.problems.append({"artifact": record.id, "file": MANIFEST, "status": "missing",
-                                    "path": str(registry.files.manifest_path(record.id))})
+        manifest = registry.files.manifest_path(record.id)
+        status = ("missing" if not manifest.is_file()
+                  else "ok" if sha256_file(manifest).startswith(record.id) else "modified")
+        if status != "ok":  # the id is the start of the manifest's own hash
+            report.problems.append({"artifact": record.id, "file": MANIFEST, "status": status,
+                                    "path": str(manifest)})
     return report
 
 
@@ -162,7 +165,7 @@ def _replay_events(registry: Registry) -> int:
 def _restore_files(registry: Registry, report: RepairReport) -> None:
     for record in registry.list():
         manifest_path = registry.files.manifest_path(record.id)
-        if not manifest_path.is_file():
+        if not manifest_path.is_file() or not sha256_file(manifest_path).startswith(record.id):
             manifest_path.parent.mkdir(parents=True, exist_ok=True)
             with registry.transaction() as conn:
                 text = conn.execute("SELECT manifest FROM artifacts WHERE id=?", (record.id,)).fetchone()[0]

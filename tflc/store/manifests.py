@@ -126,3 +126,53 @@ def record_compile(report, registry=None) -> str | None:
     except (TflcError, OSError) as exc:  # e.g. an input deleted mid-run: keep the result anyway
         return not_recorded("compile", exc)
     return record("compile", files, manifest, registry)
+
+
+# ------------------------------------------------------------------- results about a .tflite
+
+
+def model_input(model, registry=None) -> tuple[dict | None, str | None]:
+    """The input entry of a .tflite a command ran on, linked to the compile that produced it
+    (`artifact`) when the registry has one with the same bytes; and a short model name."""
+    if model is None or isinstance(model, (bytes, bytearray)):
+        return None, None
+    entry = describe_path(model, "model")
+    name = Path(entry["path"]).stem
+    if entry["sha256"]:
+        from tflc.store.registry import Registry
+
+        try:
+            source = Registry(registry).source_of(entry["sha256"])
+        except TflcError:
+            source = None  # a damaged registry is reported when recording, not here
+        if source is not None:
+            entry["artifact"] = source.id
+            name = source.model_name or name
+    return entry, name
+
+
+def record_check(result, model, target, config: dict | None = None, registry=None) -> str | None:
+    """Record a `tflc check`: the model checked, the verdicts (check.json) and their numbers."""
+    from tflc.store import not_recorded, record
+
+    try:
+        data = result.to_dict()
+        model_entry, name = model_input(model, registry)
+        summary = {k: v for k, v in data.get("summary", {}).items() if k != "operators"}
+        manifest = {
+            "model_name": name,
+            "inputs": {"model": model_entry} if model_entry else {},
+            "config": {"model": str(model), "target": str(getattr(target, "name", target)), **(config or {})},
+            "cwd": os.getcwd(),
+            "target": describe_target(target),
+            "seed": None,
+            "stages": None,
+            "metrics": numeric_leaves(summary),
+            "result": {"passed": result.passed((config or {}).get("min_coverage"))},
+        }
+    except (TflcError, OSError) as exc:
+        return not_recorded("check", exc)
+    files: dict[str, object] = {"check.json": data}
+    if model_entry:
+        files["model.tflite"] = model_entry["path"]
+    return record("check", files, manifest, registry)

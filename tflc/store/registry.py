@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
     kind            TEXT NOT NULL,         -- compile | check | bench | export
     created         TEXT NOT NULL,         -- ISO 8601, UTC
     model           TEXT,                  -- the input model's path, as recorded
+    model_name      TEXT,                  -- a short name: the model file's stem, or its source's
     model_sha256    TEXT,
     target          TEXT,
     manifest        TEXT NOT NULL          -- the manifest.json text
@@ -87,6 +88,7 @@ class ArtifactRecord:
     kind: str
     created: str
     model: str | None
+    model_name: str | None
     target: str | None
     manifest: dict
     files: dict[str, dict] = field(default_factory=dict)  # name -> {sha256, size}
@@ -96,7 +98,7 @@ class ArtifactRecord:
     def to_dict(self) -> dict:
         return {
             "id": self.id, "kind": self.kind, "created": self.created, "model": self.model,
-            "target": self.target, "tags": self.tags, "releases": self.releases,
+            "model_name": self.model_name, "target": self.target, "tags": self.tags, "releases": self.releases,
             "files": self.files, "manifest": self.manifest,
         }
 
@@ -144,6 +146,9 @@ class Registry:
         concurrent first writer never sees artifacts without a database)."""
         if not self._check_present():
             with self.transaction(write=True):
+                pass
+        else:
+            with self.transaction():  # an unreadable database fails here, before files are written
                 pass
 
     def _damaged(self, exc: Exception) -> Exception:
@@ -237,10 +242,11 @@ class Registry:
                     raise PipelineError(f"artifact id {artifact_id} collides with another manifest")
                 return artifact_id
             conn.execute(
-                "INSERT INTO artifacts (id, manifest_sha256, kind, created, model, model_sha256, "
-                "target, manifest) VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO artifacts (id, manifest_sha256, kind, created, model, model_name, "
+                "model_sha256, target, manifest) VALUES (?,?,?,?,?,?,?,?,?)",
                 (artifact_id, manifest_sha256, manifest["kind"], manifest["created"],
-                 model.get("path"), model.get("sha256"), target_name, manifest_text),
+                 model.get("path"), manifest.get("model_name"), model.get("sha256"), target_name,
+                 manifest_text),
             )
             conn.executemany(
                 "INSERT INTO files (artifact_id, name, sha256, size) VALUES (?,?,?,?)",
@@ -300,7 +306,7 @@ class Registry:
             manifest = {"error": f"manifest text of {artifact_id} in {self.db_path} is not JSON"}
         return ArtifactRecord(
             id=artifact_id, kind=row["kind"], created=row["created"], model=row["model"],
-            target=row["target"], manifest=manifest, files=files, tags=tags, releases=releases,
+            model_name=row["model_name"], target=row["target"], manifest=manifest, files=files, tags=tags, releases=releases,
         )
 
     def list(self, *, kind: str | None = None, model: str | None = None, target: str | None = None,
@@ -315,8 +321,9 @@ class Registry:
             where.append("a.kind = ?")
             args.append(kind)
         if model:
-            where.append("(a.model LIKE ? OR a.id IN (SELECT artifact_id FROM releases WHERE name = ?))")
-            args += [f"%{model}%", model]
+            where.append("(a.model LIKE ? OR a.model_name = ? OR "
+                         "a.id IN (SELECT artifact_id FROM releases WHERE name = ?))")
+            args += [f"%{model}%", model, model]
         if target:
             where.append("a.target = ?")
             args.append(target)
@@ -337,6 +344,17 @@ class Registry:
             sql += f" LIMIT {int(limit)}"
         with self.transaction() as conn:
             return [self._record(conn, row) for row in conn.execute(sql, args).fetchall()]
+
+    def source_of(self, sha256: str) -> ArtifactRecord | None:
+        """The newest compile artifact whose model.tflite has this hash: where a model came from."""
+        if not self._check_present():
+            return None
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT a.* FROM artifacts a JOIN files f ON f.artifact_id = a.id WHERE a.kind = "
+                "'compile' AND f.name = 'model.tflite' AND f.sha256 = ? ORDER BY a.created DESC "
+                "LIMIT 1", (sha256,)).fetchone()
+            return self._record(conn, row) if row else None
 
     # -- tags ----------------------------------------------------------------------------------
 
