@@ -230,12 +230,17 @@ def check_command(ctx, model: str, target: str, fmt: str, min_coverage) -> None:
     --min-coverage; 2 bad input.
     """
     from tflc.check import check_model
+    from tflc.store import record_check, resolve_model_ref
 
+    model = resolve_model_ref(model)  # NAME@current, NAME@previous or an artifact id (tflc/store)
     result = check_model(model, target)
+    result.artifact_id = record_check(result, model, target, {"min_coverage": min_coverage})
     if fmt == "json":
         emit_json(result)
     else:
         click.echo(result.to_text())
+        if result.artifact_id:  # the run registry's id for this result (tflc runs show ID)
+            click.echo(f"artifact  {result.artifact_id}")
     ctx.exit(result.exit_code(min_coverage))
 
 
@@ -325,6 +330,8 @@ def bench_command(models, device, target, python, threads, warmup, runs, min_dur
         emit_json(result)
     else:
         click.echo(render_table(result))
+        if result.artifact_id:  # the run registry's id for this result (tflc runs show ID)
+            click.echo(f"artifact  {result.artifact_id}")
 
 
 # ----------------------------------------------------------------------------- optimize pipeline
@@ -374,8 +381,7 @@ def _headline_metrics(record) -> str:
     metrics = record.manifest.get("metrics") or {}
     picks = [("sizes.int8_tflite_bytes", "{:,} B"), ("evaluation.int8_accuracy", "acc {:.2f}%"),
              ("evaluation.accuracy_drop", "drop {:+.2f}"), ("coverage", "coverage {:.0%}"),
-             ("memory.arena_bytes", "arena {:,} B"), ("latency_ms.median", "{:.3f} ms"),
-             ("latency_ms", "{:.3f} ms")]
+             ("memory.arena_bytes", "arena {:,} B"), ("latency_ms.p50", "p50 {:.3f} ms")]
     out = []
     for key, fmt in picks:
         value = metrics.get(key)

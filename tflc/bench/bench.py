@@ -95,10 +95,11 @@ class BenchResult:
     started_at: float = 0.0
     seconds: float = 0.0
     attempts: int = 1
+    artifact_id: str | None = None  # set when the run registry recorded it (tflc/store)
 
     def to_dict(self) -> dict:
         return {
-            "kind": "bench",
+            "kind": "bench", "artifact_id": self.artifact_id,
             "tflc_version": self.tflc_version, "runner_version": self.runner_version,
             "protocol": self.protocol, "device": self.device, "device_facts": self.device_facts,
             "runtime": self.runtime, "target": self.target, "settings": self.settings,
@@ -277,11 +278,16 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
                 "inputs": str(inputs_path) if inputs_path else None,
                 "eval_data": str(eval_path) if eval_path else None,
                 "python": python, "timeout_s": timeout_s}
-    return BenchResult(
+    result = BenchResult(
         device=label, device_facts=response["device"], runtime=response.get("runtime") or {},
         target=getattr(target_spec, "name", None), settings=settings, records=records,
         models=summarize_models(records), warnings=warnings, started_at=round(started, 3),
         seconds=round(time.time() - started, 3), attempts=attempts)
+    # Run registry (tflc/store, issue 7): keep this result as a versioned artifact.
+    from tflc.store import record_bench
+
+    result.artifact_id = record_bench(result)
+    return result
 
 
 def _run_with_retries(device, python, uploads, request, timeout_s, retries, progress, ssh):

@@ -120,6 +120,7 @@ class CheckResult:
     segments: int
     memory: MemoryReport
     advice: list[Advice] = field(default_factory=list)
+    artifact_id: str | None = None  # set when `tflc check` recorded it in the run registry
 
     @property
     def ops_total(self) -> int:
@@ -176,6 +177,7 @@ class CheckResult:
                 "within_budget": self.memory.within_budget,
             },
             "advice": [a.to_dict() for a in self.advice],
+            "artifact_id": self.artifact_id,
         }
 
     def to_text(self) -> str:

@@ -136,13 +136,18 @@ def model_input(model, registry=None) -> tuple[dict | None, str | None]:
     (`artifact`) when the registry has one with the same bytes; and a short model name."""
     if model is None or isinstance(model, (bytes, bytearray)):
         return None, None
+    from tflc.store.registry import Registry
+
     entry = describe_path(model, "model")
     name = Path(entry["path"]).stem
     if entry["sha256"]:
-        from tflc.store.registry import Registry
-
+        reg = Registry(registry)
+        folder = Path(entry["path"]).resolve().parent
         try:
-            source = Registry(registry).source_of(entry["sha256"])
+            if folder.parent == reg.files.artifacts.resolve():  # resolved from NAME@current or an id
+                source = reg.get(folder.name)
+            else:
+                source = reg.source_of(entry["sha256"])
         except TflcError:
             source = None  # a damaged registry is reported when recording, not here
         if source is not None:
@@ -176,3 +181,54 @@ def record_check(result, model, target, config: dict | None = None, registry=Non
     if model_entry:
         files["model.tflite"] = model_entry["path"]
     return record("check", files, manifest, registry)
+
+
+def _target_entry(target) -> dict | None:
+    """describe_target, or just the name when the descriptor cannot be read back any more."""
+    if target is None:
+        return None
+    try:
+        return describe_target(target)
+    except TflcError:
+        return {"name": str(getattr(target, "name", target)), "sha256": None}
+
+
+def record_bench(result, registry=None) -> str | None:
+    """Record a `tflc bench` (a BenchResult): the models timed, bench.json and every figure."""
+    from tflc.store import not_recorded, record
+
+    try:
+        data = result.to_dict()
+        files: dict[str, object] = {"bench.json": data}
+        inputs: dict[str, dict] = {}
+        model_name = None
+        for index, summary in enumerate(result.models):
+            entry, name = model_input(summary.model, registry)
+            if entry is None:
+                continue
+            role = "model" if index == 0 else f"model_{index}"
+            inputs[role] = entry
+            files[f"{role}.tflite"] = entry["path"]
+            model_name = model_name or name
+        settings = dict(result.settings)
+        for role in ("inputs", "eval_data"):
+            if settings.get(role):
+                inputs[role] = describe_path(settings[role], role)
+        summaries = [s.to_dict() for s in result.models]
+        metrics = numeric_leaves(summaries[0] if len(summaries) == 1 else {"models": summaries})
+        manifest = {
+            "model_name": model_name,
+            "inputs": inputs,
+            "config": {"models": [s.model for s in result.models], "device": result.device,
+                       "target": result.target, **settings},
+            "cwd": os.getcwd(),
+            "target": _target_entry(result.target),
+            "seed": settings.get("seed"),
+            "stages": None,
+            "metrics": metrics,
+            "result": {"device": result.device, "device_facts": result.device_facts,
+                       "runtime": result.runtime, "warnings": result.warnings},
+        }
+    except (TflcError, OSError) as exc:
+        return not_recorded("bench", exc)
+    return record("bench", files, manifest, registry)
