@@ -1,0 +1,337 @@
+"""`export_c`: a .tflite model as a TFLite Micro deployment package in C++ source.
+
+The stages, in order: read the model (no TensorFlow), make sure TFLite Micro can run it (every op
+has a kernel; with a target, every op passes the target's checks), list the op resolver, plan
+the arena statically and measure it in TFLite Micro, check the target's RAM and flash budgets,
+write the sources, and verify them (the array is the file byte for byte; TFLite Micro and LiteRT
+agree bit for bit on sample inputs). `ExportReport.to_dict()` is also written as
+OUT/export_report.json.
+
+Files (plain layout, in OUT):
+    NAME_model_data.h / .cc   the model array (16-byte aligned, optional linker section)
+    NAME_op_resolver.h        MicroMutableOpResolver<N> with exactly the model's ops
+    NAME_arena.h              NAME_TENSOR_ARENA_SIZE
+    README.md                 how to wire them into a TFLite Micro application
+The Arduino layout makes OUT an Arduino library: library.properties, src/ (the same files, .cpp
+instead of .cc) and examples/NAME_inference/NAME_inference.ino.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tflc.errors import BadInput, GateFailed
+from tflc.export.arena import ArenaFigures, arena_figures, render_arena_header
+from tflc.export.budget import BudgetReport, check_budget, kib
+from tflc.export.c_source import is_c_identifier, parse_model_array, render_model_data
+from tflc.export.op_resolver import ResolverOp, render_op_resolver_header, resolver_ops
+from tflc.export.verify import Verification, compare_interpreters
+from tflc.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, sha256_bytes
+from tflc.tflite.planner import plan_memory
+from tflc.tflite.reader import ModelView, read_model
+
+LAYOUTS = ("plain", "arduino")
+
+
+@dataclass
+class ExportReport:
+    model: str
+    model_sha256: str
+    model_bytes: int
+    name: str
+    layout: str
+    output_dir: str
+    target: str | None
+    files: list[str]
+    ops: list[dict]
+    arena: ArenaFigures
+    budget: BudgetReport | None
+    verification: Verification
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def within_budget(self) -> bool:
+        return self.budget is None or self.budget.within_budget
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["arena"] = self.arena.to_dict()
+        data["budget"] = self.budget.to_dict() if self.budget else None
+        data["verification"] = self.verification.to_dict()
+        data["within_budget"] = self.within_budget
+        return data
+
+    def to_text(self) -> str:
+        a = self.arena
+        lines = [f"exported {self.model} as {self.layout} C++ source to {self.output_dir}",
+                 "files       " + ", ".join(self.files),
+                 "ops         " + ", ".join(f"{o['op']} x{o['count']}" for o in self.ops)
+                 + f"  (MicroMutableOpResolver<{len(self.ops)}>)"]
+        base = (f"{a.measured_bytes} B measured in TFLite Micro" if a.measured_bytes is not None
+                else f"{a.estimated_bytes} B estimated (not measured)")
+        error = f" ({a.estimate_error:+.2%})" if a.estimate_error is not None else ""
+        lines.append(f"arena       {a.recommended_bytes} B = {base} + {a.margin_bytes} B margin; "
+                     f"static estimate {a.estimated_bytes} B{error}")
+        if self.budget:
+            for line in self.budget.lines:
+                state = "ok" if line.ok else "OVER"
+                lines.append(f"{line.name:<11} {kib(line.needed_bytes)} of {kib(line.budget_bytes)}"
+                             f" on {self.budget.target}: {state}  ({line.what})")
+        lines.append("verified    " + ("array identical to the .tflite; " if
+                                       self.verification.array_identical else "ARRAY DIFFERS; ")
+                     + self.verification.summary())
+        lines += [f"note        {n}" for n in self.notes + a.notes]
+        return "\n".join(lines)
+
+
+def export_c(model_path: str | os.PathLike, out_dir: str | os.PathLike, target=None,
+             name: str = "model", layout: str = "plain", *, measure: bool = True,
+             verify: bool = True, samples: int = 4, seed: int = 0,
+             enforce_budget: bool = True) -> ExportReport:
+    """Write the TFLite Micro package for `model_path` into `out_dir`; return the report.
+
+    `target`: a target name, descriptor path or TargetSpec (budgets and op checks), or None.
+    Raises BadInput (exit 2) for an unreadable model, a bad name or layout, or a model TFLite
+    Micro (or the target) cannot run; GateFailed (exit 3) after writing everything when the
+    package is over the target's RAM or flash budget (unless `enforce_budget` is False).
+    """
+    if not is_c_identifier(name):
+        raise BadInput(f"--name {name!r}: expected a C identifier (letters, digits, '_', not "
+                       "starting with a digit), e.g. kws_model")
+    if layout not in LAYOUTS:
+        raise BadInput(f"--layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    model_path = Path(model_path)
+    view = read_model(model_path)
+    model = model_path.read_bytes()
+    spec = _runnable_on_target(view, model_path, target)
+    ops = resolver_ops(view, str(model_path))
+    out = ensure_writable_dir(out_dir)
+
+    plan = plan_memory(view)
+    arena = arena_figures(model, plan, measure=measure)
+    budget = check_budget(view, arena.recommended_bytes, plan, spec) if spec else None
+
+    files = _render(model, model_path, name, layout, ops, arena, view)
+    verification = Verification(
+        array_identical=parse_model_array(files[_source_name(name, layout)]) == model,
+        compared=False, notes=["not requested"])
+    if verify:
+        verification = compare_interpreters(model, arena.recommended_bytes, samples, seed)
+        verification.array_identical = parse_model_array(files[_source_name(name, layout)]) == model
+    report = ExportReport(
+        model=str(model_path), model_sha256=sha256_bytes(model), model_bytes=len(model),
+        name=name, layout=layout, output_dir=str(out), target=spec.name if spec else None,
+        files=sorted(files), ops=[asdict(o) for o in ops], arena=arena, budget=budget,
+        verification=verification,
+    )
+    if spec is None:
+        report.notes.append("no --target: RAM and flash budgets not checked")
+    for relative, text in files.items():
+        path = out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    atomic_write_json(out / "export_report.json", report.to_dict())
+    if enforce_budget and not report.within_budget:
+        error = GateFailed(
+            f"{model_path}: the package does not fit {spec.name}: {budget.summary()}; try: "
+            + "; ".join(budget.advice) + f" (files written to {out})")
+        error.report = report
+        raise error
+    return report
+
+
+def _runnable_on_target(view: ModelView, model_path: Path, target):
+    """The target's spec, after making sure every op runs on it (a TFLite Micro target)."""
+    if target is None:
+        return None
+    from tflc.check import check_model, load_target
+
+    spec = load_target(target)
+    if "micro" not in (spec.runtime.name or "").lower():
+        raise BadInput(
+            f"--target {spec.name}: it runs {spec.runtime.name}, not TFLite Micro; C export is for "
+            "microcontroller targets such as cortex-m4 (see `tflc targets`)")
+    result = check_model(view, spec)
+    static = all(d >= 0 for sg in view.subgraphs for t in sg.tensors for d in t.shape)
+    refused: dict[str, list[str]] = {}
+    for verdict in result.ops:
+        if verdict.placement == "target":
+            continue
+        reasons = [r for r in verdict.reasons if r.code not in ("partition", "fallback")]
+        if static and reasons and all(r.code == "static_shapes" for r in reasons):
+            # TFLite Micro sizes tensors from `shape`; a free batch in `shape_signature` only
+            # matters to compilers that read the signature, and the allocation below proves it.
+            continue
+        text = "; ".join(r.text for r in reasons) or "not supported"
+        refused.setdefault(text, []).append(f"{verdict.index} {verdict.op}")
+    if refused:
+        shown = "; ".join(f"op {', '.join(ops[:4])}{' ...' if len(ops) > 4 else ''}: {text}"
+                          for text, ops in list(refused.items())[:3])
+        more = f" (and {len(refused) - 3} more reasons)" if len(refused) > 3 else ""
+        hint = (f"compile it to full-integer int8 first (tflc compile MODEL --target {spec.name})"
+                if _is_float(view) else f"see `tflc check {model_path} --target {spec.name}`")
+        raise BadInput(f"{model_path}: cannot run on {spec.name}: {shown}{more}; {hint}")
+    return spec
+
+
+def _is_float(view: ModelView) -> bool:
+    return any(t.is_float for sg in view.subgraphs for t in sg.tensors)
+
+
+def _source_name(name: str, layout: str) -> str:
+    return f"src/{name}_model_data.cpp" if layout == "arduino" else f"{name}_model_data.cc"
+
+
+def _render(model: bytes, model_path: Path, name: str, layout: str, ops: list[ResolverOp],
+            arena: ArenaFigures, view: ModelView) -> dict[str, str]:
+    """Relative path -> text of every generated file."""
+    header, source = render_model_data(model, name, f"from {model_path.name}, "
+                                       f"sha256 {sha256_bytes(model)}, {len(model)} bytes")
+    prefix = "src/" if layout == "arduino" else ""
+    files = {
+        f"{prefix}{name}_model_data.h": header,
+        _source_name(name, layout): source,
+        f"{prefix}{name}_op_resolver.h": render_op_resolver_header(ops, name),
+        f"{prefix}{name}_arena.h": render_arena_header(arena, name),
+        "README.md": render_readme(name, layout, ops, arena, view, model_path),
+    }
+    if layout == "arduino":
+        files["library.properties"] = render_library_properties(name)
+        files[f"examples/{name}_inference/{name}_inference.ino"] = render_sketch(name, view)
+    return files
+
+
+def _io_lines(view: ModelView) -> list[str]:
+    lines = []
+    for kind, tensors in (("input", view.input_tensors()), ("output", view.output_tensors())):
+        for i, t in enumerate(tensors):
+            q = t.quantization
+            quant = (f", scale {q.scales[0]:.6g}, zero point {q.zero_points[0]}"
+                     if q is not None and len(q.scales) == 1 else "")
+            lines.append(f"- {kind} {i}: `{t.name}` {t.dtype} {list(t.shape)}{quant}")
+    return lines
+
+
+def _usage_snippet(name: str, view: ModelView) -> list[str]:
+    upper = name.upper()
+    return [
+        f'#include "{name}_model_data.h"',
+        f'#include "{name}_op_resolver.h"',
+        f'#include "{name}_arena.h"',
+        '#include "tensorflow/lite/micro/micro_interpreter.h"',
+        "",
+        f"alignas(16) static uint8_t tensor_arena[{upper}_TENSOR_ARENA_SIZE];",
+        "",
+        "tflite::MicroInterpreter* setup_model() {",
+        f"  static {name}_OpResolver resolver;",
+        f"  if ({name}_RegisterOps(resolver) != kTfLiteOk) return nullptr;",
+        f"  const tflite::Model* model = tflite::GetModel({name}_model_data);",
+        "  static tflite::MicroInterpreter interpreter(model, resolver, tensor_arena,",
+        f"                                              {upper}_TENSOR_ARENA_SIZE);",
+        "  if (interpreter.AllocateTensors() != kTfLiteOk) return nullptr;",
+        "  return &interpreter;",
+        "}",
+        "",
+        "// Then: fill interpreter->input(0)->data.int8, call interpreter->Invoke(), read",
+        "// interpreter->output(0)->data.int8.",
+    ]
+
+
+def render_readme(name: str, layout: str, ops: list[ResolverOp], arena: ArenaFigures,
+                  view: ModelView, model_path: Path) -> str:
+    source = "src/" if layout == "arduino" else ""
+    ext = "cpp" if layout == "arduino" else "cc"
+    measured = (f"{arena.measured_bytes} B measured in the tflite-micro interpreter (reference kernels, "
+                f"x86-64 host build)" if arena.measured_bytes is not None else
+                "not measured (tflite-micro was not installed)")
+    lines = [
+        f"# {name}: TFLite Micro package generated by tflc",
+        "",
+        f"Model: `{model_path.name}` ({view.size_bytes} bytes). Files:",
+        "",
+        f"- `{source}{name}_model_data.h` / `.{ext}`: the model as `{name}_model_data[]` (16-byte "
+        f"aligned, `const` so it stays in flash; define `{name.upper()}_MODEL_SECTION` as a string "
+        "to place it in a named linker section) and `" + name + "_model_data_len`.",
+        f"- `{source}{name}_op_resolver.h`: `{name}_OpResolver` = `tflite::MicroMutableOpResolver<"
+        f"{len(ops)}>` and `{name}_RegisterOps()`, which registers exactly: "
+        + ", ".join(o.op for o in ops) + ".",
+        f"- `{source}{name}_arena.h`: `{name.upper()}_TENSOR_ARENA_SIZE` = {arena.recommended_bytes} B:"
+        f" {measured}, plus a margin of {arena.margin_bytes} B ({arena.margin_rule}). "
+        f"tflc's static estimate was {arena.estimated_bytes} B.",
+        "",
+        "Inputs and outputs:",
+        "",
+        *_io_lines(view),
+        "",
+        "## Wiring it into a TFLite Micro application",
+        "",
+        "Add the `.h` and source files to your build (with TFLite Micro's sources and include "
+        "paths), then:",
+        "",
+        "```cpp",
+        *_usage_snippet(name, view),
+        "```",
+        "",
+        "If `AllocateTensors()` fails on the device, TFLite Micro prints how many bytes were missing;"
+        " raise the arena size by that much (optimized kernels may need more scratch memory than the"
+        " reference kernels measured here).",
+        "",
+    ]
+    if layout == "arduino":
+        lines += [
+            "## Arduino",
+            "",
+            "This folder is an Arduino library: copy it to your `libraries/` folder. It needs the "
+            "TensorFlow Lite Micro Arduino library (`Arduino_TensorFlowLite`, from "
+            "github.com/tensorflow/tflite-micro-arduino-examples) installed as well. "
+            f"`examples/{name}_inference` runs one inference on an all-zero input.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def render_library_properties(name: str) -> str:
+    return "\n".join([
+        f"name={name}",
+        "version=1.0.0",
+        "author=tflc",
+        "maintainer=tflc",
+        f"sentence=The {name} model for TensorFlow Lite Micro, generated by tflc.",
+        "paragraph=Model array, op resolver with exactly the model's ops, and the tensor arena size.",
+        "category=Data Processing",
+        "url=https://github.com/tensorflow/tflite-micro-arduino-examples",
+        "architectures=*",
+        f"includes={name}_model_data.h,{name}_op_resolver.h,{name}_arena.h",
+        "",
+    ])
+
+
+def render_sketch(name: str, view: ModelView) -> str:
+    return "\n".join([
+        f"// {name}_inference: set up the model and run one inference (generated by tflc).",
+        "#include <TensorFlowLite.h>",
+        "",
+        *_usage_snippet(name, view)[:-3],
+        "",
+        "void setup() {",
+        "  Serial.begin(115200);",
+        "  tflite::MicroInterpreter* interpreter = setup_model();",
+        "  if (interpreter == nullptr) {",
+        '    Serial.println("AllocateTensors failed: raise the arena size");',
+        "    return;",
+        "  }",
+        "  TfLiteTensor* input = interpreter->input(0);",
+        "  memset(input->data.raw, 0, input->bytes);",
+        "  if (interpreter->Invoke() != kTfLiteOk) {",
+        '    Serial.println("Invoke failed");',
+        "    return;",
+        "  }",
+        '  Serial.print("arena used: ");',
+        "  Serial.println(interpreter->arena_used_bytes());",
+        "}",
+        "",
+        "void loop() {}",
+        "",
+    ])
