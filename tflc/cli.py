@@ -413,7 +413,8 @@ def _headline_metrics(record) -> str:
     metrics = record.manifest.get("metrics") or {}
     picks = [("sizes.int8_tflite_bytes", "{:,} B"), ("evaluation.int8_accuracy", "acc {:.2f}%"),
              ("evaluation.accuracy_drop", "drop {:+.2f}"), ("coverage", "coverage {:.0%}"),
-             ("memory.arena_bytes", "arena {:,} B"), ("latency_ms.p50", "p50 {:.3f} ms")]
+             ("memory.arena_bytes", "arena {:,} B"), ("arena.recommended_bytes", "arena {:,} B"),
+             ("latency_ms.p50", "p50 {:.3f} ms")]
     out = []
     for key, fmt in picks:
         value = metrics.get(key)

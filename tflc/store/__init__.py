@@ -27,12 +27,13 @@ from collections.abc import Mapping
 from tflc.errors import TflcError
 from tflc.fileio import sha256_bytes
 from tflc.store.artifacts import ID_LENGTH, canonical_json, normalize_files
-from tflc.store.manifests import record_bench, record_check, record_compile
+from tflc.store.manifests import record_bench, record_check, record_compile, record_export
 from tflc.store.refs import resolve_model_ref
 from tflc.store.registry import Registry, now_iso, registry_root
 from tflc.store.versions import collect_platform, collect_versions
 
-__all__ = ["record", "record_bench", "record_check", "record_compile", "resolve_model_ref", "recording_disabled", "Registry",
+__all__ = ["record", "record_bench", "record_check", "record_compile", "record_export",
+           "resolve_model_ref", "recording_disabled", "Registry",
            "registry_root", "KINDS", "MANIFEST_SCHEMA"]
 
 KINDS = ("compile", "check", "bench", "export")

@@ -232,3 +232,33 @@ def record_bench(result, registry=None) -> str | None:
     except (TflcError, OSError) as exc:
         return not_recorded("bench", exc)
     return record("bench", files, manifest, registry)
+
+
+def record_export(report, config: dict | None = None, registry=None) -> str | None:
+    """Record a `tflc export` (an ExportReport): the model, the generated sources and figures."""
+    from tflc.store import not_recorded, record
+
+    try:
+        data = report.to_dict()
+        model_entry, name = model_input(report.model, registry)
+        out = Path(report.output_dir)
+        files: dict[str, object] = {"export_report.json": data}
+        files.update({f"package/{relative}": out / relative for relative in report.files})
+        if model_entry:
+            files["model.tflite"] = model_entry["path"]
+        manifest = {
+            "model_name": name,
+            "inputs": {"model": model_entry} if model_entry else {},
+            "config": {"model": report.model, "out_dir": report.output_dir, "target": report.target,
+                       "name": report.name, "layout": report.layout, **(config or {})},
+            "cwd": os.getcwd(),
+            "target": _target_entry(report.target),
+            "seed": (config or {}).get("seed"),
+            "stages": None,
+            "metrics": numeric_leaves({k: data.get(k) for k in
+                                       ("model_bytes", "arena", "budget", "verification", "within_budget")}),
+            "result": {"files": report.files, "notes": report.notes},
+        }
+    except (TflcError, OSError) as exc:
+        return not_recorded("export", exc)
+    return record("export", files, manifest, registry)
