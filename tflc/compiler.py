@@ -81,6 +81,7 @@ def compile_model(
     input_shapes: dict | None = None,
     custom_objects: tuple[str, ...] | list[str] = (),
     allow_unsafe_code: bool = False,
+    allow_float_ops: bool = False,
     target: str | None = None,
     strict: bool = False,
     export: str | None = None,
@@ -94,7 +95,7 @@ def compile_model(
     (the model and report are written all the same, so a CI job can inspect them).
     """
     from tflc import data as data_io
-    from tflc.convert import ConvertOptions, convert_float, convert_int8
+    from tflc.convert import ConvertOptions, convert_float, convert_int8, explain_float_ops
     from tflc.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir, sha256_bytes
     from tflc.keras_io import load_model
     from tflc.tflite.reader import read_model
@@ -110,6 +111,7 @@ def compile_model(
         "max_accuracy_drop": max_accuracy_drop,
         "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
         "custom_objects": list(custom_objects), "allow_unsafe_code": allow_unsafe_code,
+        "allow_float_ops": allow_float_ops,
         "target": target, "strict": strict, "export": export,
         "pipeline": _path_or_none(pipeline) if not isinstance(pipeline, dict) else pipeline,
         "train_data": _path_or_none(train_data),
@@ -142,7 +144,11 @@ def compile_model(
             "calibration used synthetic random data: activation ranges are guesses and accuracy "
             "will suffer; pass --calibration-data with real inputs for a deployable model"
         )
-    evaluation_set = data_io.load_labelled(eval_data, loaded.inputs) if eval_data is not None else None
+    evaluation_set = None
+    if eval_data is not None:
+        evaluation_set = data_io.load_labelled(eval_data, loaded.inputs, require_labels=False)
+        if max_accuracy_drop is not None and evaluation_set.y is None:
+            raise BadInput(f"{eval_data}: --max-accuracy-drop needs labels; add an array y to the file")
     timings["load"] = time.perf_counter() - clock
 
     stages = None
@@ -167,7 +173,9 @@ def compile_model(
 
     view = read_model(tflite_bytes)
     verdict = verify_integer(view)
-    if not verdict.fully_integer and options.resolved_io_type() != "float32":
+    if not verdict.integer_core:
+        if not allow_float_ops:
+            raise explain_float_ops(loaded, view, verdict)
         warnings.append(f"verifier: {verdict.verdict}")
 
     evaluation = None
@@ -216,6 +224,11 @@ def compile_model(
         from tflc.export import export_c
 
         report.export = export_c(out / "model.tflite", out / "c", target=target).to_dict()
+    # Run registry (tflc/store, issue 7): keep this result as a versioned artifact; its id goes
+    # into report.json. A registry that cannot be written only warns.
+    from tflc.store import record_compile
+
+    report.artifact_id = record_compile(report)
     atomic_write_json(out / "report.json", report.to_dict())
     return report
 

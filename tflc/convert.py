@@ -172,3 +172,34 @@ def _tf_name(name: str, index: int) -> str:
     """A TensorFlow-legal placeholder name derived from the Keras input name."""
     cleaned = re.sub(r"[^A-Za-z0-9_.\-/]", "_", name).lstrip("_-/") or f"input_{index}"
     return cleaned
+
+
+def explain_float_ops(loaded, view, verdict) -> PipelineError:
+    """Name the layers (and their TensorFlow ops) behind float ops the converter left in the graph.
+
+    With the int8-only op set the converter still keeps an op in float when it has no integer
+    kernel, silently; the float tensors it leaves carry the layer's name scope (model/LAYER/Op).
+    """
+    # in model order: the first layer that stays float is the cause, later ones inherit float inputs
+    layer_order = {layer.name: i for i, layer in enumerate(getattr(loaded.model, "layers", []) or [])}
+    culprits: dict[str, set[str]] = {}
+    tensors = view.subgraphs[0].tensors
+    for ft in verdict.float_tensors:
+        parts = re.split(r"[/;]", tensors[ft.index].name) if ft.subgraph == 0 else []
+        for i, part in enumerate(parts):
+            if part in layer_order:
+                op = re.sub(r"\d+$", "", parts[i + 1]) if i + 1 < len(parts) else "?"
+                culprits.setdefault(part, set()).add(op)
+                break
+    inner = sorted({op.op for op in verdict.float_ops if not op.boundary})
+    ops_text = ", ".join(inner[:6]) + (" ..." if len(inner) > 6 else "")
+    if culprits:
+        layer, tf_ops = min(culprits.items(), key=lambda item: layer_order[item[0]])
+        what = f"layer {layer!r} (TensorFlow op {', '.join(sorted(tf_ops))})"
+    else:
+        what = "part of the model"
+    return PipelineError(
+        f"{loaded.path}: {what} cannot be lowered to builtin int8 ops; the converter left "
+        f"{sum(not op.boundary for op in verdict.float_ops)} float ops ({ops_text}) in the graph. "
+        "Replace that layer with supported ones, or pass --allow-float-ops to keep a hybrid model"
+    )

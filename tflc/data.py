@@ -11,7 +11,6 @@ normalised as `--normalize` says.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,10 +58,13 @@ def load_calibration(path, inputs, count: int = 200, seed: int = 0, normalize: s
     return _subsample(samples, count, seed)
 
 
-def load_labelled(path, inputs) -> SampleSet:
-    """Read an evaluation (or training) `.npz` holding `x` (or one array per input) and `y`."""
+def load_labelled(path, inputs, require_labels: bool = True) -> SampleSet:
+    """Read an evaluation (or training) `.npz` holding `x` (or one array per input) and `y`.
+
+    Evaluation data may come without `y`: then tflc measures output fidelity instead of accuracy.
+    """
     path = Path(path)
-    samples = _load_arrays(path, inputs, labels=True)
+    samples = _load_arrays(path, inputs, labels=require_labels)
     _validate(samples, inputs, str(path))
     return samples
 
@@ -170,5 +172,3 @@ def _fmt(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
-def describe(path) -> str:
-    return os.fspath(path)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tflc.errors import BadInput, PipelineError
+from tflc.errors import BadInput
 from tflc.fileio import sha256_file
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -94,13 +94,14 @@ def load_model(
     """
     path = Path(path)
     kind = detect_format(path)
-    objects = resolve_custom_objects(custom_objects)
-    if kind in ("keras3", "tf_keras"):
-        _refuse_code_layers(path, _keras_config_text(path, kind), allow_unsafe)
-    from tflc.tf_env import quiet_native_output
+    config_text = _keras_config_text(path, kind) if kind != "saved_model" else ""
+    _refuse_code_layers(path, config_text, allow_unsafe)
+    from tflc.tf_env import import_tensorflow, quiet_native_output
 
+    import_tensorflow()  # before user modules, which usually import TensorFlow themselves
     with quiet_native_output():
-        model, kind = _load(path, kind, objects, allow_unsafe)
+        objects = resolve_custom_objects(custom_objects)
+        model, kind = _load(path, kind, objects, allow_unsafe, config_text)
     inputs, outputs = _signature(model, kind)
     inputs = _fix_input_shapes(path, inputs, input_shapes or {})
     return LoadedModel(
@@ -169,7 +170,7 @@ def _refuse_code_layers(path: Path, config_text: str, allow_unsafe: bool) -> Non
     found = sorted(set(re.findall(r'"class_name":\s*"(%s)"' % "|".join(CODE_LAYERS), config_text)))
     names = re.findall(r'"class_name":\s*"Lambda".*?"name":\s*"([^"]+)"', config_text)
     if found and not allow_unsafe:
-        where = f" (layer {names[0]!r})" if names else ""
+        where = f" ({names[0]!r})" if names else ""
         raise BadInput(
             f"{path}: the model contains a {found[0]} layer{where}, whose code would run when the "
             "file is loaded; load it only if you trust the file, with --allow-unsafe-code"
@@ -201,7 +202,7 @@ _UNKNOWN_OBJECT = re.compile(
 )
 
 
-def _load(path: Path, kind: str, objects: dict, allow_unsafe: bool):
+def _load(path: Path, kind: str, objects: dict, allow_unsafe: bool, config_text: str):
     from tflc.tf_env import import_keras3, import_tf_keras
 
     try:
@@ -215,11 +216,30 @@ def _load(path: Path, kind: str, objects: dict, allow_unsafe: bool):
             model = tf_keras.models.load_model(path, custom_objects=objects, compile=False, **kwargs)
         else:
             model, kind = _load_saved_model(path, objects)
-    except TypeError as exc:
-        _raise_load_error(path, exc)
-    except (ValueError, OSError, KeyError, AttributeError, ImportError, RuntimeError) as exc:
-        _raise_load_error(path, exc)
+    except (TypeError, ValueError, OSError, KeyError, AttributeError, ImportError, RuntimeError) as exc:
+        _raise_load_error(path, exc, _unknown_classes(config_text, objects, kind))
     return model, kind
+
+
+def _unknown_classes(config_text: str, objects: dict, kind: str) -> list[str]:
+    """Class names in the architecture that neither Keras nor --custom-objects provide."""
+    if not config_text:
+        return []
+    from tflc.tf_env import import_keras3, import_tf_keras
+
+    keras = import_keras3() if kind == "keras3" else import_tf_keras()
+    known_modules = [keras.layers, keras.models, keras.initializers, keras.regularizers,
+                     keras.constraints, keras.activations, keras.optimizers, keras.losses,
+                     keras.metrics, keras]
+    unknown = []
+    for name in dict.fromkeys(re.findall(r'"class_name":\s*"([\w.>]+)"', config_text)):
+        short = name.split(">")[-1].split(".")[-1]
+        if short in objects or name in objects or short in ("Functional", "Sequential", "Model"):
+            continue
+        if short.startswith("__") or any(hasattr(module, short) for module in known_modules):
+            continue
+        unknown.append(short)
+    return unknown
 
 
 def _load_saved_model(path: Path, objects: dict):
@@ -240,13 +260,14 @@ def _load_saved_model(path: Path, objects: dict):
     return signature, "saved_model"
 
 
-def _raise_load_error(path: Path, exc: Exception):
+def _raise_load_error(path: Path, exc: Exception, unknown_classes: list[str]):
     text = str(exc)
-    unknown = _UNKNOWN_OBJECT.search(text)
+    match = _UNKNOWN_OBJECT.search(text)
+    unknown = unknown_classes[0] if unknown_classes else (match.group(1) if match else None)
     if unknown:
         raise BadInput(
-            f"{path}: uses {unknown.group(1)!r}, which is not a built-in Keras layer; "
-            f"pass its definition with --custom-objects module:{unknown.group(1)}"
+            f"{path}: uses {unknown!r}, which is not a built-in Keras layer; "
+            f"pass its definition with --custom-objects module:{unknown}"
         ) from None
     if "safe_mode" in text or "lambda" in text.lower() and "unsafe" in text.lower():
         raise BadInput(
@@ -339,5 +360,3 @@ def parse_input_shapes(values) -> dict[str, tuple]:
     return shapes
 
 
-__all__ = ["IOSpec", "LoadedModel", "load_model", "detect_format", "parse_input_shapes",
-           "resolve_custom_objects", "PipelineError"]

@@ -18,6 +18,7 @@ import warnings
 from tflc.errors import PipelineError
 
 _VERBOSE = False
+_CONFIGURED = False
 
 
 def set_verbose(verbose: bool) -> None:
@@ -40,12 +41,18 @@ def _prepare_environment() -> None:
 
 
 def import_tensorflow():
-    """Return the `tensorflow` module, configured for tflc (legacy Keras, quiet logs)."""
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
-    _prepare_environment()
+    """Return the `tensorflow` module, configured for tflc (legacy Keras, quiet logs).
+
+    Also when something else (a user's custom-layer module) imported TensorFlow first.
+    """
+    global _CONFIGURED
+    if "tensorflow" not in sys.modules:
+        _prepare_environment()
     with quiet_native_output():
         import tensorflow as tf
+    if _CONFIGURED:
+        return tf
+    _CONFIGURED = True
     if not _VERBOSE:
         tf.get_logger().setLevel(logging.ERROR)
         logging.getLogger("absl").setLevel(logging.ERROR)
