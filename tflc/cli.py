@@ -278,6 +278,8 @@ def export_command(model, export_format, out_dir, target, name, layout, no_measu
         emit_json(report)
     else:
         click.echo(report.to_text())
+        if report.artifact_id:  # the run registry's id for this result (tflc runs show ID)
+            click.echo(f"artifact  {report.artifact_id}")
 
 
 # ----------------------------------------------------------------------------------------- bench

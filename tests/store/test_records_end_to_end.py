@@ -1,5 +1,6 @@
 """Real results in the registry: compile records, rebuilds byte-identically (or names what
-changed), and a promote/rollback cycle read back by `tflc check` and `tflc bench` via NAME@current."""
+changed), and a promote/rollback cycle read back by `tflc check`, `tflc bench` and `tflc export`
+through NAME@current."""
 
 from __future__ import annotations
 
@@ -112,12 +113,21 @@ def test_promote_and_rollback_end_to_end_with_check_and_bench(digits_dir, tmp_pa
         assert record.kind == "bench" and record.manifest["metrics"]["latency_ms.p50"] > 0
         return record.manifest["inputs"]["model"]
 
-    for read in (check_current, bench_current):
+    def export_current():
+        out = tmp_path / f"c{len(list(tmp_path.glob('c*')))}"
+        data = json.loads(cli("export", "digits@current", "-o", out, "--json").stdout)
+        record = Registry().get(data["artifact_id"])
+        assert json.loads((out / "export_report.json").read_text())["artifact_id"] == record.id
+        assert record.files["package/model_model_data.cc"]["sha256"] == sha256_file(out / "model_model_data.cc")
+        return record.manifest["inputs"]["model"]
+
+    readers = (check_current, bench_current, export_current)
+    for read in readers:
         model = read()
         assert (model["artifact"], model["sha256"]) == (second.artifact_id, second.tflite_sha256)
 
     assert f"digits@current -> {first.artifact_id}" in cli("rollback", "digits").output
-    for read in (check_current, bench_current):
+    for read in readers:
         model = read()
         assert (model["artifact"], model["sha256"]) == (first.artifact_id, first.tflite_sha256)
 

@@ -50,6 +50,7 @@ class ExportReport:
     budget: BudgetReport | None
     verification: Verification
     notes: list[str] = field(default_factory=list)
+    artifact_id: str | None = None  # set when the run registry recorded it (tflc/store)
 
     @property
     def within_budget(self) -> bool:
@@ -132,6 +133,11 @@ def export_c(model_path: str | os.PathLike, out_dir: str | os.PathLike, target=N
         path = out / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
+    # Run registry (tflc/store, issue 7): keep this result as a versioned artifact.
+    from tflc.store import record_export
+
+    report.artifact_id = record_export(report, {"measure": measure, "verify": verify,
+                                                "samples": samples, "seed": seed})
     atomic_write_json(out / "export_report.json", report.to_dict())
     if enforce_budget and not report.within_budget:
         error = GateFailed(
