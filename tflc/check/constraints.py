@@ -143,7 +143,12 @@ def _show(value) -> str:
 
 
 def _hw(options: dict, prefix: str) -> tuple[int, int]:
-    return int(options.get(f"{prefix}_h", 1) or 1), int(options.get(f"{prefix}_w", 1) or 1)
+    """(height, width) of a stride or pooling window from an op's options."""
+    if prefix == "filter":
+        keys = ("filter_height", "filter_width")
+    else:
+        keys = (f"{prefix}_h", f"{prefix}_w")
+    return int(options.get(keys[0], 1) or 1), int(options.get(keys[1], 1) or 1)
 
 
 def _activation(ctx: OpContext) -> str:
@@ -278,10 +283,13 @@ def innermost_dims_only(ctx: OpContext, count: int = 3):
 
 
 @constraint
-def static_shapes(ctx: OpContext):
+def static_shapes(ctx: OpContext, allow_dynamic_batch: bool = False):
     """Tensor shapes must be fixed when the model is compiled (found dynamic {name})."""
     for t in ctx.inputs + ctx.outputs:
-        if t is not None and t.is_dynamic:
+        if t is None or not t.is_dynamic:
+            continue
+        dims = t.shape_signature[1:] if allow_dynamic_batch else t.shape_signature
+        if any(d < 0 for d in dims):
             return {"name": f"'{t.name}' {list(t.shape_signature)}"}
     return None
 
@@ -376,8 +384,10 @@ def per_tensor_activations(ctx: OpContext):
 
 
 @constraint
-def quantized_tensors(ctx: OpContext):
+def quantized_tensors(ctx: OpContext, exempt: list = ()):
     """Input, output and weight tensors must carry quantization parameters ({name} has none)."""
+    if ctx.op.op in exempt:
+        return None
     for t in ctx.inputs + ctx.outputs:
         if t is None or t.dtype in ("int32", "int64", "bool") and t.is_constant:
             continue
@@ -533,3 +543,258 @@ def axis_last(ctx: OpContext):
     if rank and int(axis) % rank != rank - 1:
         return {"found": axis}
     return None
+
+
+@constraint
+def pool_1x1_unit_stride(ctx: OpContext):
+    """1x1 pooling is supported only with stride 1 (found stride {found})."""
+    fh, fw = _hw(ctx.options, "filter")
+    sh, sw = _hw(ctx.options, "stride")
+    if fh == 1 and fw == 1 and (sh != 1 or sw != 1):
+        return {"found": f"{sw}x{sh}"}
+    return None
+
+
+@constraint
+def input_count_range(ctx: OpContext, min: int = 1, max: int | None = None):
+    """The op must have between {min} and {max} inputs (found {found})."""
+    n = sum(1 for t in ctx.op.inputs if t >= 0)
+    return {"found": n} if n < min or (max is not None and n > max) else None
+
+
+@constraint
+def output_count_range(ctx: OpContext, min: int = 1, max: int | None = None):
+    """The op must have between {min} and {max} outputs (found {found})."""
+    n = len(ctx.op.outputs)
+    return {"found": n} if n < min or (max is not None and n > max) else None
+
+
+@constraint
+def runtime_inputs(ctx: OpContext, min: int = 1, max: int | None = None):
+    """The op must have between {min} and {max} non-constant inputs (found {found})."""
+    n = sum(1 for t in ctx.inputs if t is not None and not t.is_constant)
+    return {"found": n} if n < min or (max is not None and n > max) else None
+
+
+@constraint
+def const_inputs_max(ctx: OpContext, max: int = 0):
+    """At most {max} of the op's inputs may be constants (found {found})."""
+    n = sum(1 for t in ctx.inputs if t is not None and t.is_constant)
+    return {"found": n} if n > max else None
+
+
+@constraint
+def first_input_not_constant(ctx: OpContext):
+    """The op's first input must be computed at run time, not a constant."""
+    t = ctx.input(0)
+    return {} if t is not None and t.is_constant else None
+
+
+def _scale(t: TensorInfo | None) -> float | None:
+    if t is None or t.quantization is None or t.is_float or not t.quantization.scales:
+        return None
+    return t.quantization.scales[0]
+
+
+@constraint
+def scale_ratio_range(ctx: OpContext, min: float, max: float):
+    """Each input's quantization scale divided by the output's must lie in [{min}, {max}) (found {found})."""
+    out = _scale(ctx.output(0))
+    if out is None:
+        return None
+    for t in ctx.inputs:
+        s = _scale(t)
+        if s is not None and not min <= s / out < max:
+            return {"found": f"{s / out:.3g}"}
+    return None
+
+
+@constraint
+def product_scale_ratio_range(ctx: OpContext, min: float, max: float):
+    """The product of the input scales divided by the output scale must lie in [{min}, {max}) (found {found})."""
+    a, b, out = _scale(ctx.input(0)), _scale(ctx.input(1)), _scale(ctx.output(0))
+    if None in (a, b, out):
+        return None
+    ratio = a * b / out
+    return {"found": f"{ratio:.3g}"} if not min <= ratio < max else None
+
+
+@constraint
+def resize_scale_factors(ctx: OpContext, allowed: list, half_pixel_allowed: list | None = None):
+    """Resize must scale by one of {allowed} in both directions ({half_pixel_allowed} with half-pixel centers; found {found})."""
+    a, b = ctx.input(0), ctx.output(0)
+    if a is None or b is None or len(a.shape) != 4 or len(b.shape) != 4:
+        return None
+    (ih, iw), (oh, ow) = a.shape[1:3], b.shape[1:3]
+    if (ih == iw == 1) or (ih, iw) == (oh, ow):
+        return None
+    align = bool(ctx.options.get("align_corners", False))
+    half = bool(ctx.options.get("half_pixel_centers", False))
+
+    def factor(i: int, o: int) -> float | None:
+        if align:
+            return (o - 1) / (i - 1) if i > 1 else None
+        return o / i
+
+    fh, fw = factor(ih, oh), factor(iw, ow)
+    allowed_now = half_pixel_allowed if half and half_pixel_allowed is not None else allowed
+    if fh is None or fw is None or fh != fw or fh not in allowed_now:
+        shown = f"{fw:.3g}x{fh:.3g}" if fh is not None and fw is not None else "undefined"
+        return {"found": shown + (", align_corners" if align else "") + (", half_pixel_centers" if half else "")}
+    return None
+
+
+@constraint
+def depth_multiplier_one(ctx: OpContext, unless_single_channel: bool = True):
+    """Depth multiplier must be 1 (or the input must have one channel; found multiplier {found})."""
+    m = int(ctx.options.get("depth_multiplier", 1) or 1)
+    a = ctx.input(0)
+    if m != 1 and not (unless_single_channel and a is not None and a.shape and a.shape[-1] == 1):
+        return {"found": m}
+    return None
+
+
+@constraint
+def input_rank_in(ctx: OpContext, allowed: list):
+    """The first input must have {allowed} dimensions (found {found})."""
+    a = ctx.input(0)
+    return {"found": len(a.shape)} if a is not None and len(a.shape) not in allowed else None
+
+
+@constraint
+def slice_masks_zero(ctx: OpContext, masks: list = ("ellipsis_mask", "new_axis_mask", "shrink_axis_mask")):
+    """STRIDED_SLICE must not use {masks} (found {found})."""
+    used = [m for m in masks if int(ctx.options.get(m, 0) or 0)]
+    return {"found": used} if used else None
+
+
+@constraint
+def unit_slice_strides(ctx: OpContext):
+    """All slice strides must be 1 (found {found})."""
+    values = ctx.values(ctx.input(3))
+    if values is None:
+        return {"found": "not constant"}
+    if np.any(np.asarray(values) != 1):
+        return {"found": np.asarray(values).tolist()}
+    return None
+
+
+@constraint
+def mirror_pad_mode(ctx: OpContext, allowed: list):
+    """Mirror padding mode must be one of {allowed} (found {found})."""
+    mode = ctx.options.get("mode", 0)
+    name = {0: "REFLECT", 1: "SYMMETRIC"}.get(mode, str(mode))
+    return {"found": name} if name not in allowed else None
+
+
+@constraint
+def no_keep_num_dims(ctx: OpContext):
+    """FULLY_CONNECTED must not keep the input's extra dimensions (keep_num_dims is set)."""
+    return {} if ctx.options.get("keep_num_dims") else None
+
+
+@constraint
+def keep_num_dims_same_rank(ctx: OpContext):
+    """With keep_num_dims, input and output must have the same rank (found {found})."""
+    a, b = ctx.input(0), ctx.output(0)
+    if ctx.options.get("keep_num_dims") and a is not None and b is not None and len(a.shape) != len(b.shape):
+        return {"found": f"{len(a.shape)} and {len(b.shape)}"}
+    return None
+
+
+@constraint
+def block_size_min(ctx: OpContext, min: int = 2):
+    """Block size must be at least {min} (found {found})."""
+    size = int(ctx.options.get("block_size", 0) or 0)
+    return {"found": size} if size < min else None
+
+
+@constraint
+def kernel_height_min(ctx: OpContext, min: int):
+    """Kernel height must be at least {min} (found {found})."""
+    weights = weights_of(ctx)
+    if weights is not None and len(weights.shape) == 4 and weights.shape[1] < min:
+        return {"found": weights.shape[1]}
+    return None
+
+
+@constraint
+def same_padding_filter_max(ctx: OpContext, max: int):
+    """With SAME padding the pooling window must be at most {max} in both directions (found {found})."""
+    if str(ctx.options.get("padding")) != "SAME":
+        return None
+    h, w = _hw(ctx.options, "filter")
+    return {"found": f"{w}x{h}"} if h > max or w > max else None
+
+
+@constraint
+def softmax_1d_max(ctx: OpContext, max: int):
+    """Softmax input must be one-dimensional (apart from batch) with at most {max} elements (found shape {found})."""
+    a = ctx.input(0)
+    if a is None:
+        return None
+    inner = [d for d in a.shape[1:] if d > 1]
+    if len(inner) > 1 or (inner and inner[0] > max):
+        return {"found": list(a.shape)}
+    return None
+
+
+@constraint
+def no_batch_axis(ctx: OpContext):
+    """The op must not work along the batch dimension (found axis {found})."""
+    axis = ctx.options.get("axis")
+    if ctx.op.op == "SPLIT":
+        values = ctx.values(ctx.input(0))
+        axis = int(np.asarray(values).reshape(-1)[0]) if values is not None else None
+    if axis is None:
+        return None
+    rank = len(ctx.output(0).shape) if ctx.op.op == "PACK" else len(ctx.input(1 if ctx.op.op == "SPLIT" else 0).shape)
+    if rank and int(axis) % rank == 0:
+        return {"found": axis}
+    return None
+
+
+@constraint
+def no_batch_padding(ctx: OpContext):
+    """Padding the batch dimension is not supported (found paddings {found})."""
+    values = ctx.values(ctx.input(1))
+    if values is None:
+        return {"found": "not constant"}
+    values = np.asarray(values).reshape(-1, 2)
+    if len(values) and values[0].any():
+        return {"found": values.tolist()}
+    return None
+
+
+@constraint
+def depth_reduction_multiple(ctx: OpContext, multiple: int = 4):
+    """A reduction over the channel axis needs a channel count that is a multiple of {multiple} (found {found})."""
+    axes = _axes(ctx)
+    a = ctx.input(0)
+    if axes is None or a is None or not a.shape:
+        return None
+    if len(a.shape) - 1 in axes and a.shape[-1] % multiple:
+        return {"found": a.shape[-1]}
+    return None
+
+
+@constraint
+def prelu_alpha_channel_only(ctx: OpContext):
+    """PReLU alpha may vary only along the channel axis (use shared_axes=[1, 2]; found shape {found})."""
+    alpha = ctx.input(1)
+    if alpha is not None and any(d > 1 for d in alpha.shape[:-1]):
+        return {"found": list(alpha.shape)}
+    return None
+
+
+@constraint
+def large_stride_needs_valid(ctx: OpContext, max: int = 3):
+    """A stride above {max} needs dilation 1 and VALID padding (found stride {found})."""
+    h, w = _hw(ctx.options, "stride")
+    if h <= max and w <= max:
+        return None
+    dh = int(ctx.options.get("dilation_h_factor", 1) or 1)
+    dw = int(ctx.options.get("dilation_w_factor", 1) or 1)
+    if dh == dw == 1 and str(ctx.options.get("padding", "VALID")) == "VALID":
+        return None
+    return {"found": f"{w}x{h}, dilation {dw}x{dh}, padding {ctx.options.get('padding')}"}

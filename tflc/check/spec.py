@@ -316,6 +316,7 @@ _TOP_FIELDS = {
     "ops": "mapping of operator name to its rule (versions, constraints, dtypes, note)",
     "provenance": "list of {source, version, covers, verified}",
     "notes": "list of remarks shown with `tflc targets show`",
+    "anchors": "YAML anchors (&name) reused further down the file; not read otherwise",
 }
 _RUNTIME_FIELDS = {"name": "runtime name", "version": "version the facts hold for"}
 _DEVICE_FIELDS = {"board": "text", "cores": "integer", "clock_mhz": "number",
