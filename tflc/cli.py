@@ -387,6 +387,8 @@ REGISTRY_OPTION = click.option(
     "--registry", type=click.Path(file_okay=False), expose_value=False, is_eager=True,
     callback=_use_registry, help="Run registry folder [default: $TFLC_REGISTRY or ./.tflc].",
 )
+# Also before any command (`tflc --registry PATH compile ...`), for the commands that record.
+REGISTRY_OPTION(main)
 
 
 def _runs_table(rows: list[list], headers: list[str]) -> None:

@@ -213,6 +213,8 @@ def test_registry_option_points_commands_at_another_folder(tmp_path):
     assert Registry().list() == []
     rows = cli_json("runs", "list", "--registry", elsewhere)
     assert [r["id"] for r in rows] == [artifact_id]
+    rows = json.loads(cli("--registry", elsewhere, "runs", "list", "--format", "json").stdout)
+    assert [r["id"] for r in rows] == [artifact_id]
     assert sha256_file(elsewhere / "artifacts" / artifact_id / "a.json")
 
 
@@ -224,3 +226,13 @@ def _age_all_files(days: float) -> None:
     past = time.time() - days * 86400
     for path in registry_dir().rglob("*"):
         os.utime(path, (past, past))
+
+
+def test_an_unwritable_registry_costs_no_result_only_a_warning(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("TFLC_REGISTRY", str(blocker))
+    assert store.record("check", {"a.json": {}}, {}) is None
+    err = capsys.readouterr().err
+    assert err.startswith("tflc: warning: this check result was not recorded in the run registry")
+    assert str(blocker) in err
