@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,9 @@ MARGIN_RULE = (
     "buffers optimized kernels (e.g. CMSIS-NN) request beyond the reference kernels, and for "
     "build differences; the host build's 64-bit bookkeeping already exceeds a 32-bit MCU's"
 )
-_MAX_ARENA = 1 << 31
+_MAX_ARENA = 1 << 28  # no microcontroller model needs more; beyond it, report why
+# TFLite Micro's messages when the arena is too small (anything else is a real failure).
+_SHORT_OF_MEMORY = re.compile(r"allocate|Requested|available|missing|Too many buffers|resize", re.I)
 
 
 @dataclass
@@ -129,11 +132,15 @@ def measure_arena(model: bytes, hint: int | None = None) -> ArenaMeasurement:
         raise PipelineError("the tflite-micro package is not installed (pip install tflite-micro); "
                             "only the static arena estimate is available")
     probes = 0
+    limit = max(_MAX_ARENA, 16 * (hint or 0))
 
     def fits(size: int) -> bool:
         nonlocal probes
         probes += 1
-        return allocates(model, size, runtime)[0]
+        ok, log = allocates(model, size, runtime)
+        if not ok and not any(_SHORT_OF_MEMORY.search(line) for line in log):
+            raise PipelineError(f"TFLite Micro cannot set up this model: {_reason(log)}")
+        return ok
 
     start = max(16, hint or len(model))
     if fits(start):
@@ -149,13 +156,13 @@ def measure_arena(model: bytes, hint: int | None = None) -> ArenaMeasurement:
         low, step = start, max(64, start // 8)
         high = low + step
         while not fits(high):
-            if high >= _MAX_ARENA:
+            if high >= limit:
                 _, log = allocates(model, high, runtime)
                 raise PipelineError(
                     "TFLite Micro cannot set up this model even in a "
                     f"{high // (1 << 20)} MiB arena: {_reason(log)}")
             low, step = high, step * 2
-            high = min(low + step, _MAX_ARENA)
+            high = min(low + step, limit)
     while high - low > 1:
         middle = (low + high) // 2
         if fits(middle):

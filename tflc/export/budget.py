@@ -101,4 +101,5 @@ def _peak_tensors(plan: MemoryPlan) -> list[tuple[str, int]]:
     times = sorted({b.first_used for b in buffers})
     best = max(times, key=lambda t: sum(b.size for b in buffers if b.first_used <= t <= b.last_used))
     alive = [b for b in buffers if b.first_used <= best <= b.last_used]
-    return [(b.name, b.size) for b in sorted(alive, key=lambda b: -b.size)]
+    # Converted tensors are often named after every layer fused into them: keep the first.
+    return [(b.name.split(";")[0], b.size) for b in sorted(alive, key=lambda b: -b.size)]

@@ -161,7 +161,7 @@ def _runnable_on_target(view: ModelView, model_path: Path, target):
             "microcontroller targets such as cortex-m4 (see `tflc targets`)")
     result = check_model(view, spec)
     static = all(d >= 0 for sg in view.subgraphs for t in sg.tensors for d in t.shape)
-    refused: dict[str, list[str]] = {}
+    refused: dict[str, list] = {}  # reason code -> [(op label, reason text)]
     for verdict in result.ops:
         if verdict.placement == "target":
             continue
@@ -170,15 +170,16 @@ def _runnable_on_target(view: ModelView, model_path: Path, target):
             # TFLite Micro sizes tensors from `shape`; a free batch in `shape_signature` only
             # matters to compilers that read the signature, and the allocation below proves it.
             continue
-        text = "; ".join(r.text for r in reasons) or "not supported"
-        refused.setdefault(text, []).append(f"{verdict.index} {verdict.op}")
+        code = reasons[0].code if reasons else "unsupported_op"
+        text = reasons[0].text if reasons else "not supported"
+        refused.setdefault(code, []).append((f"op {verdict.index} {verdict.op}", text))
     if refused:
-        shown = "; ".join(f"op {', '.join(ops[:4])}{' ...' if len(ops) > 4 else ''}: {text}"
-                          for text, ops in list(refused.items())[:3])
-        more = f" (and {len(refused) - 3} more reasons)" if len(refused) > 3 else ""
+        shown = "; ".join(
+            f"{label}: {text}" + (f" (and {len(found) - 1} more ops like it)" if len(found) > 1 else "")
+            for (label, text), found in ((found[0], found) for found in refused.values()))
         hint = (f"compile it to full-integer int8 first (tflc compile MODEL --target {spec.name})"
                 if _is_float(view) else f"see `tflc check {model_path} --target {spec.name}`")
-        raise BadInput(f"{model_path}: cannot run on {spec.name}: {shown}{more}; {hint}")
+        raise BadInput(f"{model_path}: cannot run on {spec.name}: {shown}; {hint}")
     return spec
 
 
