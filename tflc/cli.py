@@ -394,9 +394,10 @@ REGISTRY_OPTION(main)
 def _runs_table(rows: list[list], headers: list[str]) -> None:
     """Plain aligned columns; the last column is never padded."""
     cells = [[("-" if v is None or v == "" else str(v)) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     for row in [headers, *cells]:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row[:-1], widths, strict=False)) + ("  " if len(row) > 1 else "") + row[-1])
+        padded = [v.ljust(w) for v, w in zip(row[:-1], widths, strict=False)]
+        click.echo("  ".join([*padded, row[-1]]))
 
 
 def _runs_filters(func):
@@ -442,8 +443,8 @@ def runs_list_command(kind, model, target, tag, since, until, limit, fmt) -> Non
     from tflc.store import Registry
 
     registry = Registry()
-    records = registry.list(kind=kind, model=model, target=target, tag=tag, since=since, until=until,
-                            limit=limit or None)
+    records = registry.list(kind=kind, model=model, target=target, tag=tag, since=since,
+                            until=until, limit=limit or None)
     if fmt == "json":
         emit_json([{k: v for k, v in r.to_dict().items() if k != "manifest"}
                    | {"metrics": r.manifest.get("metrics")} for r in records])
@@ -481,9 +482,11 @@ def runs_show_command(artifact, fmt) -> None:
         rows.append(["releases/tags", " ".join(record.releases + record.tags)])
     for role, entry in (m.get("inputs") or {}).items():
         source = f" (from compile {entry['artifact']})" if entry.get("artifact") else ""
-        rows.append([f"input {role}", f"{entry.get('path')}  sha256 {str(entry.get('sha256'))[:12]}{source}"])
+        sha = str(entry.get("sha256"))[:12]
+        rows.append([f"input {role}", f"{entry.get('path')}  sha256 {sha}{source}"])
     if m.get("target"):
-        rows.append(["target", f"{m['target'].get('name')}  sha256 {str(m['target'].get('sha256'))[:12]}"])
+        sha = str(m["target"].get("sha256"))[:12]
+        rows.append(["target", f"{m['target'].get('name')}  sha256 {sha}"])
     rows.append(["seed", m.get("seed")])
     for section in ("config", "versions", "platform", "metrics", "result"):
         for key, value in flatten(m.get(section) or {}, section).items():
@@ -491,7 +494,8 @@ def runs_show_command(artifact, fmt) -> None:
     for index, stage in enumerate(m.get("stages") or []):
         rows.append([f"stage {index + 1}", json.dumps(stage, default=str)[:160]])
     for name, meta in record.files.items():
-        rows.append([f"file {name}", f"{meta['size']:,} B  sha256 {meta['sha256'][:12]}  {status[name]}"])
+        rows.append([f"file {name}",
+                     f"{meta['size']:,} B  sha256 {meta['sha256'][:12]}  {status[name]}"])
     _runs_table(rows, ["FIELD", "VALUE"])
     broken = [n for n, s in status.items() if s != "ok"]
     if broken:
@@ -519,12 +523,14 @@ def runs_diff_command(a, b, fmt) -> None:
     from tflc.store.compare import diff_records
 
     registry = Registry()
-    result = diff_records(registry.get(_artifact_arg(registry, a)), registry.get(_artifact_arg(registry, b)))
+    result = diff_records(registry.get(_artifact_arg(registry, a)),
+                          registry.get(_artifact_arg(registry, b)))
     if fmt == "json":
         emit_json(result)
         return
     if not result.rows:
-        click.echo(f"{result.a} and {result.b}: no differences in inputs, configuration, versions or metrics")
+        click.echo(f"{result.a} and {result.b}: no differences in inputs, configuration, "
+                   f"versions or metrics")
         return
     _runs_table([[r["key"], r["a"], r["b"]] for r in result.rows], ["KEY", result.a, result.b])
 
@@ -567,8 +573,10 @@ def runs_gc_command(dry_run, keep_days, fmt) -> None:
 
 @runs_group.command("export")
 @_runs_filters
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write to this file instead of stdout.")
 @REGISTRY_OPTION
 def runs_export_command(kind, model, target, tag, since, until, fmt, output) -> None:
     """All matching records as one flat row each (CSV for spreadsheets, JSON for dashboards)."""
@@ -576,9 +584,13 @@ def runs_export_command(kind, model, target, tag, since, until, fmt, output) -> 
     from tflc.store import Registry
     from tflc.store.compare import export_row, to_csv
 
-    records = Registry().list(kind=kind, model=model, target=target, tag=tag, since=since, until=until)
+    records = Registry().list(kind=kind, model=model, target=target, tag=tag, since=since,
+                              until=until)
     rows = [export_row(r) for r in records]
-    text = to_csv(rows) if fmt == "csv" else json.dumps(rows, indent=2, default=_json_default) + "\n"
+    if fmt == "csv":
+        text = to_csv(rows)
+    else:
+        text = json.dumps(rows, indent=2, default=_json_default) + "\n"
     if output:
         atomic_write_text(output, text)
         click.echo(f"wrote {len(rows)} record(s) to {output}", err=True)
@@ -622,8 +634,9 @@ def runs_repair_command(fmt) -> None:
     else:
         if report.database_moved_to:
             click.echo(f"the damaged database was moved to {report.database_moved_to}")
-        click.echo(f"reindexed {len(report.reindexed)} artifact(s), replayed {report.events_replayed} "
-                   f"tag/release event(s), restored {len(report.restored)} file(s)")
+        click.echo(f"reindexed {len(report.reindexed)} artifact(s), replayed "
+                   f"{report.events_replayed} tag/release event(s), restored "
+                   f"{len(report.restored)} file(s)")
         for item in report.unrecoverable:
             click.echo(f"  cannot restore {item['artifact']} {item['file']}: {item['reason']}")
     if report.unrecoverable:
@@ -711,7 +724,8 @@ def rebuild_command(artifact, out_dir, inputs, anyway, fmt) -> None:
     for item in inputs:
         role, sep, path = item.partition("=")
         if not sep or not role or not path:
-            raise BadInput(f"--input {item!r}: expected ROLE=PATH, e.g. calibration_data=data/calib.npz")
+            raise BadInput(f"--input {item!r}: expected ROLE=PATH, "
+                           f"e.g. calibration_data=data/calib.npz")
         overrides[role] = path
     registry = Registry()
     report = rebuild(_artifact_arg(registry, artifact), registry.root, out_dir=out_dir,

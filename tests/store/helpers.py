@@ -17,8 +17,15 @@ def registry_dir() -> Path:
     return Path(os.environ["TFLC_REGISTRY"])
 
 
-def record_fake(payload: bytes, *, kind: str = "compile", metrics: dict | None = None,
-                target: str | None = None, seed: int = 0, name: str = "net") -> str:
+def record_fake(
+    payload: bytes,
+    *,
+    kind: str = "compile",
+    metrics: dict | None = None,
+    target: str | None = None,
+    seed: int = 0,
+    name: str = "net",
+) -> str:
     """Record an artifact around arbitrary model bytes (the store never parses them)."""
     manifest = {
         "model_name": name,
@@ -28,8 +35,9 @@ def record_fake(payload: bytes, *, kind: str = "compile", metrics: dict | None =
         "seed": seed,
         "metrics": metrics or {},
     }
-    return store.record(kind, {"model.tflite": payload, "report.json": {"seed": seed}}, manifest,
-                        strict=True)
+    return store.record(
+        kind, {"model.tflite": payload, "report.json": {"seed": seed}}, manifest, strict=True
+    )
 
 
 def cli(*args, ok: bool = True):

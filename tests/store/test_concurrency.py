@@ -39,10 +39,20 @@ WORKERS, RECORDS = 4, 15
 
 def test_parallel_processes_record_tag_and_promote_without_losing_anything(tmp_path):
     go = tmp_path / "go"
-    env = {**os.environ, "TFLC_REGISTRY": str(registry_dir())}  # fresh: the first writers race to create it
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(w), str(RECORDS), str(go)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for w in range(WORKERS)]
+    env = {
+        **os.environ,
+        "TFLC_REGISTRY": str(registry_dir()),
+    }  # fresh: the first writers race to create it
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(w), str(RECORDS), str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(WORKERS)
+    ]
     time.sleep(0.5)  # let every interpreter start and wait at the line
     go.touch()
     results = [p.communicate(timeout=300) for p in procs]
@@ -60,8 +70,11 @@ def test_parallel_processes_record_tag_and_promote_without_losing_anything(tmp_p
     assert len(history) == WORKERS * len(range(0, RECORDS, 5))
     assert [h["status"] for h in history].count("current") == 1
     assert verify(registry).ok
-    shared = [p for p in Path(registry.files.objects).rglob("*")
-              if p.is_file() and p.read_bytes() == b"the same in every run"]
+    shared = [
+        p
+        for p in Path(registry.files.objects).rglob("*")
+        if p.is_file() and p.read_bytes() == b"the same in every run"
+    ]
     assert len(shared) == 1
     events = (registry_dir() / "events.jsonl").read_text().splitlines()
     assert len(events) == WORKERS * RECORDS + len(history)  # every line whole

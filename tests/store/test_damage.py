@@ -33,12 +33,17 @@ def _model(artifact_id):
 def test_a_deleted_artifact_file_is_named_and_restored_by_repair(two_releases):
     first, second = two_releases
     _model(first).unlink()
-    with pytest.raises(BadInput, match=rf"{_model(first)}: .*{first}.*was deleted.*tflc runs repair"):
+    with pytest.raises(
+        BadInput, match=rf"{_model(first)}: .*{first}.*was deleted.*tflc runs repair"
+    ):
         resolve_model_ref("kws@current")
     assert resolve_model_ref("vww@current").read_bytes() == b"second model"  # the rest works
 
     result = cli("runs", "verify", ok=False)
-    assert result.exit_code == 1 and f"{first}  model.tflite  missing  {_model(first)}" in result.output
+    assert (
+        result.exit_code == 1
+        and f"{first}  model.tflite  missing  {_model(first)}" in result.output
+    )
     result = cli("runs", "show", first, ok=False)
     assert result.exit_code == 1 and "model.tflite missing" in result.output
 
@@ -65,7 +70,10 @@ def test_a_file_damaged_in_place_is_reported_unrecoverable_and_the_rest_still_wo
         handle.write(b"X")
     result = cli("runs", "repair", ok=False)
     assert result.exit_code == 1
-    assert f"cannot restore {first} model.tflite: modified, and its stored copy is gone or damaged" in result.output
+    assert (
+        f"cannot restore {first} model.tflite: modified, and its stored copy is gone or damaged"
+        in result.output
+    )
     with pytest.raises(BadInput, match="was modified"):
         resolve_model_ref(first)
     assert resolve_model_ref(second).read_bytes() == b"second model"

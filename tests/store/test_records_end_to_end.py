@@ -18,15 +18,20 @@ from tflc.store import Registry, resolve_model_ref
 from tflc.store.rebuild import rebuild
 
 
-def test_compile_records_its_result_with_inputs_config_versions_and_metrics(digits_compiled, digits_dir,
-                                                                           session_registry):
+def test_compile_records_its_result_with_inputs_config_versions_and_metrics(
+    digits_compiled, digits_dir, session_registry
+):
     report, out = digits_compiled
     assert report.artifact_id
     assert json.loads((out / "report.json").read_text())["artifact_id"] == report.artifact_id
     record = Registry(session_registry).get(report.artifact_id)
     m = record.manifest
     assert record.kind == "compile"
-    assert record.files["model.tflite"]["sha256"] == sha256_file(out / "model.tflite") == report.tflite_sha256
+    assert (
+        record.files["model.tflite"]["sha256"]
+        == sha256_file(out / "model.tflite")
+        == report.tflite_sha256
+    )
     assert m["inputs"]["model"]["sha256"] == sha256_file(digits_dir / "model.keras")
     assert m["inputs"]["calibration_data"]["sha256"] == sha256_file(digits_dir / "calib.npz")
     assert m["inputs"]["eval_data"]["sha256"] == sha256_file(digits_dir / "eval.npz")
@@ -49,7 +54,9 @@ def test_a_recorded_compile_rebuilds_byte_identically(digits_compiled, session_r
     assert len(Registry(session_registry).list()) == before  # a rebuild records nothing new
 
 
-def test_rebuild_names_a_changed_or_missing_input(digits_compiled, digits_dir, session_registry, tmp_path):
+def test_rebuild_names_a_changed_or_missing_input(
+    digits_compiled, digits_dir, session_registry, tmp_path
+):
     report, _ = digits_compiled
     with np.load(digits_dir / "calib.npz") as data:
         arrays = {k: data[k] for k in data.files}
@@ -64,7 +71,10 @@ def test_rebuild_names_a_changed_or_missing_input(digits_compiled, digits_dir, s
 
     result = cli(*args, "--input", f"eval_data={tmp_path / 'gone.npz'}", ok=False)
     assert result.exit_code == 2
-    assert f"input eval_data {tmp_path / 'gone.npz'} is gone; pass --input eval_data=PATH" in result.output
+    assert (
+        f"input eval_data {tmp_path / 'gone.npz'} is gone; pass --input eval_data=PATH"
+        in result.output
+    )
 
     moved = tmp_path / "moved_eval.npz"
     shutil.copy(digits_dir / "eval.npz", moved)
@@ -72,11 +82,17 @@ def test_rebuild_names_a_changed_or_missing_input(digits_compiled, digits_dir, s
     assert result["identical"] is True
 
 
-def test_rebuild_names_the_versions_that_changed_when_bytes_differ(digits_compiled, session_registry):
+def test_rebuild_names_the_versions_that_changed_when_bytes_differ(
+    digits_compiled, session_registry
+):
     report, _ = digits_compiled
     recorded = Registry(session_registry).get(report.artifact_id)
     # The same compile as recorded "under another TensorFlow" that produced other bytes.
-    manifest = {k: v for k, v in recorded.manifest.items() if k not in ("schema", "kind", "created", "files")}
+    manifest = {
+        k: v
+        for k, v in recorded.manifest.items()
+        if k not in ("schema", "kind", "created", "files")
+    }
     manifest["versions"] = {**manifest["versions"], "tensorflow": "2.0.0"}
     manifest["result"] = {**manifest["result"], "tflite_sha256": "0" * 64}
     old = store.record("compile", {"model.tflite": b"other bytes"}, manifest, strict=True)
@@ -87,13 +103,18 @@ def test_rebuild_names_the_versions_that_changed_when_bytes_differ(digits_compil
     assert data["identical"] is False and data["rebuilt_sha256"] == report.tflite_sha256
     tf_now = recorded.manifest["versions"]["tensorflow"]
     assert f"tensorflow 2.0.0 -> {tf_now}" in data["differences"]
-    assert data["verdict"].startswith("differs:") and f"tensorflow 2.0.0 -> {tf_now}" in data["verdict"]
+    assert (
+        data["verdict"].startswith("differs:")
+        and f"tensorflow 2.0.0 -> {tf_now}" in data["verdict"]
+    )
 
 
 def test_promote_and_rollback_end_to_end_with_check_and_bench(digits_dir, tmp_path):
     common = dict(calibration_data=digits_dir / "calib.npz", eval_data=digits_dir / "eval.npz")
     first = tflc.compile(digits_dir / "model.keras", tmp_path / "a", **common)
-    second = tflc.compile(digits_dir / "model.keras", tmp_path / "b", weights="per-tensor", **common)
+    second = tflc.compile(
+        digits_dir / "model.keras", tmp_path / "b", weights="per-tensor", **common
+    )
     assert first.tflite_sha256 != second.tflite_sha256
 
     cli("promote", first.artifact_id, "--as", "digits")
@@ -101,7 +122,9 @@ def test_promote_and_rollback_end_to_end_with_check_and_bench(digits_dir, tmp_pa
     assert sha256_file(resolve_model_ref("digits@current")) == second.tflite_sha256
 
     def check_current():
-        result = cli("check", "digits@current", "--target", "cortex-m4", "--format", "json", ok=False)
+        result = cli(
+            "check", "digits@current", "--target", "cortex-m4", "--format", "json", ok=False
+        )
         assert result.exit_code in (0, 3), result.output
         data = json.loads(result.stdout)
         record = Registry().get(data["artifact_id"])
@@ -118,7 +141,9 @@ def test_promote_and_rollback_end_to_end_with_check_and_bench(digits_dir, tmp_pa
         data = json.loads(cli("export", "digits@current", "-o", out, "--json").stdout)
         record = Registry().get(data["artifact_id"])
         assert json.loads((out / "export_report.json").read_text())["artifact_id"] == record.id
-        assert record.files["package/model_model_data.cc"]["sha256"] == sha256_file(out / "model_model_data.cc")
+        assert record.files["package/model_model_data.cc"]["sha256"] == sha256_file(
+            out / "model_model_data.cc"
+        )
         return record.manifest["inputs"]["model"]
 
     readers = (check_current, bench_current, export_current)

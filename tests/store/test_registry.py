@@ -28,11 +28,21 @@ def test_record_writes_content_addressed_files_and_a_manifest_named_by_its_hash(
     assert manifest["kind"] == "compile"
     assert manifest["metrics"] == {"accuracy": 97.5}
     assert manifest["files"]["model.tflite"] == {"sha256": sha256_bytes(b"model-bytes"), "size": 11}
-    for component in ("tflc", "tflc_source", "python", "tensorflow", "tf_keras",
-                      "tensorflow_model_optimization", "ai_edge_litert", "numpy"):
+    for component in (
+        "tflc",
+        "tflc_source",
+        "python",
+        "tensorflow",
+        "tf_keras",
+        "tensorflow_model_optimization",
+        "ai_edge_litert",
+        "numpy",
+    ):
         assert manifest["versions"][component], component
     assert manifest["platform"]["machine"]
-    blob = registry_dir() / "objects" / sha256_bytes(b"model-bytes")[:2] / sha256_bytes(b"model-bytes")
+    blob = (
+        registry_dir() / "objects" / sha256_bytes(b"model-bytes")[:2] / sha256_bytes(b"model-bytes")
+    )
     assert blob.read_bytes() == (folder / "model.tflite").read_bytes() == b"model-bytes"
 
     record = Registry().get(artifact_id[:6])  # a unique prefix is enough
@@ -49,10 +59,15 @@ def test_identical_files_are_stored_once():
 
 
 def test_versions_are_read_without_importing_tensorflow():
-    code = ("import sys; from tflc.store.versions import collect_versions; v = collect_versions(); "
-            "import json; print(json.dumps({'loaded': 'tensorflow' in sys.modules, 'v': v}))")
-    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                    check=True).stdout)
+    code = (
+        "import sys; from tflc.store.versions import collect_versions; v = collect_versions(); "
+        "import json; print(json.dumps({'loaded': 'tensorflow' in sys.modules, 'v': v}))"
+    )
+    out = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+    )
     assert out["loaded"] is False
     from importlib.metadata import version
 
@@ -109,7 +124,9 @@ def test_references_by_id_and_plain_paths(tmp_path):
     assert resolve_model_ref(artifact_id[:8]).read_bytes() == b"by id"
     assert json.loads(resolve_model_ref(f"{artifact_id}:report.json").read_text()) == {"seed": 0}
     plain = tmp_path / "model.tflite"
-    assert resolve_model_ref(str(plain)) == plain  # not there: passed through for the caller to report
+    assert (
+        resolve_model_ref(str(plain)) == plain
+    )  # not there: passed through for the caller to report
     assert resolve_model_ref(plain) == plain
     with pytest.raises(BadInput, match="no release named 'nope'.*tflc promote ID --as nope"):
         resolve_model_ref("nope@current")
@@ -129,7 +146,9 @@ def test_cli_promote_rollback_show_and_tags():
     assert "kws@current -> " + first in cli("promote", first, "--as", "kws").output
     assert "(previous: " + first in cli("promote", second[:6], "--as", "kws").output
     assert "already" in cli("promote", second, "--as", "kws").output
-    assert cli("rollback", "kws").output.startswith(f"kws@current -> {first} (rolled back {second})")
+    assert cli("rollback", "kws").output.startswith(
+        f"kws@current -> {first} (rolled back {second})"
+    )
     cli("runs", "tag", "kws@current", "golden")
     shown = cli_json("runs", "show", first)
     assert shown["tags"] == ["golden"] and shown["releases"] == ["kws@current"]
@@ -168,7 +187,11 @@ def test_export_csv_and_json(tmp_path):
 
 
 def test_gc_keeps_tagged_and_released_artifacts_and_honours_dry_run():
-    kept_tag, kept_release, doomed = record_fake(b"tagged"), record_fake(b"released"), record_fake(b"doomed")
+    kept_tag, kept_release, doomed = (
+        record_fake(b"tagged"),
+        record_fake(b"released"),
+        record_fake(b"doomed"),
+    )
     registry = Registry()
     registry.tag(kept_tag, "keep")
     registry.promote(kept_release, "kws")

@@ -9,7 +9,8 @@ work on it, and `tflc rebuild` (`rebuild.py`) reruns a recorded compile.
 
 Two entry points for the rest of tflc:
 
-    artifact_id = record("compile", {"model.tflite": path, "report.json": report.to_dict()}, manifest)
+    files = {"model.tflite": path, "report.json": report.to_dict()}
+    artifact_id = record("compile", files, manifest)
     path = resolve_model_ref("kws@current")   # plain paths pass through untouched
 
 Nothing here imports TensorFlow.
@@ -32,9 +33,19 @@ from tflc.store.refs import resolve_model_ref
 from tflc.store.registry import Registry, now_iso, registry_root
 from tflc.store.versions import collect_platform, collect_versions
 
-__all__ = ["record", "record_bench", "record_check", "record_compile", "record_export",
-           "resolve_model_ref", "recording_disabled", "Registry",
-           "registry_root", "KINDS", "MANIFEST_SCHEMA"]
+__all__ = [
+    "record",
+    "record_bench",
+    "record_check",
+    "record_compile",
+    "record_export",
+    "resolve_model_ref",
+    "recording_disabled",
+    "Registry",
+    "registry_root",
+    "KINDS",
+    "MANIFEST_SCHEMA",
+]
 
 KINDS = ("compile", "check", "bench", "export")
 MANIFEST_SCHEMA = 1
@@ -55,8 +66,14 @@ def recording_disabled():
         _disabled.reset(token)
 
 
-def record(kind: str, files: Mapping[str, object], manifest: Mapping, registry=None, *,
-           strict: bool = False) -> str | None:
+def record(
+    kind: str,
+    files: Mapping[str, object],
+    manifest: Mapping,
+    registry=None,
+    *,
+    strict: bool = False,
+) -> str | None:
     """Store a result as an artifact and return its id.
 
     `files` maps names to paths (a folder is stored whole), bytes, or dicts (stored as JSON).
@@ -85,8 +102,10 @@ def not_recorded(kind: str, exc: Exception) -> None:
         reason = exc.message
     else:
         reason = f"{exc.filename}: {exc.strerror}" if getattr(exc, "filename", None) else str(exc)
-    print(f"tflc: warning: this {kind} result was not recorded in the run registry: {reason}",
-          file=sys.stderr)
+    print(
+        f"tflc: warning: this {kind} result was not recorded in the run registry: {reason}",
+        file=sys.stderr,
+    )
     return None
 
 
@@ -94,8 +113,9 @@ def _record(kind: str, files: Mapping[str, object], manifest: Mapping, registry)
     reg = Registry(registry)
     data = normalize_files(files)
     reg.ensure_database()  # a registry whose database vanished is reported, not silently restarted
-    file_meta = {name: {"sha256": reg.files.put_blob(blob), "size": len(blob)}
-                 for name, blob in data.items()}
+    file_meta = {
+        name: {"sha256": reg.files.put_blob(blob), "size": len(blob)} for name, blob in data.items()
+    }
     full = {
         **dict(manifest),
         "schema": MANIFEST_SCHEMA,

@@ -62,14 +62,18 @@ def normalize_files(files: Mapping[str, object]) -> dict[str, bytes]:
         elif hasattr(value, "to_dict"):
             out[name] = canonical_json(value.to_dict())
         else:
-            raise TypeError(f"cannot record {name!r}: {type(value).__name__} is not a path, bytes or dict")
+            raise TypeError(
+                f"cannot record {name!r}: {type(value).__name__} is not a path, bytes or dict"
+            )
     return out
 
 
 def _check_name(name: str) -> None:
     pure = PurePosixPath(name)
     if not name or pure.is_absolute() or ".." in pure.parts or name == MANIFEST or "\\" in name:
-        raise ValueError(f"artifact file name {name!r} must be a relative path other than {MANIFEST}")
+        raise ValueError(
+            f"artifact file name {name!r} must be a relative path other than {MANIFEST}"
+        )
 
 
 class ArtifactFiles:
@@ -107,7 +111,9 @@ class ArtifactFiles:
         if (final / MANIFEST).is_file():
             return final  # the same manifest bytes were recorded before: same content
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{artifact_id}.", suffix=".tmp", dir=self.artifacts))
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{artifact_id}.", suffix=".tmp", dir=self.artifacts)
+        )
         try:
             for name, data in files.items():
                 target = staging / name
@@ -184,8 +190,14 @@ class ArtifactFiles:
             except OSError:
                 return False
 
-        stale_blobs = [p for p in self.objects.glob("*/*")
-                       if p.is_file() and p.name not in blobs and old(p)] if self.objects.is_dir() else []
-        stale_folders = [p for p in self.artifacts.iterdir()
-                         if p.is_dir() and p.name not in ids and old(p)] if self.artifacts.is_dir() else []
+        stale_blobs = (
+            [p for p in self.objects.glob("*/*") if p.is_file() and p.name not in blobs and old(p)]
+            if self.objects.is_dir()
+            else []
+        )
+        stale_folders = (
+            [p for p in self.artifacts.iterdir() if p.is_dir() and p.name not in ids and old(p)]
+            if self.artifacts.is_dir()
+            else []
+        )
         return stale_blobs, stale_folders

@@ -14,8 +14,18 @@ from dataclasses import dataclass, field
 
 # Manifest sections a diff compares, in the order a user reads them: what went in, how it was
 # configured, what it ran with, what came out.
-DIFF_SECTIONS = ("inputs", "config", "target", "seed", "stages", "versions", "platform", "metrics",
-                 "result", "files")
+DIFF_SECTIONS = (
+    "inputs",
+    "config",
+    "target",
+    "seed",
+    "stages",
+    "versions",
+    "platform",
+    "metrics",
+    "result",
+    "files",
+)
 
 
 def flatten(obj, prefix: str = "", out: dict | None = None) -> dict:
@@ -60,7 +70,9 @@ def diff_records(a, b) -> RecordDiff:
             if section == "config" and key == "config.out_dir":
                 continue  # where the output went is not a difference in the result
             if left.get(key) != right.get(key):
-                result.rows.append({"section": section, "key": key, "a": left.get(key), "b": right.get(key)})
+                result.rows.append(
+                    {"section": section, "key": key, "a": left.get(key), "b": right.get(key)}
+                )
     return result
 
 
@@ -68,8 +80,13 @@ def export_row(record) -> dict:
     """One flat row per artifact: identity, input and target hashes, versions, every metric."""
     m = record.manifest
     row = {
-        "id": record.id, "kind": record.kind, "created": record.created, "model": record.model,
-        "target": record.target, "tags": " ".join(record.tags), "releases": " ".join(record.releases),
+        "id": record.id,
+        "kind": record.kind,
+        "created": record.created,
+        "model": record.model,
+        "target": record.target,
+        "tags": " ".join(record.tags),
+        "releases": " ".join(record.releases),
         "seed": m.get("seed"),
     }
     for role, entry in (m.get("inputs") or {}).items():

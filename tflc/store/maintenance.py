@@ -45,14 +45,26 @@ def verify(registry: Registry, ids: list[str] | None = None) -> VerifyReport:
         for name, meta in record.files.items():
             status = registry.files.file_status(record.id, name, meta["sha256"])
             if status != "ok":
-                report.problems.append({"artifact": record.id, "file": name, "status": status,
-                                        "path": str(registry.files.file_path(record.id, name))})
+                report.problems.append(
+                    {
+                        "artifact": record.id,
+                        "file": name,
+                        "status": status,
+                        "path": str(registry.files.file_path(record.id, name)),
+                    }
+                )
         manifest = registry.files.manifest_path(record.id)
-        status = ("missing" if not manifest.is_file()
-                  else "ok" if sha256_file(manifest).startswith(record.id) else "modified")
+        status = (
+            "missing"
+            if not manifest.is_file()
+            else "ok"
+            if sha256_file(manifest).startswith(record.id)
+            else "modified"
+        )
         if status != "ok":  # the id is the start of the manifest's own hash
-            report.problems.append({"artifact": record.id, "file": MANIFEST, "status": status,
-                                    "path": str(manifest)})
+            report.problems.append(
+                {"artifact": record.id, "file": MANIFEST, "status": status, "path": str(manifest)}
+            )
     return report
 
 
@@ -65,9 +77,13 @@ class RepairReport:
     unrecoverable: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"database_moved_to": self.database_moved_to, "reindexed": self.reindexed,
-                "events_replayed": self.events_replayed, "restored": self.restored,
-                "unrecoverable": self.unrecoverable}
+        return {
+            "database_moved_to": self.database_moved_to,
+            "reindexed": self.reindexed,
+            "events_replayed": self.events_replayed,
+            "restored": self.restored,
+            "unrecoverable": self.unrecoverable,
+        }
 
 
 def repair(registry: Registry) -> RepairReport:
@@ -115,14 +131,25 @@ def _reindex(registry: Registry, report: RepairReport) -> None:
             text = manifest_path.read_bytes()
             manifest = json.loads(text)
         except (OSError, ValueError) as exc:
-            report.unrecoverable.append({"artifact": artifact_id, "file": MANIFEST,
-                                         "path": str(manifest_path), "reason": f"unreadable ({exc})"})
+            report.unrecoverable.append(
+                {
+                    "artifact": artifact_id,
+                    "file": MANIFEST,
+                    "path": str(manifest_path),
+                    "reason": f"unreadable ({exc})",
+                }
+            )
             continue
         sha = sha256_bytes(text)
         if not sha.startswith(artifact_id):
-            report.unrecoverable.append({"artifact": artifact_id, "file": MANIFEST,
-                                         "path": str(manifest_path),
-                                         "reason": "modified (its hash no longer matches the id)"})
+            report.unrecoverable.append(
+                {
+                    "artifact": artifact_id,
+                    "file": MANIFEST,
+                    "path": str(manifest_path),
+                    "reason": "modified (its hash no longer matches the id)",
+                }
+            )
             continue
         registry.add(artifact_id, sha, text.decode(), manifest)
         report.reindexed.append(artifact_id)
@@ -144,18 +171,25 @@ def _replay_events(registry: Registry) -> int:
             if artifact not in known:
                 continue
             if kind == "tag":
-                conn.execute("INSERT OR IGNORE INTO tags VALUES (?,?,?)",
-                             (artifact, event["tag"], event["time"]))
+                conn.execute(
+                    "INSERT OR IGNORE INTO tags VALUES (?,?,?)",
+                    (artifact, event["tag"], event["time"]),
+                )
             elif kind == "untag":
-                conn.execute("DELETE FROM tags WHERE artifact_id=? AND tag=?", (artifact, event["tag"]))
+                conn.execute(
+                    "DELETE FROM tags WHERE artifact_id=? AND tag=?", (artifact, event["tag"])
+                )
             elif kind == "promote":
-                conn.execute("INSERT INTO releases (name, artifact_id, promoted) VALUES (?,?,?)",
-                             (event["name"], artifact, event["time"]))
+                conn.execute(
+                    "INSERT INTO releases (name, artifact_id, promoted) VALUES (?,?,?)",
+                    (event["name"], artifact, event["time"]),
+                )
             elif kind == "rollback":
                 conn.execute(
                     "UPDATE releases SET rolled_back=? WHERE seq=(SELECT MAX(seq) FROM releases "
                     "WHERE name=? AND rolled_back IS NULL) AND artifact_id=?",
-                    (event["time"], event["name"], artifact))
+                    (event["time"], event["name"], artifact),
+                )
             else:
                 continue
             replayed += 1
@@ -168,7 +202,9 @@ def _restore_files(registry: Registry, report: RepairReport) -> None:
         if not manifest_path.is_file() or not sha256_file(manifest_path).startswith(record.id):
             manifest_path.parent.mkdir(parents=True, exist_ok=True)
             with registry.transaction() as conn:
-                text = conn.execute("SELECT manifest FROM artifacts WHERE id=?", (record.id,)).fetchone()[0]
+                text = conn.execute(
+                    "SELECT manifest FROM artifacts WHERE id=?", (record.id,)
+                ).fetchone()[0]
             atomic_write_bytes(manifest_path, text.encode())
             report.restored.append({"artifact": record.id, "file": MANIFEST})
         for name, meta in record.files.items():
@@ -178,10 +214,14 @@ def _restore_files(registry: Registry, report: RepairReport) -> None:
             if registry.files.restore_file(record.id, name, meta["sha256"]):
                 report.restored.append({"artifact": record.id, "file": name, "was": status})
             else:
-                report.unrecoverable.append({
-                    "artifact": record.id, "file": name,
-                    "path": str(registry.files.file_path(record.id, name)),
-                    "reason": f"{status}, and its stored copy is gone or damaged too"})
+                report.unrecoverable.append(
+                    {
+                        "artifact": record.id,
+                        "file": name,
+                        "path": str(registry.files.file_path(record.id, name)),
+                        "reason": f"{status}, and its stored copy is gone or damaged too",
+                    }
+                )
 
 
 @dataclass
@@ -194,9 +234,14 @@ class GcReport:
     bytes_freed: int = 0
 
     def to_dict(self) -> dict:
-        return {"dry_run": self.dry_run, "keep_days": self.keep_days, "artifacts": self.artifacts,
-                "orphan_blobs": self.orphan_blobs, "orphan_folders": self.orphan_folders,
-                "bytes_freed": self.bytes_freed}
+        return {
+            "dry_run": self.dry_run,
+            "keep_days": self.keep_days,
+            "artifacts": self.artifacts,
+            "orphan_blobs": self.orphan_blobs,
+            "orphan_folders": self.orphan_folders,
+            "bytes_freed": self.bytes_freed,
+        }
 
 
 def gc(registry: Registry, keep_days: float = 14.0, dry_run: bool = False) -> GcReport:

@@ -67,7 +67,11 @@ def numeric_leaves(obj, prefix: str = "", out: dict | None = None) -> dict:
             numeric_leaves(value, f"{prefix}.{key}" if prefix else str(key), out)
     elif isinstance(obj, list):
         for index, value in enumerate(obj):
-            label = value.get("name") if isinstance(value, dict) and isinstance(value.get("name"), str) else index
+            label = (
+                value.get("name")
+                if isinstance(value, dict) and isinstance(value.get("name"), str)
+                else index
+            )
             numeric_leaves(value, f"{prefix}[{label}]", out)
     elif isinstance(obj, (bool, int, float)) and not isinstance(obj, str):
         out[prefix] = obj
@@ -81,17 +85,25 @@ def compile_manifest(report) -> dict:
     """The manifest of a `tflc.compile` result (a CompileReport)."""
     config = dict(report.config)
     inputs = {role: describe_path(config.get(key), key) for key, role in COMPILE_INPUTS.items()}
-    inputs["model"] = {**(inputs["model"] or {}), "sha256": report.model.get("sha256"),
-                       "format": report.model.get("format")}
+    inputs["model"] = {
+        **(inputs["model"] or {}),
+        "sha256": report.model.get("sha256"),
+        "format": report.model.get("format"),
+    }
     pipeline = config.get("pipeline")
     pipeline_file = pipeline.get("config") if isinstance(pipeline, dict) else pipeline
     if pipeline_file:
         inputs["pipeline_config"] = describe_path(pipeline_file, "pipeline")
-    metrics = numeric_leaves({
-        "sizes": report.sizes, "evaluation": report.evaluation, "gate": report.gate,
-        "check": (report.check or {}).get("summary"), "verifier": _verifier_numbers(report.verifier),
-        "export": report.export,
-    })
+    metrics = numeric_leaves(
+        {
+            "sizes": report.sizes,
+            "evaluation": report.evaluation,
+            "gate": report.gate,
+            "check": (report.check or {}).get("summary"),
+            "verifier": _verifier_numbers(report.verifier),
+            "export": report.export,
+        }
+    )
     metrics["passed"] = report.passed
     return {
         "model_name": Path(config["model"]).stem,
@@ -103,8 +115,11 @@ def compile_manifest(report) -> dict:
         "stages": report.stages,
         "metrics": metrics,
         "timings": report.timings,
-        "result": {"tflite_sha256": report.tflite_sha256, "verifier": report.verifier.get("verdict"),
-                   "warnings": report.warnings},
+        "result": {
+            "tflite_sha256": report.tflite_sha256,
+            "verifier": report.verifier.get("verdict"),
+            "warnings": report.warnings,
+        },
     }
 
 
@@ -118,7 +133,10 @@ def record_compile(report, registry=None) -> str | None:
     from tflc.store import not_recorded, record
 
     out = Path(report.output_dir)
-    files: dict[str, object] = {"model.tflite": out / "model.tflite", "report.json": report.to_dict()}
+    files: dict[str, object] = {
+        "model.tflite": out / "model.tflite",
+        "report.json": report.to_dict(),
+    }
     if report.export and (out / "c").is_dir():
         files["c"] = out / "c"
     try:
@@ -144,7 +162,9 @@ def model_input(model, registry=None) -> tuple[dict | None, str | None]:
         reg = Registry(registry)
         folder = Path(entry["path"]).resolve().parent
         try:
-            if folder.parent == reg.files.artifacts.resolve():  # resolved from NAME@current or an id
+            if (
+                folder.parent == reg.files.artifacts.resolve()
+            ):  # resolved from NAME@current or an id
                 source = reg.get(folder.name)
             else:
                 source = reg.source_of(entry["sha256"])
@@ -167,7 +187,11 @@ def record_check(result, model, target, config: dict | None = None, registry=Non
         manifest = {
             "model_name": name,
             "inputs": {"model": model_entry} if model_entry else {},
-            "config": {"model": str(model), "target": str(getattr(target, "name", target)), **(config or {})},
+            "config": {
+                "model": str(model),
+                "target": str(getattr(target, "name", target)),
+                **(config or {}),
+            },
             "cwd": os.getcwd(),
             "target": describe_target(target),
             "seed": None,
@@ -219,15 +243,23 @@ def record_bench(result, registry=None) -> str | None:
         manifest = {
             "model_name": model_name,
             "inputs": inputs,
-            "config": {"models": [s.model for s in result.models], "device": result.device,
-                       "target": result.target, **settings},
+            "config": {
+                "models": [s.model for s in result.models],
+                "device": result.device,
+                "target": result.target,
+                **settings,
+            },
             "cwd": os.getcwd(),
             "target": _target_entry(result.target),
             "seed": settings.get("seed"),
             "stages": None,
             "metrics": metrics,
-            "result": {"device": result.device, "device_facts": result.device_facts,
-                       "runtime": result.runtime, "warnings": result.warnings},
+            "result": {
+                "device": result.device,
+                "device_facts": result.device_facts,
+                "runtime": result.runtime,
+                "warnings": result.warnings,
+            },
         }
     except (TflcError, OSError) as exc:
         return not_recorded("bench", exc)
@@ -249,14 +281,24 @@ def record_export(report, config: dict | None = None, registry=None) -> str | No
         manifest = {
             "model_name": name,
             "inputs": {"model": model_entry} if model_entry else {},
-            "config": {"model": report.model, "out_dir": report.output_dir, "target": report.target,
-                       "name": report.name, "layout": report.layout, **(config or {})},
+            "config": {
+                "model": report.model,
+                "out_dir": report.output_dir,
+                "target": report.target,
+                "name": report.name,
+                "layout": report.layout,
+                **(config or {}),
+            },
             "cwd": os.getcwd(),
             "target": _target_entry(report.target),
             "seed": (config or {}).get("seed"),
             "stages": None,
-            "metrics": numeric_leaves({k: data.get(k) for k in
-                                       ("model_bytes", "arena", "budget", "verification", "within_budget")}),
+            "metrics": numeric_leaves(
+                {
+                    k: data.get(k)
+                    for k in ("model_bytes", "arena", "budget", "verification", "within_budget")
+                }
+            ),
             "result": {"files": report.files, "notes": report.notes},
         }
     except (TflcError, OSError) as exc:

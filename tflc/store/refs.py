@@ -43,7 +43,9 @@ def resolve_model_ref(text: str | os.PathLike, registry=None) -> Path:
         registry_ = Registry(registry)
         if not registry_.db_path.exists():
             return path  # no registry here: it is just a file name that does not exist
-        return artifact_file(registry_, registry_.resolve_id(artifact["id"]), artifact["file"], text)
+        return artifact_file(
+            registry_, registry_.resolve_id(artifact["id"]), artifact["file"], text
+        )
     return path
 
 
@@ -53,20 +55,28 @@ def artifact_file(registry, artifact_id: str, name: str | None, ref: str) -> Pat
     if name is None:
         models = [n for n in record.files if n.endswith(".tflite")]
         if not models:
-            raise BadInput(f"{ref}: artifact {artifact_id} ({record.kind}) holds no .tflite model "
-                           f"(its files: {', '.join(record.files) or 'none'})")
+            raise BadInput(
+                f"{ref}: artifact {artifact_id} ({record.kind}) holds no .tflite model "
+                f"(its files: {', '.join(record.files) or 'none'})"
+            )
         name = "model.tflite" if "model.tflite" in models else models[0]
     if name not in record.files:
-        raise BadInput(f"{ref}: artifact {artifact_id} has no file '{name}' "
-                       f"(its files: {', '.join(record.files)})")
+        raise BadInput(
+            f"{ref}: artifact {artifact_id} has no file '{name}' "
+            f"(its files: {', '.join(record.files)})"
+        )
     path = registry.files.file_path(artifact_id, name).resolve()
     expected = record.files[name]["sha256"]
     if not path.is_file():
-        raise BadInput(f"{path}: this file of artifact {artifact_id} ({ref}) was deleted; run "
-                       f"`tflc runs repair` to restore it from the registry's stored copy")
+        raise BadInput(
+            f"{path}: this file of artifact {artifact_id} ({ref}) was deleted; run "
+            f"`tflc runs repair` to restore it from the registry's stored copy"
+        )
     found = sha256_file(path)
     if found != expected:
-        raise BadInput(f"{path}: this file of artifact {artifact_id} ({ref}) was modified after it "
-                       f"was recorded (sha256 {found[:12]}, recorded {expected[:12]}); run "
-                       f"`tflc runs repair` to restore it from the registry's stored copy")
+        raise BadInput(
+            f"{path}: this file of artifact {artifact_id} ({ref}) was modified after it "
+            f"was recorded (sha256 {found[:12]}, recorded {expected[:12]}); run "
+            f"`tflc runs repair` to restore it from the registry's stored copy"
+        )
     return path

@@ -97,9 +97,16 @@ class ArtifactRecord:
 
     def to_dict(self) -> dict:
         return {
-            "id": self.id, "kind": self.kind, "created": self.created, "model": self.model,
-            "model_name": self.model_name, "target": self.target, "tags": self.tags, "releases": self.releases,
-            "files": self.files, "manifest": self.manifest,
+            "id": self.id,
+            "kind": self.kind,
+            "created": self.created,
+            "model": self.model,
+            "model_name": self.model_name,
+            "target": self.target,
+            "tags": self.tags,
+            "releases": self.releases,
+            "files": self.files,
+            "manifest": self.manifest,
         }
 
 
@@ -114,8 +121,13 @@ class ReleaseChange:
     changed: bool = True
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "current": self.current, "previous": self.previous,
-                "replaced": self.replaced, "changed": self.changed}
+        return {
+            "name": self.name,
+            "current": self.current,
+            "previous": self.previous,
+            "replaced": self.replaced,
+            "changed": self.changed,
+        }
 
 
 class Registry:
@@ -137,7 +149,8 @@ class Registry:
         if stored:
             raise BadInput(
                 f"{self.db_path}: the run registry database is missing but {len(stored)} "
-                f"artifact(s) remain in {self.files.artifacts}; run `tflc runs repair` to rebuild it"
+                f"artifact(s) remain in {self.files.artifacts}; run `tflc runs repair` to "
+                f"rebuild it"
             )
         return False
 
@@ -182,6 +195,8 @@ class Registry:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise  # a mistake in tflc's own SQL, not a damaged file: keep the traceback
         except sqlite3.Error as exc:
             raise self._damaged(exc) from None
         finally:
@@ -201,7 +216,9 @@ class Registry:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:  # another process may have won
+            if (
+                conn.execute("PRAGMA user_version").fetchone()[0] == 0
+            ):  # another process may have won
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
@@ -227,7 +244,9 @@ class Registry:
 
     # -- artifacts -----------------------------------------------------------------------------
 
-    def add(self, artifact_id: str, manifest_sha256: str, manifest_text: str, manifest: dict) -> str:
+    def add(
+        self, artifact_id: str, manifest_sha256: str, manifest_text: str, manifest: dict
+    ) -> str:
         """Index an artifact whose folder is already complete."""
         inputs = manifest.get("inputs") or {}
         model = inputs.get("model") if isinstance(inputs.get("model"), dict) else {}
@@ -244,14 +263,24 @@ class Registry:
             conn.execute(
                 "INSERT INTO artifacts (id, manifest_sha256, kind, created, model, model_name, "
                 "model_sha256, target, manifest) VALUES (?,?,?,?,?,?,?,?,?)",
-                (artifact_id, manifest_sha256, manifest["kind"], manifest["created"],
-                 model.get("path"), manifest.get("model_name"), model.get("sha256"), target_name,
-                 manifest_text),
+                (
+                    artifact_id,
+                    manifest_sha256,
+                    manifest["kind"],
+                    manifest["created"],
+                    model.get("path"),
+                    manifest.get("model_name"),
+                    model.get("sha256"),
+                    target_name,
+                    manifest_text,
+                ),
             )
             conn.executemany(
                 "INSERT INTO files (artifact_id, name, sha256, size) VALUES (?,?,?,?)",
-                [(artifact_id, name, meta["sha256"], meta["size"])
-                 for name, meta in manifest.get("files", {}).items()],
+                [
+                    (artifact_id, name, meta["sha256"], meta["size"])
+                    for name, meta in manifest.get("files", {}).items()
+                ],
             )
         return artifact_id
 
@@ -264,12 +293,16 @@ class Registry:
             with self.transaction() as conn:
                 return self.resolve_id(text, conn)
         if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
-            raise BadInput(f"'{text}' is not an artifact id (hex digits, as `tflc runs list` shows)")
+            raise BadInput(
+                f"'{text}' is not an artifact id (hex digits, as `tflc runs list` shows)"
+            )
         rows = conn.execute(
             "SELECT id FROM artifacts WHERE id LIKE ? ORDER BY id LIMIT 6", (text + "%",)
         ).fetchall()
         if not rows:
-            raise BadInput(f"no artifact '{text}' in the run registry {self.root}; see `tflc runs list`")
+            raise BadInput(
+                f"no artifact '{text}' in the run registry {self.root}; see `tflc runs list`"
+            )
         if len(rows) > 1:
             ids = ", ".join(r[0] for r in rows[:5])
             raise BadInput(f"artifact id '{text}' is ambiguous ({ids}, ...); give more digits")
@@ -288,30 +321,56 @@ class Registry:
         files = {
             r["name"]: {"sha256": r["sha256"], "size": r["size"]}
             for r in conn.execute(
-                "SELECT name, sha256, size FROM files WHERE artifact_id=? ORDER BY name", (artifact_id,)
+                "SELECT name, sha256, size FROM files WHERE artifact_id=? ORDER BY name",
+                (artifact_id,),
             )
         }
-        tags = [r[0] for r in conn.execute(
-            "SELECT tag FROM tags WHERE artifact_id=? ORDER BY tag", (artifact_id,))]
+        tags = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tag FROM tags WHERE artifact_id=? ORDER BY tag", (artifact_id,)
+            )
+        ]
         releases = []
         for (name,) in conn.execute(
             "SELECT DISTINCT name FROM releases WHERE artifact_id=? ORDER BY name", (artifact_id,)
         ):
             active = self._active(conn, name)
-            releases.append(f"{name}@current" if _at(active, 0) == artifact_id
-                            else f"{name}@previous" if _at(active, 1) == artifact_id else name)
+            releases.append(
+                f"{name}@current"
+                if _at(active, 0) == artifact_id
+                else f"{name}@previous"
+                if _at(active, 1) == artifact_id
+                else name
+            )
         try:
             manifest = json.loads(row["manifest"])
         except ValueError:
             manifest = {"error": f"manifest text of {artifact_id} in {self.db_path} is not JSON"}
         return ArtifactRecord(
-            id=artifact_id, kind=row["kind"], created=row["created"], model=row["model"],
-            model_name=row["model_name"], target=row["target"], manifest=manifest, files=files, tags=tags, releases=releases,
+            id=artifact_id,
+            kind=row["kind"],
+            created=row["created"],
+            model=row["model"],
+            model_name=row["model_name"],
+            target=row["target"],
+            manifest=manifest,
+            files=files,
+            tags=tags,
+            releases=releases,
         )
 
-    def list(self, *, kind: str | None = None, model: str | None = None, target: str | None = None,
-             tag: str | None = None, since: str | None = None, until: str | None = None,
-             limit: int | None = None) -> list[ArtifactRecord]:
+    def list(
+        self,
+        *,
+        kind: str | None = None,
+        model: str | None = None,
+        target: str | None = None,
+        tag: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+    ) -> list[ArtifactRecord]:
         """Newest first. `model` matches part of the model path or a release name; dates are
         ISO prefixes (`2024-05`, `2024-05-31`, `2024-05-31T12:00`)."""
         if not self._check_present():
@@ -321,8 +380,10 @@ class Registry:
             where.append("a.kind = ?")
             args.append(kind)
         if model:
-            where.append("(a.model LIKE ? OR a.model_name = ? OR "
-                         "a.id IN (SELECT artifact_id FROM releases WHERE name = ?))")
+            where.append(
+                "(a.model LIKE ? OR a.model_name = ? OR "
+                "a.id IN (SELECT artifact_id FROM releases WHERE name = ?))"
+            )
             args += [f"%{model}%", model, model]
         if target:
             where.append("a.target = ?")
@@ -353,7 +414,9 @@ class Registry:
             row = conn.execute(
                 "SELECT a.* FROM artifacts a JOIN files f ON f.artifact_id = a.id WHERE a.kind = "
                 "'compile' AND f.name = 'model.tflite' AND f.sha256 = ? ORDER BY a.created DESC "
-                "LIMIT 1", (sha256,)).fetchone()
+                "LIMIT 1",
+                (sha256,),
+            ).fetchone()
             return self._record(conn, row) if row else None
 
     # -- tags ----------------------------------------------------------------------------------
@@ -366,9 +429,13 @@ class Registry:
             if remove:
                 conn.execute("DELETE FROM tags WHERE artifact_id=? AND tag=?", (artifact_id, tag))
             else:
-                conn.execute("INSERT OR IGNORE INTO tags (artifact_id, tag, created) VALUES (?,?,?)",
-                             (artifact_id, tag, now_iso()))
-            self._append_event({"event": "untag" if remove else "tag", "artifact": artifact_id, "tag": tag})
+                conn.execute(
+                    "INSERT OR IGNORE INTO tags (artifact_id, tag, created) VALUES (?,?,?)",
+                    (artifact_id, tag, now_iso()),
+                )
+            self._append_event(
+                {"event": "untag" if remove else "tag", "artifact": artifact_id, "tag": tag}
+            )
         return artifact_id
 
     # -- releases ------------------------------------------------------------------------------
@@ -376,9 +443,14 @@ class Registry:
     @staticmethod
     def _active_rows(conn: sqlite3.Connection, name: str) -> list[tuple[int, str]]:
         """(seq, artifact id) of NAME's releases that were not rolled back, newest first."""
-        return [(r[0], r[1]) for r in conn.execute(
-            "SELECT seq, artifact_id FROM releases WHERE name=? AND rolled_back IS NULL "
-            "ORDER BY seq DESC", (name,))]
+        return [
+            (r[0], r[1])
+            for r in conn.execute(
+                "SELECT seq, artifact_id FROM releases WHERE name=? AND rolled_back IS NULL "
+                "ORDER BY seq DESC",
+                (name,),
+            )
+        ]
 
     @classmethod
     def _active(cls, conn: sqlite3.Connection, name: str) -> list[str]:
@@ -392,8 +464,10 @@ class Registry:
             active = self._active(conn, name)
             if active and active[0] == artifact_id:
                 return ReleaseChange(name, artifact_id, _at(active, 1), artifact_id, changed=False)
-            conn.execute("INSERT INTO releases (name, artifact_id, promoted) VALUES (?,?,?)",
-                         (name, artifact_id, now_iso()))
+            conn.execute(
+                "INSERT INTO releases (name, artifact_id, promoted) VALUES (?,?,?)",
+                (name, artifact_id, now_iso()),
+            )
             self._append_event({"event": "promote", "name": name, "artifact": artifact_id})
             return ReleaseChange(name, artifact_id, _at(active, 0), _at(active, 0))
 
@@ -404,13 +478,18 @@ class Registry:
         with self.transaction(write=True) as conn:
             active = self._active(conn, name)
             if not active:
-                raise BadInput(f"no release named '{name}' in {self.root}; see `tflc runs releases`")
+                raise BadInput(
+                    f"no release named '{name}' in {self.root}; see `tflc runs releases`"
+                )
             if len(active) < 2:
-                raise BadInput(f"'{name}' has a single release ({active[0]}); there is nothing to "
-                               f"roll back to")
+                raise BadInput(
+                    f"'{name}' has a single release ({active[0]}); there is nothing to roll back to"
+                )
             conn.execute(
                 "UPDATE releases SET rolled_back=? WHERE seq=(SELECT MAX(seq) FROM releases "
-                "WHERE name=? AND rolled_back IS NULL)", (now_iso(), name))
+                "WHERE name=? AND rolled_back IS NULL)",
+                (now_iso(), name),
+            )
             self._append_event({"event": "rollback", "name": name, "artifact": active[0]})
             return ReleaseChange(name, active[1], _at(active, 2), active[0])
 
@@ -424,8 +503,10 @@ class Registry:
         with self.transaction() as conn:
             active = self._active(conn, name)
         if not active:
-            raise BadInput(f"no release named '{name}' in {self.root}; promote one with "
-                           f"`tflc promote ID --as {name}`")
+            raise BadInput(
+                f"no release named '{name}' in {self.root}; promote one with "
+                f"`tflc promote ID --as {name}`"
+            )
         if index >= len(active):
             raise BadInput(f"'{name}' has no previous release (only {active[0]} was promoted)")
         return active[index]
@@ -433,18 +514,37 @@ class Registry:
     def release_history(self, name: str | None = None) -> list[dict]:
         if not self._check_present():
             return []
-        sql = "SELECT * FROM releases" + (" WHERE name=?" if name else "") + " ORDER BY name, seq DESC"
+        sql = (
+            "SELECT * FROM releases"
+            + (" WHERE name=?" if name else "")
+            + " ORDER BY name, seq DESC"
+        )
         with self.transaction() as conn:
             rows = conn.execute(sql, (name,) if name else ()).fetchall()
-            active_seqs = {n: [seq for seq, _ in self._active_rows(conn, n)]
-                           for n in {r["name"] for r in rows}}
+            active_seqs = {
+                n: [seq for seq, _ in self._active_rows(conn, n)] for n in {r["name"] for r in rows}
+            }
         out = []
         for r in rows:
             seqs = active_seqs[r["name"]]
-            status = ("rolled back" if r["rolled_back"] else "current" if r["seq"] == _at(seqs, 0)
-                      else "previous" if r["seq"] == _at(seqs, 1) else "earlier")
-            out.append({"name": r["name"], "artifact_id": r["artifact_id"], "promoted": r["promoted"],
-                        "rolled_back": r["rolled_back"], "status": status})
+            status = (
+                "rolled back"
+                if r["rolled_back"]
+                else "current"
+                if r["seq"] == _at(seqs, 0)
+                else "previous"
+                if r["seq"] == _at(seqs, 1)
+                else "earlier"
+            )
+            out.append(
+                {
+                    "name": r["name"],
+                    "artifact_id": r["artifact_id"],
+                    "promoted": r["promoted"],
+                    "rolled_back": r["rolled_back"],
+                    "status": status,
+                }
+            )
         return out
 
     # -- garbage collection --------------------------------------------------------------------
@@ -453,27 +553,36 @@ class Registry:
         """Artifacts nothing refers to: no tag, never released, older than `keep_days`."""
         if not self._check_present():
             return []
-        cutoff = (datetime.now(timezone.utc) - timedelta(days=keep_days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        cutoff = (datetime.now(timezone.utc) - timedelta(days=keep_days)).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ"
+        )
         with self.transaction() as conn:
             rows = conn.execute(
-                "SELECT * FROM artifacts WHERE created < ? AND id NOT IN (SELECT artifact_id FROM tags)"
-                " AND id NOT IN (SELECT artifact_id FROM releases) ORDER BY created", (cutoff,)
+                "SELECT * FROM artifacts WHERE created < ? "
+                "AND id NOT IN (SELECT artifact_id FROM tags) "
+                "AND id NOT IN (SELECT artifact_id FROM releases) ORDER BY created",
+                (cutoff,),
             ).fetchall()
             return [self._record(conn, row) for row in rows]
 
     def delete(self, ids: list[str]) -> None:
         with self.transaction(write=True) as conn:
-            conn.executemany("DELETE FROM artifacts WHERE id=? AND id NOT IN "
-                             "(SELECT artifact_id FROM tags UNION SELECT artifact_id FROM releases)",
-                             [(i,) for i in ids])
+            conn.executemany(
+                "DELETE FROM artifacts WHERE id=? AND id NOT IN "
+                "(SELECT artifact_id FROM tags UNION SELECT artifact_id FROM releases)",
+                [(i,) for i in ids],
+            )
 
     def referenced(self, excluding: set[str] = frozenset()) -> tuple[set[str], set[str]]:
         """(blob hashes, artifact ids) of the artifacts in the database, minus `excluding`."""
         if not self._check_present():
             return set(), set()
         with self.transaction() as conn:
-            blobs = {sha for artifact_id, sha in conn.execute("SELECT artifact_id, sha256 FROM files")
-                     if artifact_id not in excluding}
+            blobs = {
+                sha
+                for artifact_id, sha in conn.execute("SELECT artifact_id, sha256 FROM files")
+                if artifact_id not in excluding
+            }
             ids = {r[0] for r in conn.execute("SELECT id FROM artifacts")} - set(excluding)
         return blobs, ids
 
@@ -485,14 +594,19 @@ def _at(items: list, index: int):
 def _check_label(text: str, what: str) -> None:
     ok = text and text[0].isalnum() and all(c.isalnum() or c in "._-" for c in text)
     if not ok:
-        raise BadInput(f"{what} '{text}': use letters, digits, '.', '_' or '-' (starting with a "
-                       f"letter or digit)")
+        raise BadInput(
+            f"{what} '{text}': use letters, digits, '.', '_' or '-' (starting with a "
+            f"letter or digit)"
+        )
 
 
 def _date_bound(text: str, flag: str, end: bool = False) -> str:
     """An ISO date or date-time prefix -> a comparable timestamp string (exclusive end)."""
-    formats = [("%Y-%m-%dT%H:%M:%S", timedelta(seconds=1)), ("%Y-%m-%dT%H:%M", timedelta(minutes=1)),
-               ("%Y-%m-%d", timedelta(days=1))]
+    formats = [
+        ("%Y-%m-%dT%H:%M:%S", timedelta(seconds=1)),
+        ("%Y-%m-%dT%H:%M", timedelta(minutes=1)),
+        ("%Y-%m-%d", timedelta(days=1)),
+    ]
     for fmt, step in formats:
         try:
             moment = datetime.strptime(text, fmt)

@@ -17,12 +17,20 @@ from pathlib import Path
 
 # Component -> the distribution names it may be installed under (the first one found wins).
 _DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
-    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow_cpu", "tensorflow-macos",
-                   "tensorflow-intel", "tf-nightly"),
+    "tensorflow": (
+        "tensorflow",
+        "tensorflow-cpu",
+        "tensorflow_cpu",
+        "tensorflow-macos",
+        "tensorflow-intel",
+        "tf-nightly",
+    ),
     "tf_keras": ("tf-keras", "tf_keras"),
     "keras": ("keras",),
-    "tensorflow_model_optimization": ("tensorflow-model-optimization",
-                                      "tensorflow_model_optimization"),
+    "tensorflow_model_optimization": (
+        "tensorflow-model-optimization",
+        "tensorflow_model_optimization",
+    ),
     "ai_edge_litert": ("ai-edge-litert", "ai_edge_litert", "ai-edge-litert-nightly"),
     "tflite_micro": ("tflite-micro", "tflite_micro"),
     "flatbuffers": ("flatbuffers",),
