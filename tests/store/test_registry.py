@@ -259,3 +259,17 @@ def test_an_unwritable_registry_costs_no_result_only_a_warning(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert err.startswith("tflc: warning: this check result was not recorded in the run registry")
     assert str(blocker) in err
+
+
+def test_an_older_registry_schema_is_migrated_in_place():
+    import sqlite3
+
+    artifact_id = record_fake(b"recorded by an older tflc", name="kws")
+    db = sqlite3.connect(registry_dir() / "registry.sqlite")
+    db.execute("ALTER TABLE artifacts DROP COLUMN model_name")  # what schema 1 lacked
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    assert [r.id for r in Registry().list()] == [artifact_id]
+    assert record_fake(b"recorded now", name="vww")
+    assert [r.model_name for r in Registry().list()] == ["vww", None]

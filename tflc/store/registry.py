@@ -25,7 +25,7 @@ from tflc.store.artifacts import ArtifactFiles
 
 DB_NAME = "registry.sqlite"
 EVENTS_NAME = "events.jsonl"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
 ENV_VAR = "TFLC_REGISTRY"
 DEFAULT_DIR = ".tflc"
@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS releases (
 );
 CREATE INDEX IF NOT EXISTS releases_name ON releases(name, seq);
 """
+
+# _MIGRATIONS[n - 1] brings a schema-n database to n + 1 (_SCHEMA above is always the newest).
+_MIGRATIONS = [
+    "ALTER TABLE artifacts ADD COLUMN model_name TEXT",
+]
 
 
 def registry_root(registry: str | os.PathLike | None = None) -> Path:
@@ -216,13 +221,14 @@ class Registry:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if (
-                conn.execute("PRAGMA user_version").fetchone()[0] == 0
-            ):  # another process may have won
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+            if version == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            for statement in _MIGRATIONS[version - 1 :] if version else ():
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
