@@ -4,7 +4,8 @@
 model in the tflite-micro Python interpreter (the reference kernels, x86-64 host build) with
 decreasing `arena_size` and returns the smallest size for which AllocateTensors succeeds. The
 search starts at tflc's static estimate (`tflc.tflite.planner`), which is usually exact, so it
-typically costs two interpreter constructions (the estimate works, one byte less does not).
+typically costs two interpreter constructions (the estimate works, one byte less does not). The
+probes run in a child process (`_arena_probe.py`): a too-small arena can crash TFLite Micro.
 
 The device differs from the host: 32-bit pointers make TFLite Micro's bookkeeping smaller, but
 optimized kernels (CMSIS-NN on Cortex-M) ask for scratch buffers the reference kernels do not.
@@ -14,12 +15,16 @@ sizes side by side.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from tflc.errors import PipelineError
 from tflc.tflite.planner import MemoryPlan, align_up
@@ -33,7 +38,8 @@ MARGIN_RULE = (
 )
 _MAX_ARENA = 1 << 28  # no microcontroller model needs more; beyond it, report why
 # TFLite Micro's messages when the arena is too small (anything else is a real failure).
-_SHORT_OF_MEMORY = re.compile(r"allocate|Requested|available|missing|Too many buffers|resize", re.I)
+_SHORT_OF_MEMORY = re.compile(
+    r"allocate|Requested|available|missing|Too many buffers|resize|crashed", re.I)
 
 
 @dataclass
@@ -84,39 +90,67 @@ def tflm_version() -> str:
         return "tflite_micro (version unknown)"
 
 
-def _native_stderr():
-    """Context manager capturing what C++ code prints on fd 2 (TFLite Micro's MicroPrintf)."""
-    import contextlib
+class ArenaProber:
+    """Asks TFLite Micro, in a child process, whether the model fits in a given arena size.
 
-    @contextlib.contextmanager
-    def capture():
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            log: list[str] = []
-            try:
-                yield log
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                os.close(saved)
-                sink.seek(0)
-                log.extend(sink.read().decode("utf-8", "replace").splitlines())
+    Some TFLite Micro kernels dereference a failed allocation when the arena is too small and
+    crash the process (MEAN does in tflite-micro 0.dev20261023), so probes never run in tflc's
+    own process: a crash counts as "too small" and the next probe starts a fresh child. Use as a
+    context manager, or call `close()`.
+    """
 
-    return capture()
+    def __init__(self, model: bytes):
+        self._model = tempfile.NamedTemporaryFile(prefix="tflc-arena-", suffix=".tflite",
+                                                  delete=False)
+        self._model.write(model)
+        self._model.close()
+        self._child: subprocess.Popen | None = None
+        self.probes = 0
+        self.crashes = 0
 
+    def __enter__(self):
+        return self
 
-def allocates(model: bytes, arena_size: int, runtime=None) -> tuple[bool, list[str]]:
-    """Whether TFLite Micro can set the model up in `arena_size` bytes, and what it printed."""
-    runtime = runtime or tflm_runtime()
-    with _native_stderr() as log:
+    def __exit__(self, *exc):
+        self.close()
+
+    def _start(self) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("_arena_probe.py")), self._model.name],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def __call__(self, size: int) -> tuple[bool, list[str]]:
+        """(allocates, what TFLite Micro printed) for an arena of `size` bytes."""
+        self.probes += 1
+        if self._child is None or self._child.poll() is not None:
+            self._child = self._start()
         try:
-            runtime.Interpreter.from_bytes(model, arena_size=arena_size)
-            ok = True
-        except (RuntimeError, ValueError):
-            ok = False
-    return ok, log
+            self._child.stdin.write(f"{size}\n")
+            self._child.stdin.flush()
+            answer = self._child.stdout.readline()
+        except (BrokenPipeError, OSError):
+            answer = ""
+        if not answer:
+            self._child.wait()
+            self._child = None
+            self.crashes += 1
+            return False, [f"TFLite Micro crashed in a {size}-byte arena (too small)"]
+        data = json.loads(answer)
+        return data["ok"], data["log"]
+
+    def close(self) -> None:
+        if self._child is not None and self._child.poll() is None:
+            self._child.stdin.close()
+            self._child.wait(timeout=30)
+        self._child = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._model.name)
+
+
+def allocates(model: bytes, arena_size: int) -> tuple[bool, list[str]]:
+    """Whether TFLite Micro can set the model up in `arena_size` bytes, and what it printed."""
+    with ArenaProber(model) as probe:
+        return probe(arena_size)
 
 
 def measure_arena(model: bytes, hint: int | None = None) -> ArenaMeasurement:
@@ -127,26 +161,25 @@ def measure_arena(model: bytes, hint: int | None = None) -> ArenaMeasurement:
     tflite-micro is missing or cannot allocate the model at any size (unsupported op, bad
     model), quoting TFLite Micro's own message.
     """
-    runtime = tflm_runtime()
-    if runtime is None:
+    if tflm_runtime() is None:
         raise PipelineError("the tflite-micro package is not installed (pip install tflite-micro); "
                             "only the static arena estimate is available")
-    probes = 0
-    limit = max(_MAX_ARENA, 16 * (hint or 0))
+    with ArenaProber(model) as probe:
+        return _search(probe, hint or len(model), max(_MAX_ARENA, 16 * (hint or 0)))
 
+
+def _search(probe: ArenaProber, hint: int, limit: int) -> ArenaMeasurement:
     def fits(size: int) -> bool:
-        nonlocal probes
-        probes += 1
-        ok, log = allocates(model, size, runtime)
+        ok, log = probe(size)
         if not ok and not any(_SHORT_OF_MEMORY.search(line) for line in log):
             raise PipelineError(f"TFLite Micro cannot set up this model: {_reason(log)}")
         return ok
 
-    start = max(16, hint or len(model))
+    start = max(16, hint)
     if fits(start):
         high = start
         if not fits(start - 1):
-            return ArenaMeasurement(start, probes, tflm_version())
+            return ArenaMeasurement(start, probe.probes, tflm_version())
         step, low = 16, start - 16
         while low > 0 and fits(low):
             high, step = low, step * 2
@@ -157,7 +190,7 @@ def measure_arena(model: bytes, hint: int | None = None) -> ArenaMeasurement:
         high = low + step
         while not fits(high):
             if high >= limit:
-                _, log = allocates(model, high, runtime)
+                _, log = probe(high)
                 raise PipelineError(
                     "TFLite Micro cannot set up this model even in a "
                     f"{high // (1 << 20)} MiB arena: {_reason(log)}")
@@ -169,7 +202,7 @@ def measure_arena(model: bytes, hint: int | None = None) -> ArenaMeasurement:
             high = middle
         else:
             low = middle
-    return ArenaMeasurement(high, probes, tflm_version())
+    return ArenaMeasurement(high, probe.probes, tflm_version())
 
 
 def _reason(log: list[str]) -> str:

@@ -86,7 +86,7 @@ def compare_interpreters(model: bytes, arena_size: int, samples: int = 4, seed: 
 
     result.tflm = f"{tflm_version()}, reference kernels, arena {arena_size} B"
     result.litert = f"ai-edge-litert {version('ai-edge-litert')}, BUILTIN_REF kernels, no delegates"
-    ok, log = allocates(model, arena_size, runtime)
+    ok, log = allocates(model, arena_size)
     if not ok:
         raise PipelineError(f"TFLite Micro cannot allocate the model in the exported arena of "
                             f"{arena_size} B: {_reason(log)}")
