@@ -108,20 +108,25 @@ def main(debug: bool) -> None:
 @click.option("--export", "export_format", type=click.Choice(["c"]), help="With --target: also export C source to OUT/c.")
 @click.option("--config", "pipeline_config", type=click.Path(), help="Optimization pipeline YAML (stages, budget).")
 @click.option("--train-data", type=click.Path(), help="Training data for pipeline stages.")
-@click.option("--prune", type=float, help="Shortcut: a prune stage to this sparsity (0-1).")
+@click.option("--prune", help="Shortcut: a prune stage to this sparsity (0-1), or 'auto'.")
+@click.option("--prune-structure", help="Shortcut: structured N:M pruning, e.g. 2:4.")
 @click.option("--qat", is_flag=True, help="Shortcut: a quantization-aware training stage.")
+@click.option("--qat-skip-unsupported", is_flag=True, help="QAT: leave layers TF-MOT cannot quantize in float.")
 @click.option("--cluster", type=int, help="Shortcut: a clustering stage with this many clusters.")
 @click.option("--distill", "distill_student", type=click.Path(), help="Shortcut: distil into this student Keras file.")
 @FORMAT_OPTION
 def compile_command(model, out_dir, calibration_data, calibration, calibration_samples, random_range,
                     normalize, weights, activations, io_type, static_batch, eval_data, max_accuracy_drop, seed,
                     input_shape, custom_objects, allow_unsafe_code, allow_float_ops, target, strict, export_format,
-                    pipeline_config, train_data, prune, qat, cluster, distill_student, fmt):
+                    pipeline_config, train_data, prune, prune_structure, qat, qat_skip_unsupported,
+                    cluster, distill_student, fmt):
     """Compile a Keras model (.keras, .h5, SavedModel) into a fully-integer TFLite model."""
     import tflc
     from tflc.keras_io import parse_input_shapes
 
-    pipeline = _pipeline_request(pipeline_config, prune, qat, cluster, distill_student)
+    pipeline = _pipeline_request(pipeline_config, prune, qat, cluster, distill_student,
+                                 prune_structure=prune_structure,
+                                 qat_skip_unsupported=qat_skip_unsupported or None)
     report = tflc.compile(
         model, out_dir, calibration_data=calibration_data, calibration=calibration,
         calibration_samples=calibration_samples, random_range=_parse_range(random_range),
@@ -141,10 +146,10 @@ def compile_command(model, out_dir, calibration_data, calibration, calibration_s
         raise click.exceptions.Exit(3)
 
 
-def _pipeline_request(config, prune, qat, cluster, distill):
+def _pipeline_request(config, prune, qat, cluster, distill, **more):
     """A pipeline YAML path, or a dict built from the shortcut flags, or None."""
     flags = {k: v for k, v in {"prune": prune, "qat": qat or None, "cluster": cluster,
-                                "distill": distill}.items() if v is not None}
+                                "distill": distill, **more}.items() if v is not None}
     if config and flags:
         return {"config": config, "flags": flags}
     if flags:
@@ -370,6 +375,37 @@ def bench_command(models, device, target, python, threads, warmup, runs, min_dur
 
 # ----------------------------------------------------------------------------- optimize pipeline
 # (tflc sensitivity: see tflc/optimize/)
+
+
+@main.command("sensitivity")
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--eval-data", required=True, type=click.Path(),
+              help=".npz with x and y, a folder of class subfolders, or module:function.")
+@click.option("--sparsities", default="0.25,0.5,0.75,0.9", show_default=True,
+              help="Sparsities each layer is pruned to, alone.")
+@click.option("--no-quantize", is_flag=True, help="Skip the quantize-one-layer analysis.")
+@click.option("-o", "--output", "out_dir", default="sensitivity", show_default=True,
+              type=click.Path(), help="Folder for sensitivity.png and sensitivity.json.")
+@click.option("--custom-objects", multiple=True, help="module:attr providing custom layers (repeatable).")
+@click.option("--allow-unsafe-code", is_flag=True, help="Load models whose Lambda layers run code from the file.")
+@FORMAT_OPTION
+def sensitivity_command(model, eval_data, sparsities, no_quantize, out_dir, custom_objects,
+                        allow_unsafe_code, fmt):
+    """Accuracy drop per layer when it alone is pruned (at each sparsity) or quantized to int8."""
+    from tflc.errors import BadInput
+    from tflc.optimize.sensitivity import sensitivity_report
+
+    try:
+        levels = [float(v) for v in sparsities.split(",") if v.strip()]
+    except ValueError:
+        raise BadInput(f"--sparsities {sparsities!r}: expected numbers such as 0.5,0.75,0.9") from None
+    result = sensitivity_report(model, eval_data, out_dir, levels, quantize=not no_quantize,
+                                custom_objects=custom_objects, allow_unsafe_code=allow_unsafe_code)
+    if fmt == "json":
+        emit_json(result)
+        return
+    click.echo(result.table())
+    click.echo(f"wrote {os.path.join(out_dir, 'sensitivity.png')} and sensitivity.json")
 
 
 # ---------------------------------------------------------------------------- runs and releases

@@ -152,14 +152,19 @@ def compile_model(
     timings["load"] = time.perf_counter() - clock
 
     stages = None
+    pipeline_result = None
     pipeline_config = _resolve_pipeline(pipeline)
     if pipeline_config is not None:
         from tflc.optimize.pipeline import run_pipeline
 
         say("running the optimization pipeline")
         clock = time.perf_counter()
-        result = run_pipeline(loaded, pipeline_config, train_data, evaluation_set, seed)
+        # (issue 4) log=say: one line per stage; the pipeline's warnings (rolled-back stages,
+        # layers left in float) go into the report's warnings.
+        result = run_pipeline(loaded, pipeline_config, train_data, evaluation_set, seed, log=say)
         loaded, stages = result.loaded, [s.to_dict() for s in result.stages]
+        pipeline_result = result
+        warnings.extend(result.warnings)
         timings["optimize"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -220,6 +225,8 @@ def compile_model(
         timings={k: round(v, 3) for k, v in timings.items()},
     )
     atomic_write_bytes(out / "model.tflite", tflite_bytes)
+    if pipeline_result is not None:  # (issue 4) accuracy against compressed size, per stage
+        atomic_write_bytes(out / "pipeline.png", pipeline_result.plot_png())
     if export is not None:
         from tflc.export import export_c
 
@@ -299,6 +306,11 @@ def format_summary(report: CompileReport) -> str:
             )
         for f in evaluation["fidelity"]:
             lines.append(f"fidelity    {f['name']}: top-1 agreement {f['top1_agreement']:.2f}%, SQNR {f['sqnr_db']} dB")
+    if report.stages:  # (issue 4) the compression pipeline's stage table
+        from tflc.optimize.report import stage_table
+
+        lines.append("stages      (accuracy of each stage's model; sizes of it converted to int8)")
+        lines.extend("            " + line for line in stage_table(report.stages).splitlines())
     if report.check:
         s = report.check["summary"]
         lines.append(f"target      {report.check['target']}: {s['ops_on_target']} of {s['ops_total']} ops on target, "

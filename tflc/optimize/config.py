@@ -247,6 +247,14 @@ def config_from_flags(*, prune=None, prune_structure=None, qat=False, qat_skip_u
 # ------------------------------------------------------------------------------ the validator
 
 
+_FLAG_FOR_FIELD = {
+    "prune.sparsity": "--prune", "prune.structure": "--prune-structure",
+    "cluster.clusters": "--cluster", "distill.student": "--distill",
+    "budget.max_accuracy_drop": "--max-accuracy-drop", "seed": "--seed",
+    **{f"{kind}.epochs": "--epochs" for kind in STAGE_KINDS},
+}
+
+
 class _Validator:
     """Turns a field path and a complaint into one BadInput line naming file and field."""
 
@@ -254,6 +262,9 @@ class _Validator:
         self.source, self.base_dir = source, base_dir
 
     def fail(self, where: str, message: str):
+        if self.source == "flags":  # name the flag the user typed, not the field it became
+            field_name = where.split(".", 1)[-1] if where.startswith("stages[") else where
+            raise BadInput(f"{_FLAG_FOR_FIELD.get(field_name, field_name)}: {message}")
         prefix = f"{self.source}: {where}: " if where else f"{self.source}: "
         raise BadInput(prefix + message)
 

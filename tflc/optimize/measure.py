@@ -90,9 +90,19 @@ def measure_bytes(tflite: bytes, layer_names=(), structure=None) -> Measurement:
         layers.append(LayerWeights(
             layer=_layer_of(tensor.name, layer_names), tensor=tensor.name, shape=tensor.shape,
             zero_fraction=float((values == 0).mean()), max_distinct_per_channel=int(distinct),
-            structure_ok=None if structure is None else _respects(values, structure)))
+            structure_ok=_structure_ok(values, structure)))
     return Measurement(tflite_bytes=len(tflite), gzip_bytes=gzip_size(tflite),
                        sparsity=zeros / total if total else 0.0, int8_accuracy=None, layers=layers)
+
+
+def _structure_ok(values: np.ndarray, structure) -> bool | None:
+    """N:M verdict for tensors that were pruned to it; None for the ones left dense."""
+    if structure is None:
+        return None
+    kept, block = structure
+    if (values == 0).mean() < (1 - kept / block) - 0.01:
+        return None  # a spared layer: not pruned, nothing to check
+    return _respects(values, structure)
 
 
 def _respects(values: np.ndarray, structure: tuple[int, int]) -> bool:

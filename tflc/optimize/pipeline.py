@@ -146,7 +146,7 @@ def run_pipeline(loaded, config, train_data, eval_data, seed: int = 0, log=None)
     seed = config.seed if config.seed is not None else int(seed)
     import_tensorflow().config.experimental.enable_op_determinism()
 
-    model, rebuild = _tf_keras_model(loaded, eval_data)
+    model, rebuild = tf_keras_model(loaded, eval_data)
     task = training.describe_task(model, str(loaded.path))
     evaluation = materialize(load_labelled_data(eval_data, loaded.inputs, task.classes,
                                                 role="--eval-data", normalize=config.normalize))
@@ -281,7 +281,7 @@ class _Run:
         from tflc.keras_io import load_model
 
         loaded = load_model(path)
-        model, _ = _tf_keras_model(loaded, None, what)
+        model, _ = tf_keras_model(loaded, None, what)
         return model
 
     def report(self, index, kind, label, model, clock, status="", details=None,
@@ -304,7 +304,7 @@ class _Run:
             layers=[w.to_dict() for w in measured.layers])
 
 
-def _tf_keras_model(loaded, eval_data, what: str | None = None):
+def tf_keras_model(loaded, eval_data, what: str | None = None):
     """The tf_keras model TF-MOT can work on: as loaded, or rebuilt from Keras 3 and verified."""
     source = what or str(loaded.path)
     if loaded.format == "tf_keras":

@@ -21,6 +21,8 @@ range is initialised from the training data (`initialise_ranges`), as PTQ calibr
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from dataclasses import dataclass, field
 
@@ -62,11 +64,8 @@ def quantize_aware(model, config, data, task, seed: int, after_prune: bool = Fal
 
 def _scheme(tfmot, after_prune: bool, after_cluster: bool):
     if after_cluster:
-        from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.\
-            cluster_preserve import default_8bit_cluster_preserve_quantize_scheme as cqat
-
-        return (cqat.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=after_prune),
-                "pcqat" if after_prune else "cqat")
+        return _cluster_preserving_scheme(preserve_sparsity=after_prune), \
+            ("pcqat" if after_prune else "cqat")
     if after_prune:
         return tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme(), "pqat"
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
@@ -74,6 +73,49 @@ def _scheme(tfmot, after_prune: bool, after_cluster: bool):
     )
 
     return default_8bit_quantize_scheme.Default8BitQuantizeScheme(), "qat"
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """CQAT logs "Input layer does not contain zero weights" for every unpruned layer (the
+    spared first and last ones, expectedly) on the root logger; keep that off the terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _cluster_preserving_scheme(preserve_sparsity: bool):
+    """TF-MOT's CQAT scheme, with one weight quantizer per layer instead of one per layer type.
+
+    TF-MOT 0.8 hands every Conv2D (and every Dense) the same quantizer object, and that object
+    switches sparsity preservation off for good when it meets a layer without zeros: one
+    unpruned layer (the spared first or last layer) silently turns PCQAT into CQAT for all
+    layers of its type, and the zeros are trained away. A copy per layer keeps the switch local.
+    """
+    import copy
+
+    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.\
+        cluster_preserve import cluster_preserve_quantize_registry as registry
+    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.\
+        cluster_preserve import default_8bit_cluster_preserve_quantize_scheme as cqat
+
+    class PerLayerRegistry(registry.Default8bitClusterPreserveQuantizeRegistry):
+        def get_quantize_config(self, layer):
+            config = super().get_quantize_config(layer)
+            quantizer = getattr(config, "weight_quantizer", None)
+            if isinstance(quantizer, registry.ClusterPreserveDefaultWeightsQuantizer):
+                config.weight_quantizer = copy.copy(quantizer)
+            return config
+
+    class PerLayerScheme(cqat.Default8BitClusterPreserveQuantizeScheme):
+        def get_quantize_registry(self):
+            return PerLayerRegistry(self.preserve_sparsity)
+
+    return PerLayerScheme(preserve_sparsity=preserve_sparsity)
 
 
 def _annotate_and_apply(tfmot, base, scheme):
@@ -94,7 +136,7 @@ def _annotate_and_apply(tfmot, base, scheme):
             return qapi.quantize_annotate_layer(layer)
 
         try:
-            with in_memory_cloning():
+            with in_memory_cloning(), _quiet_root_logger():
                 annotated = keras.models.clone_model(base, clone_function=annotate)
                 with qapi.quantize_scope():
                     return qapi.quantize_apply(annotated, scheme), refused

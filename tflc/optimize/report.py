@@ -28,10 +28,7 @@ def stage_table(stages: list[dict]) -> str:
     lines = ["  ".join(c.ljust(w) if i in left else c.rjust(w)
                        for i, (c, w) in enumerate(zip(row, widths, strict=True)))
              for row in [head, *rows]]
-    for s in stages:
-        if s.get("reason"):
-            lines.append(f"rolled back: {s['reason']}")
-    return "\n".join(lines)
+    return "\n".join(lines)  # why a stage was rolled back is in its `reason` (and the warnings)
 
 
 def stage_plot_png(stages: list[dict]) -> bytes:

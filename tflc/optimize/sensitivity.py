@@ -35,11 +35,13 @@ class LayerSensitivity:
     weights: int
     prune_drop: dict[float, float]  # sparsity -> accuracy drop in points (float minus pruned)
     quantize_drop: float | None  # points; None when the layer's output could not be isolated
+    quantize_sqnr_db: float | None = None  # model output, float vs this layer alone in int8
 
     def to_dict(self) -> dict:
         return {"layer": self.layer, "type": self.type, "weights": self.weights,
                 "prune_drop": {f"{s:g}": round(d, 4) for s, d in self.prune_drop.items()},
-                "quantize_drop": None if self.quantize_drop is None else round(self.quantize_drop, 4)}
+                "quantize_drop": None if self.quantize_drop is None else round(self.quantize_drop, 4),
+                "quantize_sqnr_db": self.quantize_sqnr_db}
 
 
 @dataclass
@@ -57,14 +59,17 @@ class SensitivityResult:
 
     def table(self) -> str:
         """The per-layer drops as a fixed-width text table (points of accuracy)."""
-        head = ["layer", "type", "weights"] + [f"prune {s:.0%}" for s in self.sparsities] + ["int8"]
+        head = (["layer", "type", "weights"] + [f"prune {s:.0%}" for s in self.sparsities]
+                + ["int8", "int8 SQNR"])
         rows = [[layer.layer, layer.type, f"{layer.weights:,}"]
                 + [f"{layer.prune_drop[s]:+.2f}" for s in self.sparsities]
-                + ["-" if layer.quantize_drop is None else f"{layer.quantize_drop:+.2f}"]
+                + ["-" if layer.quantize_drop is None else f"{layer.quantize_drop:+.2f}",
+                   "-" if layer.quantize_sqnr_db is None else f"{layer.quantize_sqnr_db:.1f} dB"]
                 for layer in self.layers]
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         lines = [f"accuracy drop in points when one layer alone is pruned or quantized "
-                 f"(float accuracy {self.float_accuracy:.2f}% on {self.samples} samples)"]
+                 f"(float accuracy {self.float_accuracy:.2f}% on {self.samples} samples); "
+                 "int8 SQNR: model output against float, lower is more sensitive"]
         for row in [head, *rows]:
             lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
                                    for i, (c, w) in enumerate(zip(row, widths, strict=True))))
@@ -88,10 +93,15 @@ class SensitivityResult:
         left.axhline(0, color="grey", linewidth=0.8)
         left.legend(fontsize="small", ncol=2)
         names = [layer.layer for layer in self.layers]
-        drops = [layer.quantize_drop or 0.0 for layer in self.layers]
-        right.barh(names, drops, color="tab:orange")
+        sqnr = [min(layer.quantize_sqnr_db or 0.0, 100.0) for layer in self.layers]
+        bars = right.barh(names, sqnr, color="tab:orange")
+        for bar, layer in zip(bars, self.layers, strict=True):
+            if layer.quantize_drop is not None:
+                right.annotate(f"drop {layer.quantize_drop:+.2f}", (bar.get_width(), bar.get_y()
+                               + bar.get_height() / 2), xytext=(3, 0), textcoords="offset points",
+                               va="center", fontsize=8)
         right.invert_yaxis()
-        right.set_xlabel("accuracy drop (points)")
+        right.set_xlabel("model output SQNR (dB; lower = more sensitive)")
         right.set_title("int8 quantization of one layer alone")
         fig.suptitle(f"layer sensitivity ({self.model or 'model'}, float accuracy "
                      f"{self.float_accuracy:.2f}%)")
@@ -112,8 +122,11 @@ def analyze(model, x: list[np.ndarray], y: np.ndarray, task, sparsities=DEFAULT_
     sparsities = sorted(float(s) for s in sparsities)
     if not sparsities or any(not 0 < s < 1 for s in sparsities):
         raise BadInput(f"--sparsities: expected values between 0 and 1, got {sparsities}")
+    from tflc.optimize.training import accuracy_of_outputs
+
     work = copy_model(model)  # weights are changed and restored here; the caller's stay intact
-    base = accuracy(work, x, y, task)
+    reference = predict(work, x)
+    base = accuracy_of_outputs(reference, y, task)
     chosen = [layer for layer in weighted_layers(work, prunable)
               if layers is None or layer.name in layers]
     result = SensitivityResult(float_accuracy=base, samples=len(y), sparsities=sparsities)
@@ -128,14 +141,14 @@ def analyze(model, x: list[np.ndarray], y: np.ndarray, task, sparsities=DEFAULT_
                 drops[sparsity] = base - accuracy(work, x, y, task)
                 bar.update(1)
             layer.set_weights(original)
-            quant = None
+            quant = (None, None)
             if quantize:
-                quant = _quantize_drop(work, layer, x, y, task, base)
+                quant = _quantize_alone(work, layer, x, y, task, base, reference)
                 bar.update(1)
             result.layers.append(LayerSensitivity(
                 layer=layer.name, type=type(layer).__name__,
                 weights=int(sum(np.prod(k.shape) for k in kernels(layer))),
-                prune_drop=drops, quantize_drop=quant))
+                prune_drop=drops, quantize_drop=quant[0], quantize_sqnr_db=quant[1]))
     return result
 
 
@@ -190,8 +203,11 @@ def _pruned_weights(layer, weights: list[np.ndarray], sparsity: float) -> list[n
     return pruned
 
 
-def _quantize_drop(work, layer, x, y, task, base: float) -> float | None:
-    """Drop when `layer` alone runs in simulated int8 (weights per channel, output per tensor)."""
+def _quantize_alone(work, layer, x, y, task, base: float, reference):
+    """(accuracy drop, output SQNR) when `layer` alone runs in simulated int8 (weights per
+    channel, output per tensor); (None, None) when the layer's output cannot be isolated."""
+    from tflc.evaluate import sqnr_db
+    from tflc.optimize.training import accuracy_of_outputs
     from tflc.tf_env import import_tensorflow, import_tf_keras
 
     tf = import_tensorflow()
@@ -199,7 +215,7 @@ def _quantize_drop(work, layer, x, y, task, base: float) -> float | None:
     try:
         probe = keras.Model(work.inputs, layer.output)
     except (AttributeError, ValueError):  # a layer used at several places has no single output
-        return None
+        return None, None
     outputs = predict(probe, x)
     low, high = float(min(outputs.min(), 0.0)), float(max(outputs.max(), 0.0))
     original = layer.get_weights()
@@ -217,7 +233,8 @@ def _quantize_drop(work, layer, x, y, task, base: float) -> float | None:
     try:
         swapped = keras.models.clone_model(
             work, clone_function=lambda other: QuantizedOutput(other) if other is layer else other)
-        return base - accuracy(swapped, x, y, task)
+        outputs = predict(swapped, x)
+        return base - accuracy_of_outputs(outputs, y, task), sqnr_db(reference, outputs)
     finally:
         layer.set_weights(original)
 
@@ -232,4 +249,31 @@ def _fake_quant_weights(layer, weights: list[np.ndarray]) -> list[np.ndarray]:
             scale = np.maximum(np.abs(w).max(axis=axes, keepdims=True), 1e-12) / 127.0
             w = (np.clip(np.round(w / scale), -127, 127) * scale).astype(w.dtype)
         result.append(w)
+    return result
+
+
+def sensitivity_report(model_path, eval_data, out_dir=None, sparsities=DEFAULT_SPARSITIES,
+                       quantize: bool = True, custom_objects=(), allow_unsafe_code: bool = False,
+                       normalize: str = "unit") -> SensitivityResult:
+    """`tflc sensitivity`: load the model and data, analyze, write sensitivity.json and .png.
+
+    Keras 3 models are rebuilt as tf_keras (and verified) first, like the pipeline does.
+    """
+    from tflc.data_train import load_labelled_data, materialize
+    from tflc.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir
+    from tflc.keras_io import load_model
+    from tflc.optimize.pipeline import tf_keras_model
+    from tflc.optimize.training import describe_task
+
+    out = ensure_writable_dir(out_dir) if out_dir is not None else None
+    loaded = load_model(model_path, custom_objects, allow_unsafe_code)
+    model, _ = tf_keras_model(loaded, None)
+    task = describe_task(model, str(model_path))
+    data = materialize(load_labelled_data(eval_data, loaded.inputs, task.classes,
+                                          role="--eval-data", normalize=normalize))
+    result = analyze(model, data.x, data.y, task, sparsities, quantize=quantize)
+    result.model = str(model_path)
+    if out is not None:
+        atomic_write_bytes(out / "sensitivity.png", result.plot_png())
+        atomic_write_json(out / "sensitivity.json", result.to_dict())
     return result
