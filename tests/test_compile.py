@@ -16,10 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 import tflc
+from tests.conftest import MLPERF, MLPERF_INT8, MLPERF_KERAS, need_mlperf
 from tflc.cli import main
 from tflc.tflite.reader import read_model
-
-from tests.conftest import MLPERF, MLPERF_INT8, MLPERF_KERAS, need_mlperf
 
 TFLC = [sys.executable, "-m", "tflc"]
 

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import MLPERF, MLPERF_INT8, need_mlperf
 from tflc.errors import BadInput
 from tflc.tflite.reader import read_model
 from tflc.tflite.verify import verify_integer
-from tests.conftest import MLPERF, MLPERF_INT8, need_mlperf
 
 
 @pytest.mark.parametrize("name", sorted(MLPERF_INT8))
@@ -64,7 +64,7 @@ def test_every_truncation_is_a_clean_error_or_a_model(digits_tflite):
 
 def test_random_bytes_behind_the_identifier_are_a_clean_error(tmp_path):
     rng = np.random.default_rng(0)
-    for i in range(200):
+    for _ in range(200):
         blob = bytearray(rng.integers(0, 256, size=int(rng.integers(8, 4000)), dtype=np.uint8).tobytes())
         blob[4:8] = b"TFL3"
         blob[0:4] = int(rng.integers(8, len(blob))).to_bytes(4, "little")

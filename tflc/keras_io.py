@@ -167,7 +167,8 @@ def _keras_config_text(path: Path, kind: str) -> str:
 
 
 def _refuse_code_layers(path: Path, config_text: str, allow_unsafe: bool) -> None:
-    found = sorted(set(re.findall(r'"class_name":\s*"(%s)"' % "|".join(CODE_LAYERS), config_text)))
+    pattern = r'"class_name":\s*"(' + "|".join(CODE_LAYERS) + ')"'
+    found = sorted(set(re.findall(pattern, config_text)))
     names = re.findall(r'"class_name":\s*"Lambda".*?"name":\s*"([^"]+)"', config_text)
     if found and not allow_unsafe:
         where = f" ({names[0]!r})" if names else ""
