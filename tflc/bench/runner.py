@@ -34,6 +34,8 @@ Protocol 1. The request is a JSON object:
     warmup          untimed runs after the first inference
     runs            timed runs per model and trial (at least)
     min_duration_s  keep timing until this much time passed (per model and trial)
+    max_runs        but never more timed runs than this per model and trial (100000), so that
+                    a tiny model under a long minimum duration cannot fill the memory
     repeat          trials: each starts fresh processes (load, warm-up, timed runs)
     rounds          slices the timed runs are cut into when several models interleave (default 10)
     inputs          {"kind": "random", "seed": 0} or {"kind": "npz", "path": "inputs.npz"}
@@ -49,7 +51,8 @@ The response is one JSON object on one line: {"protocol": 1, "ok": true, "device
 "baseline_rss_bytes", "peak_rss_bytes", "output_sha256", "tensors", ...}]}], "warnings": [...]}, or
 {"protocol": 1, "ok": false, "error": {"kind", "message", ...}}. Exit status 0 when ok, 3 when
 the response is an error, 2 for a request that cannot be read. Progress goes to stderr as lines
-starting with "@@tflc " followed by a JSON event.
+starting with "@@tflc " followed by a JSON event: {"event": "start", "pid"},
+{"event": "worker", "model", "pid"}, {"event": "progress", "done", "total", "trial", "model"}.
 """
 
 # This file must run on Python 3.8, so zip() cannot take strict= (3.10+).
@@ -598,9 +601,9 @@ class ModelSession:
         self.interpreter.invoke()
         return (time.perf_counter_ns() - start) / 1e6
 
-    def timed_runs(self, count: int, min_seconds: float = 0.0) -> list:
-        """Time `count` invocations (and more until `min_seconds` passed), inputs set outside the
-        timed region; returns each invocation's time in milliseconds."""
+    def timed_runs(self, count: int, min_seconds: float = 0.0, cap: int = 100000) -> list:
+        """Time `count` invocations (and more until `min_seconds` passed, but never more than
+        `cap`), inputs set outside the timed region; returns each time in milliseconds."""
         clock = time.perf_counter_ns
         invoke = self.interpreter.invoke
         feeds = self.batches
@@ -612,7 +615,7 @@ class ModelSession:
         append = samples.append
         start = clock()
         done = 0
-        while done < count or clock() - start < limit:
+        while (done < count or clock() - start < limit) and done < cap:
             if several:
                 self._feed(feeds[done % len(feeds)])
             t0 = clock()
@@ -690,7 +693,8 @@ def _worker_reply(state: dict, command: dict) -> dict:
         return {"first_inference_ms": first, "warmup_ms": rest}
     if name == "run":
         return {"latencies_ms": session.timed_runs(int(command["count"]),
-                                                   float(command.get("min_seconds", 0.0)))}
+                                                   float(command.get("min_seconds", 0.0)),
+                                                   int(command.get("cap", 100000)))}
     if name == "finish":
         peak = peak_rss_bytes()
         arrays = session.first_batch_outputs()
@@ -703,12 +707,28 @@ def _worker_reply(state: dict, command: dict) -> dict:
     raise RunnerError("protocol", f"unknown worker command {name!r}")
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker when the orchestrator dies (say, killed for
+    memory), so no worker keeps timing, or keeps the SSH session open, for nobody."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the orchestrator died before prctl took effect
+        os._exit(EXIT_FAILED)
+
+
 def worker_main() -> int:
     """Serve one model: read a JSON command per line from stdin, answer one JSON line each.
 
     The answers go to a private copy of the original stdout, and file descriptor 1 is pointed at
     stderr, so whatever native code prints can never corrupt the protocol.
     """
+    _die_with_parent()
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
@@ -743,6 +763,7 @@ class Worker:
             [sys.executable, os.path.abspath(__file__), "--worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         Worker.live.append(self)
+        emit_event(event="worker", model=model_id, pid=self.process.pid)
 
     def call(self, command: dict) -> dict:
         try:
@@ -797,7 +818,7 @@ def run_trial(request: dict, trial: int, base: str, progress: dict) -> dict:
     """Fresh workers, load and warm up each model, then timed slices A B A B ..."""
     models = request["models"]
     runs, min_seconds = int(request.get("runs", 50)), float(request.get("min_duration_s", 0.0))
-    rounds = 1 if len(models) == 1 else max(1, min(int(request.get("rounds") or 10), runs or 1))
+    rounds = 1 if len(models) == 1 else max(1, int(request.get("rounds") or 10))
     inputs = dict(request.get("inputs") or {"kind": "random", "seed": 0})
     if inputs.get("kind") == "npz":
         inputs["path"] = os.path.join(base, inputs["path"])
@@ -818,9 +839,10 @@ def run_trial(request: dict, trial: int, base: str, progress: dict) -> dict:
             entry.update(first_inference_ms=warm["first_inference_ms"],
                          warmup_ms=warm["warmup_ms"])
             entries.append(entry)
-        for count in _split(runs, rounds):
+        cap = max(runs, int(request.get("max_runs") or 100000))
+        for count, most in zip(_split(runs, rounds), _split(cap, rounds)):
             for worker, entry in zip(workers, entries):
-                reply = worker.call({"cmd": "run", "count": count,
+                reply = worker.call({"cmd": "run", "count": count, "cap": most,
                                      "min_seconds": min_seconds / rounds})
                 entry["latencies_ms"].extend(reply["latencies_ms"])
                 progress["done"] += 1
@@ -854,11 +876,10 @@ def run_request(request: dict, base: str) -> dict:
     for model in request["models"]:
         if not os.path.isfile(os.path.join(base, model["path"])):
             raise RunnerError("protocol", f"model file {model['path']} is missing on the device")
+    emit_event(event="start", pid=os.getpid())
     facts = device_facts()
     repeat = max(1, int(request.get("repeat", 1)))
-    runs = int(request.get("runs", 50))
-    rounds = 1 if len(request["models"]) == 1 else max(1, min(int(request.get("rounds") or 10),
-                                                              runs or 1))
+    rounds = 1 if len(request["models"]) == 1 else max(1, int(request.get("rounds") or 10))
     progress = {"done": 0, "total": repeat * rounds * len(request["models"])}
     trials = [run_trial(request, trial, base, progress) for trial in range(repeat)]
     first = trials[0]["models"][0]

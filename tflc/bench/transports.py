@@ -374,8 +374,8 @@ class SshTransport(Transport):
                            f"({reason}); check that it is on, on the network, and runs sshd")
             return cls(kind, f"the SSH connection to {self.label} was lost while {during} "
                        f"({reason})")
-        return TransportError("connection_lost", f"ssh to {self.label} failed while {during}"
-                              f" ({reason or 'no message'})")
+        return TransportError("connection_lost", f"the SSH connection to {self.label} was lost "
+                              f"while {during} ({reason or 'ssh exited without a reason'})")
 
     def _run(self, script: str, during: str, stdin: bytes = b"", timeout: float = 60.0):
         done = stream_process(self._ssh(script), stdin=stdin, timeout_s=timeout)
