@@ -43,7 +43,10 @@ class KernelCost:
     `per_channel`: how many int32-per-output-channel arrays Prepare allocates (multiplier and
     shift), and `per_channel_when`: 'always' or 'per_channel' (only when the weights are
     quantized per channel); `weights_input`: which input holds the weights, `channel_axis` the
-    axis whose length is the channel count.
+    axis whose length is the channel count. `scratch`: the scratch buffers Prepare requests, each
+    (what, bytes per unit, only for integer inputs) with `what` one of 'output_elements',
+    'input_rank', 'input1_elements'. `temps`: the TfLiteTensors Prepare holds at its busiest
+    moment, as 'i<n>' / 'o<n>' (default: every input and output once).
     """
 
     params: int = 0
@@ -53,7 +56,14 @@ class KernelCost:
     per_channel_when: str = "always"
     weights_input: int = 1
     channel_axis: int = 0
+    scratch: tuple[tuple[str, int, bool], ...] = ()
+    temps: tuple[str, ...] | None = None
 
+
+# MEAN / SUM: an int32 accumulator per output element (integer kernels), an index per input
+# dimension, one per reduced axis.
+_REDUCE_SCRATCH = (("output_elements", 4, True), ("input_rank", 4, False),
+                   ("input1_elements", 4, False))
 
 # Sizes on the x86-64 host build. Params from TFLite's builtin_op_data.h; op data from each
 # reference kernel's OpData struct (checked against the RecordingMicroAllocator's report).
@@ -67,6 +77,31 @@ KERNEL_COSTS: dict[str, KernelCost] = {
     "RESHAPE": KernelCost(params=36),
     "SOFTMAX": KernelCost(params=8, params_align=8, op_data=80),
     "ADD": KernelCost(params=8, op_data=60),
+    # Fitted with benchmarks/planner_kernel_costs.py (see benchmarks/results/).
+    "MUL": KernelCost(params=4, op_data=36),
+    "SUB": KernelCost(params=8, op_data=52),
+    "CONCATENATION": KernelCost(params=8, op_data=80),
+    "PAD": KernelCost(params=60),  # fitted: its 56-byte data lands as if 4-byte aligned
+    "LOGISTIC": KernelCost(op_data=16),
+    "TANH": KernelCost(op_data=16),
+    "LEAKY_RELU": KernelCost(params=4, op_data=24),
+    "RELU": KernelCost(op_data=28),
+    "RELU6": KernelCost(op_data=8),
+    "HARD_SWISH": KernelCost(op_data=20),
+    "RESIZE_NEAREST_NEIGHBOR": KernelCost(params=4),
+    "RESIZE_BILINEAR": KernelCost(params=4),
+    "TRANSPOSE": KernelCost(),
+    "STRIDED_SLICE": KernelCost(params=24, op_data=84),
+    "MAXIMUM": KernelCost(),
+    "MINIMUM": KernelCost(),
+    "MEAN": KernelCost(params=1, params_align=1, op_data=44, scratch=_REDUCE_SCRATCH,
+                       temps=("i0", "o0", "i1", "i0", "i1", "o0")),
+    "SUM": KernelCost(params=1, params_align=1, op_data=44, scratch=_REDUCE_SCRATCH,
+                      temps=("i0", "o0", "i1", "i0", "i1", "o0")),
+    "TRANSPOSE_CONV": KernelCost(params=20, op_data=88, per_channel=2, channel_axis=0,
+                                 scratch=(("output_elements", 4, True),)),
+    "QUANTIZE": KernelCost(op_data=32),
+    "DEQUANTIZE": KernelCost(op_data=32),
 }
 DEFAULT_COST = KernelCost(params=40, op_data=96)
 
@@ -315,9 +350,28 @@ def _op_setup(view: ModelView, sg: SubgraphInfo, op) -> tuple[_OpSetup, bool]:
             per_channel = [4 * channels] * cost.per_channel
         elif _quant_channels(weights) > 1:
             per_channel = [4 * _quant_channels(weights)] * cost.per_channel
-    temps = [_quant_channels(sg.tensors[t]) for t in (*op.inputs, *op.outputs) if t >= 0]
+    if cost.temps is None:
+        held = [t for t in (*op.inputs, *op.outputs) if t >= 0]
+    else:
+        held = [(op.inputs if k[0] == "i" else op.outputs)[int(k[1:])] for k in cost.temps]
+    temps = [_quant_channels(sg.tensors[t]) for t in held if t >= 0]
     params = (cost.params, cost.params_align) if cost.params else None
-    return _OpSetup(sg.index, op.index, params, cost.op_data, per_channel, temps, []), known
+    return _OpSetup(sg.index, op.index, params, cost.op_data, per_channel, temps,
+                    _scratch(sg, op, cost)), known
+
+
+def _scratch(sg: SubgraphInfo, op, cost: KernelCost) -> list[int]:
+    """Bytes of each scratch buffer the kernel requests in Prepare."""
+    inputs = [sg.tensors[t] if t >= 0 else None for t in op.inputs]
+    first = inputs[0] if inputs else None
+    integer = bool(op.outputs) and sg.tensors[op.outputs[0]].dtype in ("int8", "int16")
+    units = {
+        "output_elements": sg.tensors[op.outputs[0]].num_elements if op.outputs else 0,
+        "input_rank": len(first.shape) if first is not None else 0,
+        "input1_elements": inputs[1].num_elements if len(inputs) > 1 and inputs[1] else 0,
+    }
+    return [units[what] * size for what, size, integer_only in cost.scratch
+            if integer or not integer_only]
 
 
 def _replay(view: ModelView, setups: list[_OpSetup], buffers_count: int, head: int,
