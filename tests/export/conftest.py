@@ -57,3 +57,39 @@ def with_op_code(model: Path, builtin: str, out: Path) -> Path:
 def float_model() -> Path:
     """The MLPerf Tiny anomaly-detection autoencoder, float32 (FULLY_CONNECTED only)."""
     return need_mlperf(MLPERF_INT8["ad"].parent / "ad01_fp32.tflite")
+
+
+@pytest.fixture(scope="session")
+def mixed_ops_models(tmp_path_factory) -> dict[str, Path]:
+    """A tiny CNN using many TFLite Micro kernels at once (conv, depthwise, transpose conv,
+    sigmoid gating, pad, concat, upsampling, global pooling, two outputs), converted to int8
+    with int8 I/O ("int8") and with float I/O ("float_io": QUANTIZE / DEQUANTIZE added)."""
+    import numpy as np
+
+    from tflc.tf_env import import_tensorflow, import_tf_keras, quiet_native_output
+
+    tf, keras = import_tensorflow(), import_tf_keras()
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    x = keras.Input((16, 16, 3), batch_size=1)
+    a = layers.Conv2D(8, 3, padding="same", activation="relu6")(x)
+    b = layers.Activation("sigmoid")(layers.DepthwiseConv2D(3, padding="same")(a))
+    c = layers.Conv2D(8, 3, strides=2)(layers.ZeroPadding2D(1)(layers.Multiply()([a, b])))
+    d = layers.Concatenate()([c, layers.UpSampling2D(1)(c)])
+    e = layers.GlobalAveragePooling2D()(layers.Conv2DTranspose(4, 3, strides=2, padding="same")(d))
+    model = keras.Model(x, [layers.Dense(5, activation="softmax")(e), layers.Activation("tanh")(e)])
+    rng = np.random.default_rng(0)
+    out = tmp_path_factory.mktemp("mixed_ops")
+    paths = {}
+    for name, integer_io in (("int8", True), ("float_io", False)):
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: (
+            [rng.uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32)] for _ in range(10))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if integer_io:
+            converter.inference_input_type = converter.inference_output_type = tf.int8
+        with quiet_native_output():
+            paths[name] = out / f"{name}.tflite"
+            paths[name].write_bytes(converter.convert())
+    return paths

@@ -64,3 +64,13 @@ def test_a_model_tflite_micro_cannot_load_fails_with_its_reason(tmp_path):
     broken = with_op_code(mlperf("ad"), "LOCAL_RESPONSE_NORMALIZATION", tmp_path / "lrn.tflite")
     with pytest.raises(PipelineError, match="LOCAL_RESPONSE_NORMALIZATION"):
         measure_arena(broken.read_bytes(), hint=8192)
+
+
+@pytest.mark.parametrize("variant", ["int8", "float_io"])
+def test_static_estimate_is_exact_beyond_mlperf(mixed_ops_models, variant):
+    model = mixed_ops_models[variant].read_bytes()
+    view = read_model(model)
+    assert {"TRANSPOSE_CONV", "MEAN", "PAD", "CONCATENATION", "MUL", "LOGISTIC"} <= view.op_set()
+    plan = plan_memory(view)
+    assert plan.approximate_ops == []
+    assert plan.arena_bytes == measure_arena(model, hint=plan.arena_bytes).minimum_bytes

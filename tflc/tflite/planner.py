@@ -81,7 +81,7 @@ KERNEL_COSTS: dict[str, KernelCost] = {
     "MUL": KernelCost(params=4, op_data=36),
     "SUB": KernelCost(params=8, op_data=52),
     "CONCATENATION": KernelCost(params=8, op_data=80),
-    "PAD": KernelCost(params=60),  # fitted: its 56-byte data lands as if 4-byte aligned
+    "PAD": KernelCost(params=1, params_align=1, op_data=56),
     "LOGISTIC": KernelCost(op_data=16),
     "TANH": KernelCost(op_data=16),
     "LEAKY_RELU": KernelCost(params=4, op_data=24),
