@@ -23,7 +23,7 @@ import numpy as np
 class Entry:
     name: str
     build: Callable  # (keras module, tf module) -> keras Model
-    kind: str = "int8"  # "int8" (full integer, int8 I/O) or "float"
+    kind: str = "int8"  # "int8" (full integer, int8 I/O), "int8-float-io" or "float"
     what: str = ""
 
 
@@ -198,6 +198,18 @@ def conv3d(k, tf):
     return _model(k, inp, k.layers.Flatten()(x))
 
 
+def branches(k, tf):
+    """Two parallel branches; only one goes through an op the Edge TPU lacks (LEAKY_RELU)."""
+    inp = k.Input((8, 8, 4), batch_size=1)
+    a = k.layers.Conv2D(4, 3, padding="same")(inp)
+    a = k.layers.LeakyReLU(0.2)(a)
+    a = k.layers.Conv2D(4, 1)(a)
+    b = k.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    b = k.layers.Conv2D(4, 1)(b)
+    x = k.layers.Concatenate()([a, b])
+    return _model(k, inp, k.layers.Conv2D(2, 1)(x))
+
+
 def lstm(k, tf):
     inp = k.Input((5, 4), batch_size=1)
     x = k.layers.LSTM(4, unroll=False)(inp)
@@ -225,6 +237,8 @@ CORPUS = [
     Entry("mirror_pad", mirror_pad, what="MIRROR_PAD"),
     Entry("conv3d", conv3d, what="CONV_3D (rank 5)"),
     Entry("lstm", lstm, what="UNIDIRECTIONAL_SEQUENCE_LSTM"),
+    Entry("branches", branches, what="parallel branches, one through LEAKY_RELU"),
+    Entry("cnn_float_io", cnn, kind="int8-float-io", what="int8 inside, float32 I/O (QUANTIZE/DEQUANTIZE at the edges)"),
     Entry("cnn_float", cnn, kind="float", what="the cnn model in float32"),
     Entry("activations_float", activations, kind="float", what="activations in float32"),
     Entry("resize_float", resize, kind="float", what="resizes in float32"),
@@ -239,7 +253,7 @@ def convert(model, kind: str, seed: int = 0) -> bytes:
 
     tf = import_tensorflow()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if kind == "int8":
+    if kind.startswith("int8"):
         rng = np.random.default_rng(seed)
         shapes = [tuple(d or 1 for d in t.shape) for t in model.inputs]
 
@@ -249,8 +263,11 @@ def convert(model, kind: str, seed: int = 0) -> bytes:
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                               tf.lite.OpsSet.TFLITE_BUILTINS]
+        if kind == "int8":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
     with quiet_native_output():
         return converter.convert()
 

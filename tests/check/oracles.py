@@ -115,6 +115,10 @@ def tflm_verdict(model: bytes) -> tuple[bool, int | None, str]:
 # ----------------------------------------------------------------------------------- Ethos-U
 
 
+class VelaRejected(RuntimeError):
+    """vela refused the model as a whole (for example a float op it cannot parse)."""
+
+
 _VELA_CPU = re.compile(r"^\s*CPU: \S+ = (.+?) \(outputs \[")
 _VELA_WARNING = re.compile(r"^Warning \(supported operators\) operator: [A-Z0-9_]+, ofm: '(.+)'$")
 
@@ -136,7 +140,9 @@ def vela_placement(model: bytes, workdir: Path, accelerator: str = "ethos-u55-12
     if proc.returncode != 0:
         proc = subprocess.run([*base, str(path)], capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
-        raise RuntimeError(f"vela failed: {proc.stderr.strip()[-500:]}")
+        reason = next((line.strip() for line in proc.stderr.splitlines()
+                       if "Compilation failed" in line), proc.stderr.strip()[-300:])
+        raise VelaRejected(reason)
     cpu_names = set()
     for line in proc.stdout.splitlines():
         match = _VELA_CPU.match(line) or _VELA_WARNING.match(line.strip())

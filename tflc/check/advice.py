@@ -38,6 +38,16 @@ BY_RULE = {
                         "weights (constants after conversion).",
     "constant_bias": "Keep the bias constant (use_bias=True in the layer, not a separate Add of a "
                      "computed tensor).",
+    # "code:OP" entries apply to one operator only.
+    "version:RESIZE_BILINEAR": "RESIZE_BILINEAR becomes version 3 when any bilinear resize in the "
+                               "model uses half_pixel_centers=True (TF2's tf.image.resize and "
+                               "UpSampling2D(interpolation='bilinear') do). Use "
+                               "UpSampling2D(interpolation='nearest'), or "
+                               "tf.compat.v1.image.resize_bilinear with half_pixel_centers=False "
+                               "for every resize in the model.",
+    "version": "The converter wrote a newer operator version than this runtime knows; the layer "
+               "options that raise the version (see the runtime's op versioning) must change, "
+               "or the runtime must be updated.",
 }
 
 # Operator a target lacks -> the usual rewrite in Keras.
@@ -62,7 +72,7 @@ BY_OP = {
     "DIV": "Multiply by a constant reciprocal instead of dividing.",
 }
 
-FLOAT_OP = ("{ops} compute in float in an otherwise integer model (the converter had no integer "
+FLOAT_OP = ("{ops}: computed in float in an otherwise integer model (the converter had no integer "
             "kernel for them and wrapped them in DEQUANTIZE/QUANTIZE). Replace the Keras layers "
             "that produce them with integer-friendly ones, or convert without --allow-float-ops "
             "to be told which layer it is.")
@@ -85,8 +95,9 @@ def advise(result, view: ModelView, spec: TargetSpec) -> list:
         if "unsupported_op" in codes and verdict.op in BY_OP:
             wanted.setdefault(BY_OP[verdict.op], []).append(verdict.index)
         for code in codes:
-            if code in BY_RULE:
-                wanted.setdefault(BY_RULE[code], []).append(verdict.index)
+            text = BY_RULE.get(f"{code}:{verdict.op}") or BY_RULE.get(code)
+            if text:
+                wanted.setdefault(text, []).append(verdict.index)
         if integer_model and "dtype" in codes and _computes_in_float(view, verdict.index):
             float_ops.append(verdict.index)
     advice = []

@@ -13,7 +13,8 @@ documented JSON of `tflc check --format json`:
      "summary": {"ops_total": int, "ops_on_target": int, "coverage": float, "segments": int,
                  "runs": bool, "operators": [{"op", "count", "status"}],
                  "memory": {...}, "within_budget": bool},
-     "advice": [{"ops": [int], "text": str}]}
+     "advice": [{"ops": [int], "text": str}],
+     "artifact_id": str | null}
 
 `index` is the operator's position in its subgraph's operator list (subgraph 0 is the model's
 main graph). Placement "none" means neither the target nor its fallback can run the op, so the

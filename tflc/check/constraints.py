@@ -798,3 +798,11 @@ def large_stride_needs_valid(ctx: OpContext, max: int = 3):
     if dh == dw == 1 and str(ctx.options.get("padding", "VALID")) == "VALID":
         return None
     return {"found": f"{w}x{h}, dilation {dw}x{dh}, padding {ctx.options.get('padding')}"}
+
+
+@constraint
+def resize_flags_exclusive(ctx: OpContext):
+    """Resize cannot use align_corners and half_pixel_centers together."""
+    if ctx.options.get("align_corners") and ctx.options.get("half_pixel_centers"):
+        return {}
+    return None

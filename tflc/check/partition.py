@@ -49,6 +49,17 @@ def place(sg: SubgraphInfo, supported: dict[int, bool], rule: Partitioning,
         placement = Placement(on_target={i for i, ok in supported.items() if ok})
     groups = independent_partitions(sg, placement.on_target)
     target_groups = [g for g, on in groups if on]
+    if rule.mode == "delegate" and rule.min_segment_ops > 1:
+        for group in [g for g in target_groups if len(g) < rule.min_segment_ops]:
+            target_groups.remove(group)
+            for i in group:
+                placement.on_target.discard(i)
+                placement.moved[i] = (
+                    f"supported, but its partition has {len(group)} op(s) and {target_name} "
+                    f"delegates only partitions of at least {rule.min_segment_ops}; it runs on "
+                    "the CPU",
+                    None,
+                )
     if rule.mode == "delegate" and rule.max_segments is not None and len(target_groups) > rule.max_segments:
         kept = sorted(target_groups, key=len, reverse=True)[: rule.max_segments]
         for group in target_groups:

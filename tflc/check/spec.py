@@ -136,6 +136,7 @@ class Partitioning:
     compiler does) or `whole_model` (no partitioning: any unsupported op means the model does
     not run).
     max_segments: how many target partitions are delegated (the largest first); None: all.
+    min_segment_ops: partitions with fewer ops than this are not delegated (Hexagon: 2).
     fallback: `cpu`, `none`, or the name of the target that runs the remaining ops.
     leading_cpu_ops: ops that, when the target cannot map them and they read only model inputs
     (a float->int8 QUANTIZE), run on the CPU before the accelerator segment without cutting it.
@@ -143,6 +144,7 @@ class Partitioning:
 
     mode: str = "delegate"
     max_segments: int | None = None
+    min_segment_ops: int = 1
     fallback: str = "cpu"
     leading_cpu_ops: tuple[str, ...] = ()
 
@@ -326,7 +328,8 @@ _MEMORY_FIELDS = {k: "bytes (an integer or a size like '256 KiB')" for k in (
     "parameter_cache_bytes")} | {"notes": "text"}
 _DTYPE_FIELDS = {k: "list of dtype names" for k in ("activations", "weights", "bias", "io")}
 _PARTITION_FIELDS = {"mode": f"one of {', '.join(PARTITION_MODES)}",
-                     "max_segments": "integer or null", "fallback": "cpu, none or a target name",
+                     "max_segments": "integer or null", "min_segment_ops": "integer",
+                     "fallback": "cpu, none or a target name",
                      "leading_cpu_ops": "list of operator names"}
 _OP_FIELDS = {"versions": "[min, max] or a single version", "constraints": "list of constraints",
               "dtypes": "mapping like the top-level dtypes", "note": "text",
@@ -574,6 +577,8 @@ def _build(raw: dict, path: Path, chain: tuple[str, ...]) -> TargetSpec:
             mode=mode,
             max_segments=_number(partition.get("max_segments"), path, "partitioning.max_segments",
                                  integer=True),
+            min_segment_ops=_number(partition.get("min_segment_ops", 1), path,
+                                    "partitioning.min_segment_ops", integer=True),
             fallback=fallback,
             leading_cpu_ops=tuple(leading),
         ),

@@ -1,0 +1,227 @@
+"""`check_model` and `tflc check`: placements, partitioning, fallbacks, budgets, advice, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import MLPERF_INT8, need_mlperf
+from tflc.check import check_model, load_target
+from tflc.cli import main
+from tflc.errors import BadInput
+from tflc.tflite.reader import read_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _descendants(view, start: int) -> set[int]:
+    consumers = view.main.consumers()
+    seen, stack = set(), [start]
+    while stack:
+        for t in view.main.operators[stack.pop()].outputs:
+            for j in consumers.get(t, ()):
+                if j not in seen:
+                    seen.add(j)
+                    stack.append(j)
+    return seen
+
+
+def test_edgetpu_fallback_follows_data_dependencies(corpus):
+    view = read_model(corpus["branches"])
+    result = check_model(corpus["branches"], "edgetpu")
+    leaky = next(op.index for op in view.main.operators if op.op == "LEAKY_RELU")
+    downstream = _descendants(view, leaky)
+    assert downstream, "the corpus model must have ops after LEAKY_RELU"
+    for v in result.ops:
+        if v.index == leaky:
+            assert v.placement == "cpu" and "not supported by edgetpu" in v.reasons[0].text
+        elif v.index in downstream:
+            assert v.placement == "cpu" and v.cut_by == leaky
+            assert f"op #{leaky} (LEAKY_RELU)" in v.reasons[-1].text
+        else:  # the parallel branch does not depend on LEAKY_RELU: it stays
+            assert v.placement == "target", v
+    assert result.segments == 1 and 0 < result.ops_on_target < result.ops_total
+    assert result.exit_code() == 3
+    assert any("LeakyReLU" in a.text and a.ops == [leaky] for a in result.advice)
+
+
+def test_edgetpu_float_input_quantize_stays_on_cpu_without_cutting(corpus):
+    result = check_model(corpus["cnn_float_io"], "edgetpu")
+    by_op = {v.index: v for v in result.ops}
+    assert by_op[0].op == "QUANTIZE" and by_op[0].placement == "cpu"
+    assert by_op[0].reasons[0].code == "dtype"
+    middle = [v for v in result.ops if v.op not in ("QUANTIZE", "DEQUANTIZE")]
+    assert middle and all(v.placement == "target" for v in middle)
+    assert result.segments == 1
+
+
+def test_edgetpu_resize_version_and_advice(corpus):
+    result = check_model(corpus["resize"], "edgetpu")
+    bilinear = [v for v in result.ops if v.op == "RESIZE_BILINEAR"]
+    assert bilinear and all(v.reasons[0].code == "version" for v in bilinear)
+    assert any("half_pixel_centers" in a.text for a in result.advice)
+
+
+def test_gpu_delegates_only_the_largest_partition(corpus, tmp_path):
+    # A GPU without MAX_POOL_2D splits the cnn model into [conv, dwconv] and [conv ... softmax].
+    custom = tmp_path / "gpu-no-pool.yaml"
+    custom.write_text("extends: gpu\nops: {MAX_POOL_2D: null}\nprovenance: [{source: test}]\n")
+    result = check_model(corpus["cnn"], str(custom))
+    placement = {v.index: v for v in result.ops}
+    assert placement[2].op == "MAX_POOL_2D" and placement[2].placement == "cpu"
+    assert [placement[i].placement for i in (0, 1)] == ["cpu", "cpu"]
+    assert all(r.code == "partition" for i in (0, 1) for r in placement[i].reasons)
+    assert all(placement[i].placement == "target" for i in range(3, 7))
+    assert result.segments == 1
+    # Without the limit both partitions are delegated.
+    unlimited = tmp_path / "gpu-many.yaml"
+    unlimited.write_text("extends: gpu-no-pool.yaml\npartitioning: {max_segments: null}\n"
+                         "provenance: [{source: test}]\n")
+    assert check_model(corpus["cnn"], str(unlimited)).segments == 2
+
+
+def test_hexagon_small_partitions_stay_on_cpu(corpus):
+    result = check_model(corpus["cnn"], "hexagon")
+    softmax = next(v for v in result.ops if v.op == "SOFTMAX")
+    assert softmax.placement == "cpu"
+    assert "at least 2" in softmax.reasons[-1].text
+
+
+def test_ethos_cpu_ops_run_on_the_cortex_m55_fallback(corpus):
+    result = check_model(corpus["float_islands"], "ethos-u55-128")
+    elu = next(v for v in result.ops if v.op == "ELU")
+    assert elu.placement == "cpu" and result.runs
+    conv3d = check_model(corpus["conv3d"], "ethos-u55-128")
+    op = next(v for v in conv3d.ops if v.op == "CONV_3D")
+    assert op.placement == "none" and not conv3d.runs
+    assert "fallback cortex-m55 cannot run it either" in op.reasons[-1].text
+
+
+def test_tflite_micro_is_all_or_nothing(corpus):
+    result = check_model(corpus["tile"], "cortex-m7")
+    tile = next(v for v in result.ops if v.op == "TILE")
+    assert tile.placement == "none" and not result.runs and result.exit_code() == 3
+    assert check_model(corpus["cnn"], "cortex-m7").exit_code() == 0
+
+
+def test_memory_against_mcu_budgets_uses_the_arena_plan():
+    path = need_mlperf(MLPERF_INT8["vww"])
+    from tflc.tflite.planner import plan_memory
+
+    result = check_model(path, "cortex-m4")
+    plan = plan_memory(read_model(path))
+    ram = next(b for b in result.memory.budgets if b.name == "ram")
+    assert ram.needed_bytes == plan.arena_bytes + load_target("cortex-m4").memory.runtime_overhead_bytes
+    assert ram.ok and result.memory.peak_activation_bytes == plan.peak_activation_bytes
+    flash = next(b for b in result.memory.budgets if b.name == "flash")
+    assert flash.needed_bytes == path.stat().st_size + 100 * 1024
+    assert result.exit_code() == 0
+
+
+def test_over_budget_is_exit_3_and_reported(corpus, tmp_path):
+    small = tmp_path / "tiny-mcu.yaml"
+    small.write_text("extends: cortex-m4\nmemory: {ram_bytes: 8 KiB, flash_bytes: 64 KiB}\n"
+                     "provenance: [{source: test}]\n")
+    result = check_model(corpus["cnn"], str(small))
+    assert result.fully_on_target and not result.memory.within_budget
+    assert result.exit_code() == 3 and result.exit_code(min_coverage=0.5) == 3
+    assert "OVER BUDGET" in result.to_text()
+    cache = tmp_path / "small-cache.yaml"
+    cache.write_text("extends: edgetpu\nmemory: {parameter_cache_bytes: 100}\nprovenance: [{source: t}]\n")
+    tpu = check_model(corpus["cnn"], str(cache))
+    line = next(b for b in tpu.memory.budgets if b.name == "parameter_cache")
+    assert not line.ok and line.needed_bytes == tpu.memory.parameter_bytes_on_target > 100
+
+
+def test_json_is_the_documented_shape(corpus):
+    data = check_model(corpus["branches"], "edgetpu").to_dict()
+    assert set(data) >= {"model", "target", "ops", "summary", "advice"}
+    for i, op in enumerate(data["ops"]):
+        assert op["index"] == i and op["subgraph"] == 0
+        assert op["placement"] in ("target", "cpu", "none")
+        assert isinstance(op["reasons"], list) and all(isinstance(r, str) for r in op["reasons"])
+    summary = data["summary"]
+    assert summary["ops_total"] == len(data["ops"])
+    assert summary["ops_on_target"] == sum(op["placement"] == "target" for op in data["ops"])
+    assert summary["segments"] == 1 and "memory" in summary
+    assert sum(row["count"] for row in summary["operators"]) == summary["ops_total"]
+    json.dumps(data)
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_cli_exit_codes_and_formats(corpus, tmp_path):
+    ok = _cli("check", str(corpus["cnn"]), "--target", "cortex-m4")
+    assert ok.exit_code == 0, ok.output
+    assert "7 of 7 ops on cortex-m4" in ok.output
+    partial = _cli("check", str(corpus["branches"]), "-t", "edgetpu", "--format", "json")
+    assert partial.exit_code == 3
+    assert json.loads(partial.output[: partial.output.rindex("}") + 1])["target"] == "edgetpu"
+    assert _cli("check", str(corpus["branches"]), "-t", "edgetpu", "--min-coverage", "0.4").exit_code == 0
+    assert _cli("check", str(corpus["branches"]), "-t", "edgetpu", "--min-coverage", "50%").exit_code == 3
+    bad = _cli("check", str(corpus["cnn"]), "-t", "edgetpu", "--min-coverage", "lots")
+    assert bad.exit_code == 2
+
+
+def test_cli_targets_list_and_show():
+    listing = _cli("targets")
+    assert listing.exit_code == 0
+    assert {line.split()[0] for line in listing.output.splitlines()} >= {"cpu", "edgetpu", "cortex-m4"}
+    shown = _cli("targets", "show", "raspberry-pi-4", "--format", "json")
+    assert json.loads(shown.output)["device"]["cores"] == 4
+    text = _cli("targets", "show", "ethos-u55-128")
+    assert "provenance:" in text.output and "vela" in text.output
+    assert _cli("targets", "show", "nope").exit_code == 2
+
+
+@pytest.mark.parametrize("make", [
+    lambda data: data[: len(data) // 2],
+    lambda data: data[:40],
+    lambda data: b"",
+    lambda data: bytes(range(256)) * 8,
+    lambda data: data[:8] + bytes(len(data) - 8),
+])
+def test_corrupt_or_truncated_models_are_bad_input(corpus, tmp_path, make):
+    path = tmp_path / "broken.tflite"
+    path.write_bytes(make(corpus["cnn"].read_bytes()))
+    with pytest.raises(BadInput):
+        check_model(path, "cpu")
+    result = _cli("check", str(path), "-t", "cpu")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_missing_model_and_bad_descriptor_are_exit_2(corpus, tmp_path):
+    assert _cli("check", str(tmp_path / "nope.tflite"), "-t", "cpu").exit_code == 2
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("extends: cpu\nkidn: cpu\nprovenance: [{source: t}]\n")
+    result = _cli("check", str(corpus["cnn"]), "-t", str(bad))
+    assert result.exit_code == 2 and "kidn" in result.output and "did you mean 'kind'" in result.output
+
+
+def test_check_works_without_tensorflow(corpus, tmp_path):
+    """`tflc check` must not import TensorFlow: run it where importing TensorFlow fails."""
+    code = (
+        "import sys\n"
+        "for name in ('tensorflow', 'tf_keras', 'keras', 'ai_edge_litert', 'tflite_micro'):\n"
+        "    sys.modules[name] = None  # any import of these now raises ImportError\n"
+        "from tflc.cli import main\n"
+        f"sys.argv = ['tflc', 'check', {str(corpus['branches'])!r}, '-t', 'edgetpu', '--format', 'json']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    sys.exit(exc.code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env={"PATH": "/usr/bin:/bin", "TFLC_REGISTRY": str(tmp_path / "reg")},
+                          timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    data = json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])
+    assert data["summary"]["ops_total"] == 7
