@@ -160,16 +160,11 @@ def _runnable_on_target(view: ModelView, model_path: Path, target):
             f"--target {spec.name}: it runs {spec.runtime.name}, not TFLite Micro; C export is for "
             "microcontroller targets such as cortex-m4 (see `tflc targets`)")
     result = check_model(view, spec)
-    static = all(d >= 0 for sg in view.subgraphs for t in sg.tensors for d in t.shape)
     refused: dict[str, list] = {}  # reason code -> [(op label, reason text)]
     for verdict in result.ops:
         if verdict.placement == "target":
             continue
         reasons = [r for r in verdict.reasons if r.code not in ("partition", "fallback")]
-        if static and reasons and all(r.code == "static_shapes" for r in reasons):
-            # TFLite Micro sizes tensors from `shape`; a free batch in `shape_signature` only
-            # matters to compilers that read the signature, and the allocation below proves it.
-            continue
         code = reasons[0].code if reasons else "unsupported_op"
         text = reasons[0].text if reasons else "not supported"
         refused.setdefault(code, []).append((f"op {verdict.index} {verdict.op}", text))
