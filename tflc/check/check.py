@@ -332,7 +332,7 @@ def _dtype_reasons(spec: TargetSpec, override: DtypePolicy | None, ctx: library.
         if allowed and t.dtype not in allowed:
             reasons.append(Reason(
                 "dtype",
-                f"{role} '{t.name}' is {t.dtype}; {spec.name} runs {ctx.op.op} on "
+                f"{role} {library.shown_name(t)} is {t.dtype}; {spec.name} runs {ctx.op.op} on "
                 f"{', '.join(allowed)}",
             ))
             break

@@ -142,6 +142,14 @@ def _show(value) -> str:
 # ----------------------------------------------------------------------------- shared helpers
 
 
+def shown_name(t: TensorInfo, limit: int = 48) -> str:
+    """A tensor's name as messages show it: the converter joins fused names with ';', keep one."""
+    name = t.name.split(";")[0] or f"tensor {t.index}"
+    if len(name) > limit:
+        name = "..." + name[-(limit - 3):]
+    return f"'{name}'"
+
+
 def _hw(options: dict, prefix: str) -> tuple[int, int]:
     """(height, width) of a stride or pooling window from an op's options."""
     if prefix == "filter":
@@ -260,7 +268,7 @@ def max_rank(ctx: OpContext, max: int):
     """Tensors must have at most {max} dimensions (found {found}-D {name})."""
     for t in ctx.inputs + ctx.outputs:
         if t is not None and len(t.shape) > max:
-            return {"found": len(t.shape), "name": f"'{t.name}'"}
+            return {"found": len(t.shape), "name": shown_name(t)}
     return None
 
 
@@ -269,7 +277,7 @@ def min_rank(ctx: OpContext, min: int):
     """Feature maps must have at least {min} dimensions (found {found}-D {name})."""
     for t in ctx.feature_maps:
         if len(t.shape) < min:
-            return {"found": len(t.shape), "name": f"'{t.name}'"}
+            return {"found": len(t.shape), "name": shown_name(t)}
     return None
 
 
@@ -290,7 +298,7 @@ def static_shapes(ctx: OpContext, allow_dynamic_batch: bool = False):
             continue
         dims = t.shape_signature[1:] if allow_dynamic_batch else t.shape_signature
         if any(d < 0 for d in dims):
-            return {"name": f"'{t.name}' {list(t.shape_signature)}"}
+            return {"name": f"{shown_name(t)} {list(t.shape_signature)}"}
     return None
 
 
@@ -299,7 +307,7 @@ def max_tensor_elements(ctx: OpContext, max: int):
     """Each tensor may hold at most {max} elements (found {found} in {name})."""
     for t in ctx.feature_maps:
         if t.num_elements > max:
-            return {"found": t.num_elements, "name": f"'{t.name}'"}
+            return {"found": t.num_elements, "name": shown_name(t)}
     return None
 
 
@@ -309,7 +317,7 @@ def max_dimension(ctx: OpContext, max: int):
     for t in ctx.feature_maps:
         for d in t.shape:
             if d > max:
-                return {"found": d, "name": f"'{t.name}'"}
+                return {"found": d, "name": shown_name(t)}
     return None
 
 
@@ -379,7 +387,7 @@ def per_tensor_activations(ctx: OpContext):
     """Activations must be quantized per tensor (found per-axis quantization on {name})."""
     for t in ctx.feature_maps:
         if t.quantization and t.quantization.per_channel:
-            return {"name": f"'{t.name}'"}
+            return {"name": shown_name(t)}
     return None
 
 
@@ -394,7 +402,7 @@ def quantized_tensors(ctx: OpContext, exempt: list = ()):
         if t.is_float:
             continue  # the dtype policy reports float tensors
         if t.quantization is None:
-            return {"name": f"'{t.name}'"}
+            return {"name": shown_name(t)}
     return None
 
 
