@@ -151,6 +151,7 @@ def compile_model(
             raise BadInput(f"{eval_data}: --max-accuracy-drop needs labels; add an array y to the file")
     timings["load"] = time.perf_counter() - clock
 
+    original = loaded
     stages = None
     pipeline_result = None
     pipeline_config = _resolve_pipeline(pipeline)
@@ -189,7 +190,8 @@ def compile_model(
         clock = time.perf_counter()
         from tflc.evaluate import evaluate
 
-        evaluation = evaluate(loaded, tflite_bytes, evaluation_set).to_dict()
+        baseline = original if original is not loaded else None
+        evaluation = evaluate(loaded, tflite_bytes, evaluation_set, baseline).to_dict()
         timings["evaluate"] = time.perf_counter() - clock
 
     gate = _accuracy_gate(evaluation, max_accuracy_drop)

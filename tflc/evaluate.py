@@ -89,15 +89,21 @@ def run_tflite(model_bytes: bytes, inputs: list[np.ndarray], progress: str | Non
     return [np.concatenate(parts) for parts in outputs]
 
 
-def evaluate(loaded, model_bytes: bytes, samples) -> EvalReport:
-    """Compare the float model and the .tflite on `samples` (a data.SampleSet)."""
+def evaluate(loaded, model_bytes: bytes, samples, baseline=None) -> EvalReport:
+    """Compare the float model and the .tflite on `samples` (a data.SampleSet).
+
+    Fidelity is measured against `loaded`, the float model that was quantized; accuracy against
+    `baseline` when given (the user's original model, before optimization stages changed it), so
+    that the reported drop is everything the user lost.
+    """
     float_outputs = loaded.predict(samples.x)
     int8_outputs = run_tflite(model_bytes, samples.x, progress="evaluating int8 model")
     report = EvalReport(samples=len(samples))
     for spec, ref, got in zip(loaded.outputs, float_outputs, int8_outputs):
         report.fidelity.append(OutputFidelity(spec.name, top1_agreement(ref, got), sqnr_db(ref, got)))
     if samples.y is not None:
-        report.float_accuracy = top1_accuracy(float_outputs[0], samples.y)
+        reference = float_outputs if baseline is None else baseline.predict(samples.x)
+        report.float_accuracy = top1_accuracy(reference[0], samples.y)
         report.int8_accuracy = top1_accuracy(int8_outputs[0], samples.y)
         report.accuracy_drop = round(report.float_accuracy - report.int8_accuracy, 4)
     return report
