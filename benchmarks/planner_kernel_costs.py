@@ -169,7 +169,7 @@ def main() -> None:
             rows.append([op, "-", "-", "-", "-", f"error: {type(exc).__name__}: {exc}"[:80]])
             continue
         note = []
-        if not result["tails"]:
+        if result["candidates"] and not result["tails"]:
             note.append("minimum exact, tail differs at some arena sizes mod 16")
         if result["head_real"] != result["head_plan"]:
             note.append(f"scratch: head {result['head_real']} vs planned {result['head_plan']}")
