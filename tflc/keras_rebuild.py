@@ -91,14 +91,14 @@ class _Builder:
     def model(self, model):
         import keras as keras3
 
-        if not hasattr(model, "inputs") or not model.inputs:
-            raise CannotRebuild(f"{self.where}the Keras 3 model is not built (no inputs); build it "
-                                "with its input shape before saving")
-        if type(model) not in (keras3.Model, keras3.Sequential) and not _is_functional(model):
+        if not (isinstance(model, keras3.Sequential) or type(model).__name__ == "Functional"):
             raise CannotRebuild(f"{self.where}'{model.name}' is a subclassed Keras 3 model "
                                 f"({type(model).__name__}); only Sequential and functional "
                                 "models can be rebuilt as tf_keras for TF-MOT; post-training "
                                 "quantization still works without a pipeline")
+        if not getattr(model, "inputs", None):
+            raise CannotRebuild(f"{self.where}the Keras 3 model is not built (no inputs); build it "
+                                "with its input shape before saving")
         tensors: dict[int, object] = {}
         new_inputs = []
         for tensor in model.inputs:
@@ -186,10 +186,6 @@ def _copy_weights(layer, made, where: str) -> None:
             f"{[w.shape for w in weights]} in Keras 3 but {[c.shape for c in current]} in tf_keras; "
             "compile without a pipeline (post-training quantization works on Keras 3 models)")
     made.set_weights(weights)
-
-
-def _is_functional(model) -> bool:
-    return type(model).__name__ in ("Functional", "Sequential")
 
 
 def _translate(config):

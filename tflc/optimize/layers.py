@@ -61,11 +61,11 @@ def select_layers(model, selection, supports, what: str, spare_types=()) -> list
             if not matched:
                 raise BadInput(f"{what}.layers: no layer matches '{pattern}'; "
                                f"layers this stage can act on: {', '.join(names)}")
-            for name in matched:
-                if name not in names:
-                    raise BadInput(f"{what}.layers: layer '{name}' ({type(by_name[name]).__name__})"
-                                   f" has no weights this stage can act on; choose among: "
-                                   f"{', '.join(names)}")
+            if not any(name in names for name in matched):  # '*' may match pools too: fine
+                name = matched[0]
+                raise BadInput(f"{what}.layers: layer '{name}' ({type(by_name[name]).__name__})"
+                               f" has no weights this stage can act on; choose among: "
+                               f"{', '.join(names)}")
         chosen = [n for n in chosen if any(fnmatch.fnmatchcase(n, p) for p in selection.names)]
     if selection.types:
         known = {type(layer).__name__ for layer in model.layers}
