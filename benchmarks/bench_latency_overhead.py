@@ -54,9 +54,9 @@ path, runs, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 interpreter = Interpreter(model_path=path, num_threads=1)
 interpreter.allocate_tensors()
 for detail in interpreter.get_input_details():
-    dtype = np.dtype(detail["dtype"])
-    data = (np.random.default_rng(0).integers(-128, 127, detail["shape"]).astype(dtype)
-            if dtype.kind in "iu" else np.random.default_rng(0).random(detail["shape"]).astype(dtype))
+    dtype, rng = np.dtype(detail["dtype"]), np.random.default_rng(0)
+    data = (rng.integers(-128, 127, detail["shape"]).astype(dtype) if dtype.kind in "iu"
+            else rng.random(detail["shape"]).astype(dtype))
     interpreter.set_tensor(detail["index"], data)
 for _ in range(1 + warmup):
     interpreter.invoke()

@@ -107,8 +107,8 @@ def test_local_python_missing(tiny_models):
 
 def test_local_timeout_kills_the_run_and_removes_the_folder(tiny_models, remote_tmp):
     with pytest.raises(DeviceError) as slow:
-        bench(tiny_models["int8"], "local", runs=1, min_duration_s=60, timeout_s=3,
-              remote_tmp=str(remote_tmp), progress=False)
+        bench(tiny_models["int8"], "local", runs=1, min_duration_s=60, max_runs=10**8,
+              timeout_s=3, remote_tmp=str(remote_tmp), progress=False)
     assert slow.value.kind == "timeout"
     assert list(remote_tmp.iterdir()) == []
 

@@ -152,6 +152,10 @@ def test_min_duration_keeps_timing(tiny_models, tmp_path):
     assert code == 0
     latencies = response["trials"][0]["models"][0]["latencies_ms"]
     assert len(latencies) > 10  # a tiny model runs thousands of times in 0.3 s
+    code, response, _ = run_runner(sys.executable, tmp_path / "capped",
+                                   basic_request(runs=1, min_duration_s=30, max_runs=40),
+                                   {"m0.tflite": tiny_models["int8"]})
+    assert len(response["trials"][0]["models"][0]["latencies_ms"]) == 40  # the cap wins
 
 
 def test_delegates(tiny_models, tmp_path):
@@ -199,7 +203,7 @@ def test_a_corrupt_model_is_a_model_load_error(tmp_path):
 def test_deadline_stops_the_runner_and_removes_its_folder(tiny_models, tmp_path):
     folder = tmp_path / f"{runner.TEMP_DIR_PREFIX}x"
     code, response, _ = run_runner(sys.executable, folder, basic_request(
-        runs=1, min_duration_s=60, deadline_s=2, remove_dir_on_exit=True),
+        runs=1, min_duration_s=60, max_runs=10**8, deadline_s=2, remove_dir_on_exit=True),
         {"m0.tflite": tiny_models["int8"]}, timeout=30)
     assert code == runner.EXIT_FAILED and response["error"]["kind"] == "timeout"
     assert not folder.exists()

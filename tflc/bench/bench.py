@@ -167,9 +167,9 @@ def _energy(target_spec, latency: LatencyStats) -> dict | None:
 # ------------------------------------------------------------------------------------- bench
 def bench(models, device: str = "local", *, target=None, python: str | None = None,
           threads: int | None = 1, warmup: int = 5, runs: int = 50, min_duration_s: float = 0.0,
-          repeat: int = 1, rounds: int | None = None, delegate: str | None = "default",
-          delegate_options: dict | None = None, inputs=None, eval_data=None, seed: int = 0,
-          return_outputs: bool = False, runtime: str = "auto", timeout_s: float | None = None,
+          max_runs: int = 100000, repeat: int = 1, rounds: int | None = None,
+          delegate: str | None = "default", delegate_options: dict | None = None, inputs=None,
+          eval_data=None, seed: int = 0, return_outputs: bool = False, runtime: str = "auto", timeout_s: float | None = None,
           retries: int = 2, ssh_config=None, ssh_options=(), remote_tmp: str | None = None,
           connect_timeout: float = 10.0, busy_load_per_core: float = 0.5,
           progress: bool = True) -> BenchResult:
@@ -216,7 +216,8 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
         "protocol": runner_module.PROTOCOL,
         "models": [{"id": f"m{i}", "path": f"m{i}.tflite"} for i in range(len(paths))],
         "runtime": runtime, "threads": threads, "delegate": delegate_spec, "warmup": warmup,
-        "runs": runs, "min_duration_s": min_duration_s, "repeat": repeat, "rounds": rounds,
+        "runs": runs, "min_duration_s": min_duration_s, "max_runs": max_runs, "repeat": repeat,
+        "rounds": rounds,
         "inputs": {"kind": "random", "seed": seed}, "eval": None,
         "return_outputs": return_outputs, "busy_load_per_core": busy_load_per_core,
     }
@@ -273,7 +274,8 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
         warnings.append(f"target {target_spec.name} gives no device.active_power_w: "
                         "no energy estimate")
     settings = {"threads": threads, "warmup": warmup, "runs": runs,
-                "min_duration_s": min_duration_s, "repeat": repeat, "rounds": rounds,
+                "min_duration_s": min_duration_s, "max_runs": max_runs, "repeat": repeat,
+                "rounds": rounds,
                 "delegate": delegate_spec, "runtime": runtime, "seed": seed,
                 "inputs": str(inputs_path) if inputs_path else None,
                 "eval_data": str(eval_path) if eval_path else None,

@@ -118,7 +118,7 @@ def render_table(result) -> str:
             is not None else "-" for s in summaries]])
     if any(s.latency_ms.p50_ci95 for s in summaries):
         rows.append(["p50 95% interval [ms]", *[
-            "{:.3g}-{:.3g}".format(*s.latency_ms.p50_ci95) if s.latency_ms.p50_ci95 else "-"
+            "{:.4g}-{:.4g}".format(*s.latency_ms.p50_ci95) if s.latency_ms.p50_ci95 else "-"
             for s in summaries]])
     if any(s.fidelity for s in summaries):
         for key, label in (("top1_accuracy", "top-1 accuracy"),
@@ -132,13 +132,14 @@ def render_table(result) -> str:
             or "-" if s.input_saturation else "-" for s in summaries]])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                       for i, (cell, width) in enumerate(zip(row, widths, strict=True))) for row in rows]
+                       for i, (cell, width) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     facts = result.device_facts
     runtime = result.runtime or {}
     head = (f"device {result.device}: {facts.get('board') or facts.get('cpu_model') or '?'}, "
             f"{facts.get('arch')}, {facts.get('cores')} cores, {runtime.get('name')} "
-            f"{runtime.get('version')}, {result.settings.get('threads') or 'default'} threads")
+            f"{runtime.get('version')}, threads {result.settings.get('threads') or 'default'}")
     notes = [f"warning: {text}" for text in result.warnings]
     if any(s.energy_mj_per_inference is not None for s in summaries):
         notes.append(f"energy is an estimate: the active power of target {result.target} times "
