@@ -170,9 +170,9 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
           max_runs: int = 100000, repeat: int = 1, rounds: int | None = None,
           delegate: str | None = "default", delegate_options: dict | None = None, inputs=None,
           eval_data=None, seed: int = 0, return_outputs: bool = False, runtime: str = "auto",
-          timeout_s: float | None = None, retries: int = 2, ssh_config=None, ssh_options=(), remote_tmp: str | None = None,
-          connect_timeout: float = 10.0, busy_load_per_core: float = 0.5,
-          progress: bool = True) -> BenchResult:
+          timeout_s: float | None = None, retries: int = 2, ssh_config=None, ssh_options=(),
+          remote_tmp: str | None = None, connect_timeout: float = 10.0,
+          busy_load_per_core: float = 0.5, progress: bool = True) -> BenchResult:
     """Benchmark one or more .tflite models on a device; see the module docstring for the steps.
 
     `models`: paths (several run interleaved, ratios are to the first). `device`: "local",
