@@ -131,3 +131,42 @@ def test_a_worker_killed_is_named(tiny_models, remote_tmp):
                       request, timeout_s=60, on_event=on_event)
     assert killed.value.kind == "killed" and "model m1" in killed.value.message
     assert list(remote_tmp.iterdir()) == []
+
+
+def test_ctrl_c_stops_the_device_side_and_cleans_up(tiny_models, remote_tmp):
+    import subprocess
+    from pathlib import Path
+
+    tflc = Path(sys.executable).with_name("tflc")
+    process = subprocess.Popen([str(tflc), "bench", str(tiny_models["int8"]), "--runs", "1",
+                                "--min-duration", "60", "--max-runs", str(10**8),
+                                "--remote-tmp", str(remote_tmp)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pgid_files = []
+    deadline = time.monotonic() + 30
+    while not pgid_files and time.monotonic() < deadline:
+        pgid_files = list(remote_tmp.glob("tflc-bench.*/pgid"))
+        time.sleep(0.05)
+    assert pgid_files, process.stderr.read() if process.poll() is not None else "no runner"
+    time.sleep(0.3)
+    group = int(pgid_files[0].read_text())
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130 and "interrupted" in err
+    assert list(remote_tmp.iterdir()) == []
+    assert live_members(group) == []  # the runner and its worker are gone
+
+
+def live_members(group: int) -> list[int]:
+    """Processes of a process group that are still running (zombies await their reaper)."""
+    from pathlib import Path
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found

@@ -240,3 +240,8 @@ def test_hosts_that_look_like_options_are_rejected():
     assert parse_device("ssh://pi@10.0.0.7:2222").port == 2222
     assert parse_device("ssh://[fe80::1]:22").label == "ssh://[fe80::1]:22"
     assert parse_device("local").kind == "local"
+
+
+def test_python_under_the_device_users_home(sshd):
+    transport = SshTransport(parse_device(sshd.url), "~/venvs/my env/bin/python")
+    assert transport._python_word() == "\"$HOME\"/'venvs/my env/bin/python'"

@@ -114,17 +114,25 @@ def stream_process(argv: list[str], *, stdin: bytes = b"", timeout_s: float | No
         process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
-        if new_session:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        process.kill()
-        process.wait()
+        _kill(process, new_session)
+    except BaseException:  # Ctrl-C: a runner in its own session would not hear it
+        _kill(process, new_session)
+        raise
     for thread in readers:
         thread.join(timeout=5)
     return Completed(process.returncode, b"".join(out_chunks), list(kept), timed_out,
                      time.monotonic() - start)
+
+
+def _kill(process: subprocess.Popen, group: bool) -> None:
+    """Stop a process we started (and, for a runner started in its own session, its workers)."""
+    if group:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    process.kill()
+    process.wait()
 
 
 # -------------------------------------------------------------------------------- devices
