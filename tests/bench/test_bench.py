@@ -170,3 +170,23 @@ def live_members(group: int) -> list[int]:
         if int(fields[2]) == group and fields[0] != "Z":
             found.append(int(stat.parent.name))
     return found
+
+
+def test_fidelity_without_a_host_reference():
+    """A model this machine cannot run (an Edge TPU custom op) still gets device accuracy."""
+    from tflc.bench.compare import fidelity
+
+    device = {"count": 3, "top1": [1, 0, 2],
+              "output": {"name": "out", "dtype": "int8", "values": [[0, 5, 1], [4, 0, 0],
+                                                                     [0, 1, 9]]}}
+    result = fidelity(device, None, np.array([1, 1, 2]), None)
+    assert result["top1_accuracy"] == pytest.approx(2 / 3)
+    assert result["agreement"] is None and result["max_abs_output_diff"] is None
+    host = dict(device, top1=[1, 0, 1], output=dict(device["output"], values=[[0, 5, 1],
+                                                                              [4, 0, 0],
+                                                                              [0, 7, 6]]))
+    result = fidelity(device, host, np.eye(3)[[1, 1, 2]], {"name": "ai_edge_litert"})
+    assert result["agreement"] == pytest.approx(2 / 3)
+    assert result["identical_outputs"] == pytest.approx(2 / 3)
+    assert result["max_abs_output_diff"] == 6.0
+    assert result["host_top1_accuracy"] == pytest.approx(1 / 3)  # one-hot labels understood

@@ -30,7 +30,7 @@ from tflc.bench.transports import (
     parse_device,
     run_on_device,
 )
-from tflc.errors import BadInput, PipelineError
+from tflc.errors import BadInput
 from tflc.fileio import atomic_write_json, sha256_file
 
 DELEGATE_KINDS = ("none", "default", "xnnpack")
@@ -236,7 +236,8 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
              connect_timeout=connect_timeout))
     label = parse_device(device).label
 
-    host_evals = _host_evaluations(paths, eval_path, threads) if eval_path else {}
+    warnings = list(response.get("warnings") or [])
+    host_evals = _host_evaluations(paths, eval_path, threads, warnings) if eval_path else {}
     labels = _eval_labels(eval_path) if eval_path else None
     records = []
     for trial in response["trials"]:
@@ -269,7 +270,6 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
                             "after": trial["conditions_after"]},
                 warnings=list(response.get("warnings") or []), model_key=entry["id"],
             ))
-    warnings = list(response.get("warnings") or [])
     if target_spec is not None and not any(r.energy for r in records):
         warnings.append(f"target {target_spec.name} gives no device.active_power_w: "
                         "no energy estimate")
@@ -326,21 +326,26 @@ def _run_with_retries(device, python, uploads, request, timeout_s, retries, prog
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _host_evaluations(paths, eval_path: Path, threads) -> dict:
-    """Each model's outputs on the evaluation samples with this machine's LiteRT."""
+def _host_evaluations(paths, eval_path: Path, threads, warnings: list) -> dict:
+    """Each model's outputs on the evaluation samples with this machine's LiteRT; a model this
+    machine cannot run (a delegate's custom op) gets None and a warning."""
     from tflc.tf_env import quiet_native_output
 
-    try:
-        results = {}
-        with quiet_native_output():  # LiteRT announces its XNNPACK delegate on stderr
+    results = {}
+    with quiet_native_output():  # LiteRT announces its XNNPACK delegate on stderr
+        try:
             runtime = runner_module.load_runtime("auto")
-            for path in paths:
+        except runner_module.RunnerError as exc:
+            warnings.append(f"no host reference for --eval-data: {exc.message}")
+            return {path: (None, None) for path in paths}
+        for path in paths:
+            try:
                 session = runner_module.ModelSession(runtime, str(path), threads,
                                                      {"kind": "default"})
                 results[path] = (session.evaluate(str(eval_path)), runtime.describe())
-    except runner_module.RunnerError as exc:
-        raise PipelineError(f"computing the host's reference outputs for --eval-data failed: "
-                            f"{exc.message}") from None
+            except runner_module.RunnerError as exc:
+                warnings.append(f"{path.name}: no host reference for --eval-data ({exc.message})")
+                results[path] = (None, None)
     return results
 
 

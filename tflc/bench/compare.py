@@ -154,25 +154,36 @@ def _labels(y) -> np.ndarray | None:
     return y.argmax(axis=-1) if y.ndim > 1 and y.shape[-1] > 1 else y.reshape(len(y))
 
 
-def fidelity(device_eval: dict, host_eval: dict, labels, host_runtime: dict) -> dict:
-    """Device against host on the same samples: accuracy, top-1 agreement, output difference."""
-    device_values = np.asarray(device_eval["output"]["values"], dtype=np.float64)
-    host_values = np.asarray(host_eval["output"]["values"], dtype=np.float64)
+def fidelity(device_eval: dict, host_eval: dict | None, labels, host_runtime: dict | None) -> dict:
+    """Device against host on the same samples: accuracy, top-1 agreement, output difference.
+
+    `host_eval` is None when this machine cannot run the model (say, one compiled for a Coral
+    Edge TPU); the device's accuracy is still reported, the comparison figures are None.
+    """
     count = int(device_eval["count"])
     result = {
         "samples": count,
         "host_runtime": host_runtime,
         "output": device_eval["output"]["name"],
         "output_dtype": device_eval["output"]["dtype"],
-        "identical_outputs": float(np.mean(np.all(device_values == host_values, axis=1))),
-        "max_abs_output_diff": float(np.max(np.abs(device_values - host_values))),
+        "identical_outputs": None, "max_abs_output_diff": None,
         "top1_accuracy": None, "host_top1_accuracy": None, "agreement": None,
     }
-    if device_eval.get("top1") is not None and host_eval.get("top1") is not None:
-        device_top1, host_top1 = np.asarray(device_eval["top1"]), np.asarray(host_eval["top1"])
+    truth = _labels(labels)
+    if truth is not None and len(truth) != count:
+        truth = None
+    device_top1 = np.asarray(device_eval["top1"]) if device_eval.get("top1") is not None else None
+    if device_top1 is not None and truth is not None:
+        result["top1_accuracy"] = float(np.mean(device_top1 == truth))
+    if host_eval is None:
+        return result
+    device_values = np.asarray(device_eval["output"]["values"], dtype=np.float64)
+    host_values = np.asarray(host_eval["output"]["values"], dtype=np.float64)
+    result["identical_outputs"] = float(np.mean(np.all(device_values == host_values, axis=1)))
+    result["max_abs_output_diff"] = float(np.max(np.abs(device_values - host_values)))
+    if device_top1 is not None and host_eval.get("top1") is not None:
+        host_top1 = np.asarray(host_eval["top1"])
         result["agreement"] = float(np.mean(device_top1 == host_top1))
-        truth = _labels(labels)
-        if truth is not None and len(truth) == count:
-            result["top1_accuracy"] = float(np.mean(device_top1 == truth))
+        if truth is not None:
             result["host_top1_accuracy"] = float(np.mean(host_top1 == truth))
     return result
