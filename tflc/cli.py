@@ -316,6 +316,8 @@ def _key_values(_ctx, param, values) -> dict:
               help="Timed runs per model and trial.")
 @click.option("--min-duration", type=click.FloatRange(min=0), default=0.0,
               help="Keep timing each model for at least this many seconds per trial.")
+@click.option("--max-runs", type=click.IntRange(min=1), default=100000, show_default=True,
+              help="But never more timed runs than this per model and trial.")
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Trials, each in fresh processes, for the run-to-run spread.")
 @click.option("--delegate", default="default", show_default=True,
@@ -345,9 +347,10 @@ def _key_values(_ctx, param, values) -> dict:
 @click.option("--output", "-o", type=click.Path(dir_okay=False),
               help="Write the results (JSON) to this file.")
 @FORMAT_OPTION
-def bench_command(models, device, target, python, threads, warmup, runs, min_duration, repeat,
-                  delegate, delegate_options, inputs, eval_data, return_outputs, runtime, seed,
-                  timeout_s, retries, ssh_config, ssh_options, remote_tmp, output, fmt) -> None:
+def bench_command(models, device, target, python, threads, warmup, runs, min_duration, max_runs,
+                  repeat, delegate, delegate_options, inputs, eval_data, return_outputs, runtime,
+                  seed, timeout_s, retries, ssh_config, ssh_options, remote_tmp, output,
+                  fmt) -> None:
     """Time MODEL(s) (.tflite, or a registry reference such as kws@current) on a device.
 
     Several models run interleaved (A B A B ...) in one invocation; the table shows each figure
@@ -359,8 +362,9 @@ def bench_command(models, device, target, python, threads, warmup, runs, min_dur
 
     result = bench(
         [resolve_model_ref(m) for m in models], device, target=target, python=python,
-        threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration, repeat=repeat,
-        delegate=delegate, delegate_options=delegate_options, inputs=inputs, eval_data=eval_data,
+        threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration,
+        max_runs=max_runs, repeat=repeat, delegate=delegate, delegate_options=delegate_options,
+        inputs=inputs, eval_data=eval_data,
         seed=seed, return_outputs=return_outputs, runtime=runtime, timeout_s=timeout_s,
         retries=retries, ssh_config=ssh_config, ssh_options=ssh_options, remote_tmp=remote_tmp)
     if output:
