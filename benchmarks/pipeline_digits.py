@@ -8,6 +8,8 @@ One float CNN (tflc.examples.digits.build_cnn, width 32), then, each through
     float                      the Keras model itself (accuracy only) and its float32 .tflite
     PTQ                        post-training int8 quantization of the float model
     QAT                        quantization-aware training, then int8
+    QAT, TF-MOT's initial ...  the same without tflc's range initialisation: activation ranges
+                               start at TF-MOT's [-6, 6] and move by a 0.999 moving average
     prune 50% + PQAT           magnitude pruning (polynomial schedule), sparsity-preserving QAT
     prune 80% + PQAT
     2:4 + PQAT                 structured: at most 2 non-zeros in every 4 input-channel weights
@@ -52,6 +54,7 @@ RESULTS = REPO / "benchmarks" / "results"
 ROWS = {
     "PTQ": None,
     "QAT": [{"qat": {"epochs": 3}}],
+    "QAT, TF-MOT's initial ranges": [{"qat": {"epochs": 3, "init_ranges": False}}],
     "prune 50% + PQAT": [{"prune": {"sparsity": 0.5, "epochs": 6}}, {"qat": {"epochs": 3}}],
     "prune 80% + PQAT": [{"prune": {"sparsity": 0.8, "epochs": 10}}, {"qat": {"epochs": 3}}],
     "2:4 + PQAT": [{"prune": {"structure": "2:4", "epochs": 6}}, {"qat": {"epochs": 3}}],

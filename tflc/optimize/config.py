@@ -16,6 +16,7 @@
           max_accuracy_drop: 2.0     # this stage's own bound (still against the float model)
       - cluster: {clusters: 16, init: kmeans++}
       - qat                          # a bare name runs the stage with its defaults
+                                     # (qat fields: skip_unsupported, init_ranges)
 
 Every mistake is reported as one line that names the file, the field's path
 (`stages[1].prune.sparsity`), what was given and what is allowed, with a close spelling suggested
@@ -108,6 +109,7 @@ class PruneConfig(StageConfig):
 @dataclass
 class QatConfig(StageConfig):
     skip_unsupported: bool = False  # leave layers TF-MOT cannot quantize in float
+    init_ranges: bool = True  # start activation ranges from the data, not TF-MOT's [-6, 6]
 
 
 @dataclass
@@ -347,7 +349,7 @@ _COMMON = ("epochs", "batch_size", "optimizer", "learning_rate", "max_accuracy_d
 _FIELDS = {
     "prune": _COMMON + ("sparsity", "target_sparsity", "schedule", "initial_sparsity", "begin_step",
                         "end_step", "frequency", "power", "structure", "layers"),
-    "qat": _COMMON + ("skip_unsupported",),
+    "qat": _COMMON + ("skip_unsupported", "init_ranges"),
     "cluster": _COMMON + ("clusters", "init", "layers"),
     "distill": _COMMON + ("student", "teacher", "temperature", "alpha"),
 }
@@ -468,7 +470,8 @@ def _parse_layers(v, where, raw) -> LayerSelection:
 
 def _parse_qat(v, where, body, common) -> QatConfig:
     return QatConfig(**common, skip_unsupported=v.boolean(
-        f"{where}.skip_unsupported", body.get("skip_unsupported", False)))
+        f"{where}.skip_unsupported", body.get("skip_unsupported", False)),
+        init_ranges=v.boolean(f"{where}.init_ranges", body.get("init_ranges", True)))
 
 
 def _parse_cluster(v, where, body, common) -> ClusterConfig:

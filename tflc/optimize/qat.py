@@ -39,9 +39,11 @@ _UNSUPPORTED = re.compile(r"Layer (\S+?):<class '[\w.]*?(\w+)'> is not supported
 class QatInfo:
     scheme: str  # "qat", "pqat", "cqat" or "pcqat" (cluster- and sparsity-preserving)
     left_in_float: list[str] = field(default_factory=list)
+    ranges_from_data: int = 0  # activation ranges initialised from the training data
 
     def to_dict(self) -> dict:
-        return {"scheme": self.scheme, "left_in_float": self.left_in_float}
+        return {"scheme": self.scheme, "left_in_float": self.left_in_float,
+                "ranges_from_data": self.ranges_from_data}
 
 
 def quantize_aware(model, config, data, task, seed: int, after_prune: bool = False,
@@ -57,9 +59,12 @@ def quantize_aware(model, config, data, task, seed: int, after_prune: bool = Fal
             f"{what}: TF-MOT cannot quantize layer(s) {listed}; set `skip_unsupported: true` "
             "in the qat stage (or --qat-skip-unsupported) to train them in float and quantize "
             "them after training, or drop qat (post-training quantization works on this model)")
-    initialise_ranges(model_q, data.sample_inputs(RANGE_SAMPLES))
+    ranges = 0
+    if config.init_ranges:
+        ranges = initialise_ranges(model_q, data.sample_inputs(RANGE_SAMPLES))
     fit(model_q, data, config.train, task, seed, description=f"{what} ({name})")
-    return model_q, QatInfo(scheme=name, left_in_float=sorted(unsupported))
+    return model_q, QatInfo(scheme=name, left_in_float=sorted(unsupported),
+                            ranges_from_data=ranges)
 
 
 def _scheme(tfmot, after_prune: bool, after_cluster: bool):
