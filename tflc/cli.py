@@ -388,13 +388,15 @@ def bench_command(models, device, target, python, threads, warmup, runs, min_dur
 @click.option("--sparsities", default="0.25,0.5,0.75,0.9", show_default=True,
               help="Sparsities each layer is pruned to, alone.")
 @click.option("--no-quantize", is_flag=True, help="Skip the quantize-one-layer analysis.")
+@click.option("--normalize", type=click.Choice(["unit", "symmetric", "raw"]), default="unit", show_default=True,
+              help="Image folders: unit [0,1], symmetric [-1,1], raw [0,255].")
 @click.option("-o", "--output", "out_dir", default="sensitivity", show_default=True,
               type=click.Path(), help="Folder for sensitivity.png and sensitivity.json.")
 @click.option("--custom-objects", multiple=True, help="module:attr providing custom layers (repeatable).")
 @click.option("--allow-unsafe-code", is_flag=True, help="Load models whose Lambda layers run code from the file.")
 @FORMAT_OPTION
-def sensitivity_command(model, eval_data, sparsities, no_quantize, out_dir, custom_objects,
-                        allow_unsafe_code, fmt):
+def sensitivity_command(model, eval_data, sparsities, no_quantize, normalize, out_dir,
+                        custom_objects, allow_unsafe_code, fmt):
     """Accuracy drop per layer when it alone is pruned (at each sparsity) or quantized to int8."""
     from tflc.errors import BadInput
     from tflc.optimize.sensitivity import sensitivity_report
@@ -404,7 +406,8 @@ def sensitivity_command(model, eval_data, sparsities, no_quantize, out_dir, cust
     except ValueError:
         raise BadInput(f"--sparsities {sparsities!r}: expected numbers such as 0.5,0.75,0.9") from None
     result = sensitivity_report(model, eval_data, out_dir, levels, quantize=not no_quantize,
-                                custom_objects=custom_objects, allow_unsafe_code=allow_unsafe_code)
+                                custom_objects=custom_objects, allow_unsafe_code=allow_unsafe_code,
+                                normalize=normalize)
     if fmt == "json":
         emit_json(result)
         return

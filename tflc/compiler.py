@@ -162,7 +162,8 @@ def compile_model(
         clock = time.perf_counter()
         # (issue 4) log=say: one line per stage; the pipeline's warnings (rolled-back stages,
         # layers left in float) go into the report's warnings.
-        result = run_pipeline(loaded, pipeline_config, train_data, evaluation_set, seed, log=say)
+        result = run_pipeline(loaded, pipeline_config, train_data, evaluation_set, seed, log=say,
+                              normalize=normalize)
         loaded, stages = result.loaded, [s.to_dict() for s in result.stages]
         pipeline_result = result
         warnings.extend(result.warnings)

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tflc.errors import BadInput
-from tflc.optimize.layers import copy_model, first_line, import_tfmot, kernels, select_layers
+from tflc.optimize.layers import import_tfmot, kernels, select_layers, wrapped_copy
 from tflc.optimize.training import fit
 
 _INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED",
@@ -44,9 +43,6 @@ def cluster(model, config, data, task, seed: int, preserve_sparsity: bool = Fals
             what: str = "cluster"):
     """Cluster a copy of `model`'s weights while fine-tuning; returns (model, ClusterInfo)."""
     tfmot = import_tfmot()
-    from tflc.tf_env import import_tf_keras
-
-    keras = import_tf_keras()
     names = set(select_layers(model, config.layers, clusterable, what))
     init = getattr(tfmot.clustering.keras.CentroidInitialization, _INITS[config.init])
     if preserve_sparsity:
@@ -65,12 +61,7 @@ def cluster(model, config, data, task, seed: int, preserve_sparsity: bool = Fals
                                    cluster_centroids_init=init, **extra)
         return layer
 
-    base = copy_model(model)
-    try:
-        wrapped = keras.models.clone_model(base, clone_function=wrap)
-    except ValueError as exc:
-        raise BadInput(f"{what}: TF-MOT cannot cluster this model ({first_line(exc)}); "
-                       "choose layers with `layers:` or remove the stage") from None
+    wrapped = wrapped_copy(model, wrap, what, "cluster")
     fit(wrapped, data, config.train, task, seed, description=what)
     stripped = tfmot.clustering.keras.strip_clustering(wrapped)
     distinct = {layer.name: int(max(len(np.unique(np.asarray(k))) for k in kernels(layer)))

@@ -1,7 +1,6 @@
 """The pipeline configuration: a YAML file (or compile flags) -> a validated `PipelineConfig`.
 
     seed: 0                          # optional; else compile's --seed
-    normalize: unit                  # image-folder training data: unit, symmetric or raw
     budget:
       max_accuracy_drop: 1.0         # percentage points of accuracy lost against the float model
       on_exceed: rollback            # rollback (default): undo the stage and go on | fail: stop
@@ -30,7 +29,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tflc.data import NORMALIZATIONS
 from tflc.errors import BadInput
 
 STAGE_KINDS = ("prune", "qat", "cluster", "distill")
@@ -146,7 +144,6 @@ class PipelineConfig:
     stages: list[StageConfig]
     budget: Budget = field(default_factory=Budget)
     seed: int | None = None
-    normalize: str = "unit"  # how image folders are scaled (as compile's --normalize)
     source: str = "flags"  # the YAML file's path, or "flags"
 
     def to_dict(self) -> dict:
@@ -159,7 +156,6 @@ class PipelineConfig:
         return {
             "source": self.source,
             "seed": self.seed,
-            "normalize": self.normalize,
             "budget": asdict(self.budget),
             "stages": [stage_dict(s) for s in self.stages],
         }
@@ -196,7 +192,7 @@ def parse_config(data, source: str = "<config>", base_dir: str | os.PathLike | N
     v = _Validator(source, Path(base_dir) if base_dir else None)
     if not isinstance(data, dict):
         v.fail("", f"expected a mapping with `stages:` at the top, got {_kind(data)}")
-    v.check_fields("", data, ("stages", "budget", "seed", "normalize"))
+    v.check_fields("", data, ("stages", "budget", "seed"))
     seed = v.integer("seed", data.get("seed"), minimum=0) if data.get("seed") is not None else None
     budget = _parse_budget(v, data.get("budget"))
     raw_stages = data.get("stages")
@@ -205,9 +201,7 @@ def parse_config(data, source: str = "<config>", base_dir: str | os.PathLike | N
                          f"got {_kind(raw_stages)}")
     stages = [_parse_stage(v, i, item) for i, item in enumerate(raw_stages)]
     _check_order(v, stages)
-    normalize = v.choice("normalize", data.get("normalize", "unit"), tuple(NORMALIZATIONS))
-    return PipelineConfig(stages=stages, budget=budget, seed=seed, normalize=normalize,
-                          source=source)
+    return PipelineConfig(stages=stages, budget=budget, seed=seed, source=source)
 
 
 def config_from_flags(*, prune=None, prune_structure=None, qat=False, qat_skip_unsupported=False,

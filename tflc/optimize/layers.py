@@ -92,6 +92,21 @@ def copy_model(model):
     return clone
 
 
+def wrapped_copy(model, wrap, what: str, action: str):
+    """A copy of `model` in which each layer is replaced by `wrap(layer)` (a TF-MOT wrapper, or
+    the layer itself); the input model is left as it was."""
+    from tflc.tf_env import import_tf_keras
+
+    keras = import_tf_keras()
+    base = copy_model(model)
+    try:
+        with in_memory_cloning():
+            return keras.models.clone_model(base, clone_function=wrap)
+    except ValueError as exc:
+        raise BadInput(f"{what}: TF-MOT cannot {action} this model ({first_line(exc)}); choose "
+                       "layers with `layers:` or remove the stage") from None
+
+
 def in_memory_cloning():
     """Allow cloning Lambda layers: the model is already in memory, no file's code is run.
 

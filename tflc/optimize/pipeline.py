@@ -123,11 +123,14 @@ def resolve_config(config=None, **flags) -> PipelineConfig | None:
     return resolved
 
 
-def run_pipeline(loaded, config, train_data, eval_data, seed: int = 0, log=None) -> PipelineResult:
+def run_pipeline(loaded, config, train_data, eval_data, seed: int = 0, log=None,
+                 normalize: str = "unit") -> PipelineResult:
     """Run the configured stages on `loaded` (a keras_io.LoadedModel); see the module doc.
 
     `train_data`: a .npz path, image folder, `module:function`, or arrays with .x/.y;
-    `eval_data`: the same, or the compiler's labelled SampleSet. Seeds make a run repeatable.
+    `eval_data`: the same, or the compiler's labelled SampleSet. Image folders are scaled as
+    `normalize` says (compile's --normalize, so training sees what calibration sees). Seeds make
+    a run repeatable.
     """
     from tflc.data_train import load_labelled_data, materialize
     from tflc.optimize import training
@@ -149,9 +152,9 @@ def run_pipeline(loaded, config, train_data, eval_data, seed: int = 0, log=None)
     model, rebuild = tf_keras_model(loaded, eval_data)
     task = training.describe_task(model, str(loaded.path))
     evaluation = materialize(load_labelled_data(eval_data, loaded.inputs, task.classes,
-                                                role="--eval-data", normalize=config.normalize))
+                                                role="--eval-data", normalize=normalize))
     train = load_labelled_data(train_data, loaded.inputs, task.classes, role="--train-data",
-                               normalize=config.normalize)
+                               normalize=normalize)
     calibration = train.sample_inputs(CALIBRATION_SAMPLES)
     run = _Run(loaded, config, train, evaluation, calibration, task, seed, say)
 

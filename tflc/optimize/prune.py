@@ -21,13 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 from tflc.errors import BadInput
-from tflc.optimize.layers import (
-    copy_model,
-    first_line,
-    import_tfmot,
-    select_layers,
-    zero_fractions,
-)
+from tflc.optimize.layers import import_tfmot, select_layers, wrapped_copy, zero_fractions
 from tflc.optimize.training import fit
 
 _STRUCTURED_TYPES = ("Conv2D", "Dense")
@@ -60,7 +54,6 @@ def prune(model, config, data, task, seed: int, what: str = "prune", auto_sparsi
     the pipeline computes it with `sensitivity.choose_sparsities`.
     """
     tfmot = import_tfmot()
-    keras = _keras()
     if config.structure:
         supports = lambda layer: prunable(layer) and type(layer).__name__ in _STRUCTURED_TYPES  # noqa: E731
     else:
@@ -110,12 +103,7 @@ def prune(model, config, data, task, seed: int, what: str = "prune", auto_sparsi
                 layer, pruning_schedule=schedule_for(targets[layer.name]), sparsity_m_by_n=m_by_n)
         return layer
 
-    base = copy_model(model)
-    try:
-        wrapped = keras.models.clone_model(base, clone_function=wrap)
-    except ValueError as exc:
-        raise BadInput(f"{what}: TF-MOT cannot prune this model ({first_line(exc)}); choose "
-                       "layers with `layers:` or remove the stage") from None
+    wrapped = wrapped_copy(model, wrap, what, "prune")
     fit(wrapped, data, config.train, task, seed, description=what,
         callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
