@@ -198,6 +198,33 @@ def conv3d(k, tf):
     return _model(k, inp, k.layers.Flatten()(x))
 
 
+def more_shapes(k, tf):
+    inp = k.Input((6, 8), batch_size=1)
+    x = k.layers.Dense(8)(inp)
+    rows = k.layers.Lambda(lambda t: tf.unstack(t, axis=1))(x)
+    a = k.layers.Lambda(lambda ts: tf.expand_dims(ts[0] + ts[1], 1))(rows)
+    b, c = k.layers.Lambda(lambda t: tf.split(t, [3, 5], axis=2))(a)
+    d = k.layers.Lambda(lambda t: tf.slice(t, [0, 0, 1], [1, 1, 4]))(c)
+    e = k.layers.Lambda(lambda ts: tf.squeeze(tf.concat(ts, axis=2), axis=1))([b, d])
+    return _model(k, inp, e)
+
+
+def misc_math(k, tf):
+    inp = k.Input((8,), batch_size=1)
+    x = k.layers.Dense(8)(inp)
+    y = k.layers.Dense(8, activation="sigmoid")(inp)
+    a = k.layers.Lambda(lambda t: tf.negative(t))(x)
+    b = k.layers.Lambda(lambda ts: ts[0] / (ts[1] + 1.0))([x, y])
+    c = k.layers.Lambda(lambda t: tf.math.l2_normalize(t, axis=-1))(x)
+    return _model(k, inp, k.layers.Concatenate()([a, b, c]))
+
+
+def log(k, tf):
+    inp = k.Input((8,), batch_size=1)
+    x = k.layers.Dense(8, activation="sigmoid")(inp)
+    return _model(k, inp, k.layers.Lambda(lambda t: tf.math.log(t + 1.0))(x))
+
+
 def branches(k, tf):
     """Two parallel branches; only one goes through an op the Edge TPU lacks (LEAKY_RELU)."""
     inp = k.Input((8, 8, 4), batch_size=1)
@@ -237,6 +264,9 @@ CORPUS = [
     Entry("mirror_pad", mirror_pad, what="MIRROR_PAD"),
     Entry("conv3d", conv3d, what="CONV_3D (rank 5)"),
     Entry("lstm", lstm, what="UNIDIRECTIONAL_SEQUENCE_LSTM"),
+    Entry("more_shapes", more_shapes, what="UNPACK, EXPAND_DIMS, SPLIT_V, SLICE, SQUEEZE"),
+    Entry("misc_math", misc_math, what="NEG, DIV, L2_NORMALIZATION"),
+    Entry("log", log, what="LOG"),
     Entry("branches", branches, what="parallel branches, one through LEAKY_RELU"),
     Entry("cnn_float_io", cnn, kind="int8-float-io", what="int8 inside, float32 I/O (QUANTIZE/DEQUANTIZE at the edges)"),
     Entry("cnn_float", cnn, kind="float", what="the cnn model in float32"),

@@ -225,3 +225,12 @@ def test_check_works_without_tensorflow(corpus, tmp_path):
     assert proc.returncode == 3, proc.stderr
     data = json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])
     assert data["summary"]["ops_total"] == 7
+
+
+def test_model_io_dtype_policy(corpus, tmp_path):
+    strict = tmp_path / "int8-io.yaml"
+    strict.write_text("extends: cortex-m4\ndtypes: {io: [int8]}\nprovenance: [{source: test}]\n")
+    assert check_model(corpus["cnn"], str(strict)).exit_code() == 0
+    result = check_model(corpus["cnn_float_io"], str(strict))
+    assert result.fully_on_target and len(result.io_issues) == 2 and result.exit_code() == 3
+    assert "--io-type int8" in result.io_issues[0]

@@ -12,7 +12,7 @@ documented JSON of `tflc check --format json`:
               "placement": "target" | "cpu" | "none", "reasons": [str], "cut_by": int | null}],
      "summary": {"ops_total": int, "ops_on_target": int, "coverage": float, "segments": int,
                  "runs": bool, "operators": [{"op", "count", "status"}],
-                 "memory": {...}, "within_budget": bool},
+                 "memory": {...}, "within_budget": bool, "io_issues": [str]},
      "advice": [{"ops": [int], "text": str}],
      "artifact_id": str | null}
 
@@ -121,6 +121,7 @@ class CheckResult:
     segments: int
     memory: MemoryReport
     advice: list[Advice] = field(default_factory=list)
+    io_issues: list[str] = field(default_factory=list)  # model inputs/outputs of a refused dtype
     artifact_id: str | None = None  # set when `tflc check` recorded it in the run registry
 
     @property
@@ -146,7 +147,7 @@ class CheckResult:
 
     def passed(self, min_coverage: float | None = None) -> bool:
         """The exit-code-0 condition: fully on target and within budget (or coverage met)."""
-        if not self.runs or not self.memory.within_budget:
+        if not self.runs or not self.memory.within_budget or self.io_issues:
             return False
         if min_coverage is not None:
             return self.coverage >= min_coverage
@@ -176,6 +177,7 @@ class CheckResult:
                 "operators": self.operator_table(),
                 "memory": self.memory.to_dict(),
                 "within_budget": self.memory.within_budget,
+                "io_issues": self.io_issues,
             },
             "advice": [a.to_dict() for a in self.advice],
             "artifact_id": self.artifact_id,
@@ -247,11 +249,26 @@ def check_model(model: str | os.PathLike | bytes | ModelView, target: str | os.P
         ops=verdicts,
         segments=segments,
         memory=memory,
+        io_issues=_io_issues(view, spec),
     )
     from tflc.check.advice import advise
 
     result.advice = advise(result, view, spec)
     return result
+
+
+def _io_issues(view: ModelView, spec: TargetSpec) -> list[str]:
+    """Model inputs and outputs whose dtype the target's runtime does not accept at its edges."""
+    allowed = spec.dtypes.io
+    if not allowed:
+        return []
+    issues = []
+    for role, tensors in (("input", view.input_tensors()), ("output", view.output_tensors())):
+        for t in tensors:
+            if t.dtype not in allowed:
+                issues.append(f"model {role} {library.shown_name(t)} is {t.dtype}; {spec.name} "
+                              f"takes {', '.join(allowed)} (convert with --io-type {allowed[0]})")
+    return issues
 
 
 def _fallback_spec(spec: TargetSpec) -> TargetSpec | None:

@@ -45,6 +45,7 @@ def render_table(result) -> str:
         lines.append(f"  {b.name:<16} {_size(b.needed_bytes):>12} of {_size(b.budget_bytes):>12}  "
                      f"{verdict}  ({b.what})")
     lines += [f"  note: {n}" for n in mem.notes]
+    lines += [f"I/O: {issue}" for issue in result.io_issues]
     if result.advice:
         lines += ["", "Advice:"]
         for a in result.advice:
