@@ -48,8 +48,9 @@ def test_sensitivity_command_writes_table_json_and_png(digits_dir, tmp_path):
     assert (out / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(main, ["sensitivity", str(digits_dir / "model.keras"),
                                     "--eval-data", str(digits_dir / "eval.npz"),
-                                    "--sparsities", "0.5,2"])
+                                    "--sparsities", "0.5,2", "-o", str(tmp_path / "never")])
     assert bad.exit_code == 2 and "--sparsities: expected values between 0 and 1" in bad.output
+    assert not (tmp_path / "never").exists()
 
 
 def synthetic(drops: dict[str, tuple[int, list[float]]]) -> SensitivityResult:

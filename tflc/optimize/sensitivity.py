@@ -119,9 +119,7 @@ def analyze(model, x: list[np.ndarray], y: np.ndarray, task, sparsities=DEFAULT_
 
     from tflc.optimize.prune import prunable
 
-    sparsities = sorted(float(s) for s in sparsities)
-    if not sparsities or any(not 0 < s < 1 for s in sparsities):
-        raise BadInput(f"--sparsities: expected values between 0 and 1, got {sparsities}")
+    sparsities = _checked_sparsities(sparsities)
     from tflc.optimize.training import accuracy_of_outputs
 
     work = copy_model(model)  # weights are changed and restored here; the caller's stay intact
@@ -150,6 +148,13 @@ def analyze(model, x: list[np.ndarray], y: np.ndarray, task, sparsities=DEFAULT_
                 weights=int(sum(np.prod(k.shape) for k in kernels(layer))),
                 prune_drop=drops, quantize_drop=quant[0], quantize_sqnr_db=quant[1]))
     return result
+
+
+def _checked_sparsities(sparsities) -> list[float]:
+    sparsities = sorted(float(s) for s in sparsities)
+    if not sparsities or any(not 0 < s < 1 for s in sparsities):
+        raise BadInput(f"--sparsities: expected values between 0 and 1, got {sparsities}")
+    return sparsities
 
 
 def choose_sparsities(result: SensitivityResult, candidates, target: float,
@@ -265,6 +270,7 @@ def sensitivity_report(model_path, eval_data, out_dir=None, sparsities=DEFAULT_S
     from tflc.optimize.pipeline import tf_keras_model
     from tflc.optimize.training import describe_task
 
+    sparsities = _checked_sparsities(sparsities)  # before anything is created or loaded
     out = ensure_writable_dir(out_dir) if out_dir is not None else None
     loaded = load_model(model_path, custom_objects, allow_unsafe_code)
     model, _ = tf_keras_model(loaded, None)
