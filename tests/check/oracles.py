@@ -46,6 +46,17 @@ def captured_fd2():
 # ----------------------------------------------------------------------------------- XNNPACK
 
 
+def xnnpack_partitions(model: bytes) -> int:
+    """How many partitions (DELEGATE nodes) the default XNNPACK delegate created."""
+    from ai_edge_litert import interpreter as litert
+
+    with captured_fd2():
+        interp = litert.Interpreter(model_content=model, num_threads=1)
+        interp.allocate_tensors()
+        nodes = interp._get_ops_details()  # noqa: SLF001
+    return sum(1 for node in nodes if node["op_name"] == "DELEGATE")
+
+
 def xnnpack_placement(model: bytes) -> dict[int, bool]:
     """Op index -> whether ai-edge-litert's default XNNPACK delegate took it."""
     from ai_edge_litert import interpreter as litert

@@ -63,3 +63,14 @@ def test_gpu_analyzer_agrees_with_gpu_descriptor(corpus, tmp_path):
                     "compatibility checker (it calls every model compatible, even ARG_MAX); "
                     "see benchmarks/agreement.md")
     _assert_agrees(compare("gpu", corpus, tmp_path))
+
+
+def test_partition_count_matches_xnnpack(agreement_models):
+    """tflc's partitioner groups delegated ops into as many segments as LiteRT does."""
+    from tests.check import oracles
+    from tflc.check import check_model
+
+    counts = {name: (check_model(path, "cpu").segments, oracles.xnnpack_partitions(path.read_bytes()))
+              for name, path in agreement_models.items()}
+    assert {n: c for n, c in counts.items() if c[0] != c[1]} == {}
+    assert any(mine > 1 for mine, _ in counts.values())

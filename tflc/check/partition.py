@@ -123,35 +123,43 @@ def _dataflow_cut(sg: SubgraphInfo, supported: dict[int, bool], rule: Partitioni
 def independent_partitions(sg: SubgraphInfo, on_target: set[int]) -> list[tuple[list[int], bool]]:
     """Group ops into alternating target / non-target partitions, as TFLite's partitioner does.
 
-    Repeatedly take every op of the current kind whose inputs are ready, until none is left;
-    then switch kind. Returns (op indices in execution order, is_target) per partition.
+    Take every op of the current kind whose inputs are ready (and those that become ready),
+    until none is left; then switch kind. Returns (op indices in execution order, is_target)
+    per partition. Linear in the graph size (a ready queue per kind, as in Kahn's sort).
     """
     producers = sg.producers()
-    remaining = [op.index for op in sg.operators]
-    done: set[int] = set()
+    ops = sg.operators
+    if not ops:
+        return []
+    waiting = {}
+    dependents: dict[int, list[int]] = {}
+    for op in ops:
+        deps = {producers[t] for t in op.inputs if t in producers and producers[t] != op.index}
+        waiting[op.index] = len(deps)
+        for d in deps:
+            dependents.setdefault(d, []).append(op.index)
+    ready = {True: [], False: []}
+    for op in ops:
+        if waiting[op.index] == 0:
+            ready[op.index in on_target].append(op.index)
     groups: list[tuple[list[int], bool]] = []
-    if not remaining:
-        return groups
-    kind = remaining[0] in on_target
-    stalled = 0
-    while remaining and stalled < 2:  # a cyclic (corrupt) graph stalls both kinds: stop
-        group: list[int] = []
-        progress = True
-        while progress:
-            progress = False
-            for i in list(remaining):
-                if (i in on_target) != kind:
-                    continue
-                deps = {producers[t] for t in sg.operators[i].inputs if t in producers}
-                if deps <= done:
-                    group.append(i)
-                    done.add(i)
-                    remaining.remove(i)
-                    progress = True
+    kind = ops[0].index in on_target
+    placed = 0
+    while ready[True] or ready[False]:
+        group = []
+        queue = ready[kind]
+        while queue:
+            i = queue.pop()
+            group.append(i)
+            for j in dependents.get(i, ()):
+                waiting[j] -= 1
+                if waiting[j] == 0:
+                    ready[j in on_target].append(j)
         if group:
             groups.append((sorted(group), kind))
-        stalled = 0 if group else stalled + 1
+            placed += len(group)
         kind = not kind
-    for i in remaining:
-        groups.append(([i], i in on_target))
+    if placed < len(ops):  # a cycle (corrupt graph): whatever is left, one op per partition
+        done = {i for g, _ in groups for i in g}
+        groups += [([op.index], op.index in on_target) for op in ops if op.index not in done]
     return groups

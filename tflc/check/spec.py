@@ -526,6 +526,12 @@ def _build(raw: dict, path: Path, chain: tuple[str, ...]) -> TargetSpec:
     leading = partition.get("leading_cpu_ops") or []
     if not isinstance(leading, list) or not all(isinstance(o, str) for o in leading):
         raise BadInput(f"{path}: field 'partitioning.leading_cpu_ops' must be a list of operator names")
+    from tflc.check.constraints import BUILTIN_OPS
+
+    for op in leading:
+        if op not in BUILTIN_OPS:
+            raise BadInput(f"{path}: field 'partitioning.leading_cpu_ops' names {op!r}, which is "
+                           "not a TFLite builtin operator (e.g. QUANTIZE)")
 
     provenance = raw.get("provenance") or []
     if not isinstance(provenance, list) or not provenance:
