@@ -208,8 +208,9 @@ def compile_model(
 
     report = CompileReport(
         config=config,
-        model={"path": os.fspath(loaded.path), "format": loaded.format, "sha256": loaded.sha256,
-               "params": loaded.param_count},
+        # the model the user gave, not what optimization stages (and TF-MOT's wrappers) made of it
+        model={"path": os.fspath(original.path), "format": original.format, "sha256": original.sha256,
+               "params": original.param_count},
         options=options.to_dict(),
         calibration=calib.to_dict(),
         sizes={"float_tflite_bytes": len(float_bytes), "int8_tflite_bytes": len(tflite_bytes),
