@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.check.agreement import KNOWN, compare  # noqa: E402
+from tests.check.agreement import KNOWN, compare, per_model  # noqa: E402
 from tests.check.corpus import CORPUS, build_corpus  # noqa: E402
 from tests.conftest import MLPERF_INT8  # noqa: E402
 from tflc.fileio import atomic_write_json, atomic_write_text  # noqa: E402
@@ -71,6 +71,7 @@ def main() -> None:
             "backend_takes": sum(1 for i in compared if i.backend),
             "backend_declines": sum(1 for i in compared if not i.backend),
             "skipped": agreement.skipped,
+            "per_model": per_model(agreement),
         }
         details[backend] = {
             "declined_ops": dict(Counter(i.op for i in compared if not i.backend).most_common()),

@@ -111,3 +111,13 @@ def compare(backend: str, models: dict[str, Path], workdir: Path) -> Agreement:
                                  for op in ops]
         result.models += 1
     return result
+
+
+def per_model(agreement: Agreement) -> dict:
+    """{model: {"compared": n, "agree": n}}: what the committed table is checked against."""
+    out: dict[str, dict] = {}
+    for i in agreement.compared:
+        row = out.setdefault(i.model, {"compared": 0, "agree": 0})
+        row["compared"] += 1
+        row["agree"] += int(bool(i.agrees))
+    return out
