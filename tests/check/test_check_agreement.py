@@ -80,3 +80,14 @@ def test_partition_count_matches_xnnpack(agreement_models):
               for name, path in agreement_models.items()}
     assert {n: c for n, c in counts.items() if c[0] != c[1]} == {}
     assert any(mine > 1 for mine, _ in counts.values())
+
+
+def test_a_wrong_descriptor_is_caught(corpus, tmp_path, monkeypatch):
+    """The comparison can fail: a cpu descriptor that forgot CONV_2D disagrees with XNNPACK."""
+    from tests.check import agreement as module
+
+    wrong = tmp_path / "cpu-without-conv.yaml"
+    wrong.write_text("extends: cpu\nops: {CONV_2D: null}\nprovenance: [{source: test}]\n")
+    monkeypatch.setitem(module.TARGET_OF, "xnnpack", str(wrong))
+    result = compare("xnnpack", {"cnn": corpus["cnn"]}, tmp_path)
+    assert {i.op for i in result.unexpected()} == {"CONV_2D"}
