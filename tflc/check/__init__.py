@@ -22,8 +22,10 @@ __all__ = ["DeviceFacts", "MemoryBudget", "RuntimeInfo", "TargetSpec", "check_mo
            "list_targets", "load_target"]
 
 
-def check_model(model, target, **kwargs):
-    """Check a .tflite model (path or bytes) against a target (name, path or TargetSpec)."""
+def check_model(model, target):
+    """Check a .tflite model (path, bytes or ModelView) against a target (name, path or
+    TargetSpec); returns a `tflc.check.check.CheckResult`. Imported lazily: listing targets
+    does not load the model reader."""
     from tflc.check.check import check_model as _check_model
 
-    return _check_model(model, target, **kwargs)
+    return _check_model(model, target)
