@@ -83,6 +83,23 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def read_yaml(path: str | os.PathLike, what: str):
+    """Parse a YAML file; any problem becomes one `BadInput` naming the file (and line)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise BadInput(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', exc)})") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{path}: not a text file; expected a {what} in YAML") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+
+
 def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Create `path` if needed and prove a file can be written there, before any slow work."""
     path = Path(path)

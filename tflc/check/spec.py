@@ -19,9 +19,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
 from tflc.errors import BadInput
+from tflc.fileio import read_yaml
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 
@@ -252,14 +251,7 @@ def _locate(ref: str, base: Path | None) -> Path:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise BadInput(f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read the target descriptor ({exc})") from None
+    data = read_yaml(path, "target descriptor")
     if not isinstance(data, dict):
         raise BadInput(f"{path}: a target descriptor must be a YAML mapping of fields")
     return data

@@ -171,19 +171,12 @@ class PipelineConfig:
 
 def load_config(path: str | os.PathLike) -> PipelineConfig:
     """Read and validate a pipeline YAML file."""
-    import yaml
+    from tflc.fileio import read_yaml
 
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"{path}: no such pipeline config file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise BadInput(f"{path}: not valid YAML{where} ({getattr(exc, 'problem', exc)})") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"{path}: not a text file; expected a pipeline YAML config") from None
+    data = read_yaml(path, "pipeline config")
     return parse_config(data, source=str(path), base_dir=path.parent)
 
 
