@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -101,18 +101,7 @@ class ArtifactRecord:
     releases: list[str] = field(default_factory=list)  # "NAME@current", "NAME@previous", "NAME"
 
     def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "created": self.created,
-            "model": self.model,
-            "model_name": self.model_name,
-            "target": self.target,
-            "tags": self.tags,
-            "releases": self.releases,
-            "files": self.files,
-            "manifest": self.manifest,
-        }
+        return asdict(self)
 
 
 @dataclass
@@ -126,13 +115,7 @@ class ReleaseChange:
     changed: bool = True
 
     def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "current": self.current,
-            "previous": self.previous,
-            "replaced": self.replaced,
-            "changed": self.changed,
-        }
+        return asdict(self)
 
 
 class Registry:
