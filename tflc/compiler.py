@@ -95,7 +95,13 @@ def compile_model(
     (the model and report are written all the same, so a CI job can inspect them).
     """
     from tflc import data as data_io
-    from tflc.convert import ConvertOptions, convert_float, convert_int8, explain_float_ops
+    from tflc.convert import (
+        ConvertOptions,
+        convert_float,
+        convert_int8,
+        explain_float_ops,
+        frozen_function,
+    )
     from tflc.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir, sha256_bytes
     from tflc.keras_io import load_model
     from tflc.tflite.reader import read_model
@@ -171,11 +177,12 @@ def compile_model(
 
     clock = time.perf_counter()
     say("converting to float TFLite (size baseline)")
-    float_bytes = convert_float(loaded, static_batch)
+    frozen = frozen_function(loaded, static_batch)
+    float_bytes = convert_float(loaded, static_batch, frozen)
     timings["convert_float"] = time.perf_counter() - clock
     clock = time.perf_counter()
     say(f"calibrating on {len(calib)} samples and converting to {activations} TFLite")
-    tflite_bytes = convert_int8(loaded, calib.x, options)
+    tflite_bytes = convert_int8(loaded, calib.x, options, frozen)
     timings["convert_int8"] = time.perf_counter() - clock
 
     view = read_model(tflite_bytes)

@@ -86,18 +86,25 @@ def frozen_function(loaded, static_batch: bool = False):
         return convert_variables_to_constants_v2(function.get_concrete_function())
 
 
-def convert_float(loaded, static_batch: bool = False) -> bytes:
-    """The float32 TFLite model: the baseline for size and for fidelity."""
+def convert_float(loaded, static_batch: bool = False, frozen=None) -> bytes:
+    """The float32 TFLite model: the baseline for size and for fidelity.
+
+    `frozen` is a `frozen_function(loaded, static_batch)` to reuse: tracing and freezing a large
+    model costs about as much as converting it, so compile does it once for both conversions.
+    """
     tf = import_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(loaded, static_batch)])
+    frozen = frozen or frozen_function(loaded, static_batch)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     return _run(converter, loaded)
 
 
-def convert_int8(loaded, calibration: list[np.ndarray], options: ConvertOptions = ConvertOptions()) -> bytes:
+def convert_int8(loaded, calibration: list[np.ndarray], options: ConvertOptions = ConvertOptions(),
+                 frozen=None) -> bytes:
     """The fully-integer model: int8 (or 16x8) kernels only, I/O as `options.io_type` says."""
     options.validate()
     tf = import_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_function(loaded, options.static_batch)])
+    frozen = frozen or frozen_function(loaded, options.static_batch)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     count = len(calibration[0])
 
