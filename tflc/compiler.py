@@ -178,7 +178,8 @@ def compile_model(
     clock = time.perf_counter()
     say("converting to float TFLite (size baseline)")
     frozen = frozen_function(loaded, static_batch)
-    float_bytes = convert_float(loaded, static_batch, frozen)
+    # the baseline is the user's float model, not what optimization stages made of it
+    float_bytes = convert_float(original, static_batch, frozen if original is loaded else None)
     timings["convert_float"] = time.perf_counter() - clock
     clock = time.perf_counter()
     say(f"calibrating on {len(calib)} samples and converting to {activations} TFLite")
