@@ -208,7 +208,7 @@ def compile_model(
     if target_spec is not None:
         from tflc.check import check_model
 
-        check = check_model(tflite_bytes, target_spec).to_dict()
+        check = check_model(view, target_spec).to_dict()  # the view already parsed above
         mapped = check["summary"]["ops_on_target"] == check["summary"]["ops_total"]
         if strict and not mapped:
             gate = {**(gate or {}), "passed": False,
