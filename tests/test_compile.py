@@ -409,3 +409,26 @@ def test_help_does_not_import_tensorflow():
 def test_mlperf_fixture_folder_is_found():
     need_mlperf(MLPERF)
     assert MLPERF_INT8["kws"].exists()
+
+
+def test_target_check_strict_gate_and_export_in_one_go(digits_dir, tmp_path):
+    common = ["compile", digits_dir / "model.keras", "--calibration-data", digits_dir / "calib.npz",
+              "--calibration-samples", 20]
+    # the Edge TPU needs static shapes: a free batch dimension keeps every op on the CPU
+    result = run_cli(*common, "-o", tmp_path / "tpu", "--target", "edgetpu", "--strict")
+    assert result.exit_code == 3, result.output
+    report = json.loads((tmp_path / "tpu" / "report.json").read_text())
+    assert report["check"]["summary"]["ops_on_target"] == 0
+    assert "ops map to edgetpu" in report["gate"]["strict"]
+    result = run_cli(*common, "-o", tmp_path / "tpu_static", "--target", "edgetpu", "--strict", "--static-batch")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "tpu_static" / "report.json").read_text())
+    assert report["check"]["summary"]["ops_on_target"] == report["check"]["summary"]["ops_total"] == 7
+    # compile, check and export for a microcontroller
+    result = run_cli(*common, "-o", tmp_path / "mcu", "--target", "cortex-m4", "--export", "c")
+    assert result.exit_code == 0, result.output
+    c_dir = tmp_path / "mcu" / "c"
+    assert (c_dir / "model_model_data.cc").exists() and (c_dir / "model_op_resolver.h").exists()
+    report = json.loads((tmp_path / "mcu" / "report.json").read_text())
+    assert report["export"]["arena"]["measured_bytes"] > 0
+    assert run_cli(*common, "-o", tmp_path / "x", "--export", "c").exit_code == 2  # needs --target
