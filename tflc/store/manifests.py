@@ -33,12 +33,17 @@ COMPILE_INPUTS = {
 }
 
 
-def describe_path(path, config_key: str | None = None) -> dict | None:
-    """{path (absolute), sha256} of an input file or folder; sha256 None when it is gone."""
+def describe_path(path, config_key: str | None = None, sha256: str | None = None) -> dict | None:
+    """{path (absolute), sha256} of an input file or folder; sha256 None when it is gone.
+
+    `sha256`: the hash the producing command already computed, so big inputs are read once.
+    """
     if path is None:
         return None
     absolute = Path(os.fspath(path)).expanduser().absolute()
-    entry = {"path": str(absolute), "sha256": sha256_file(absolute) if absolute.exists() else None}
+    if sha256 is None and absolute.exists():
+        sha256 = sha256_file(absolute)
+    entry = {"path": str(absolute), "sha256": sha256}
     if config_key:
         entry["config_key"] = config_key
     return entry
@@ -84,12 +89,10 @@ def numeric_leaves(obj, prefix: str = "", out: dict | None = None) -> dict:
 def compile_manifest(report) -> dict:
     """The manifest of a `tflc.compile` result (a CompileReport)."""
     config = dict(report.config)
-    inputs = {role: describe_path(config.get(key), key) for key, role in COMPILE_INPUTS.items()}
-    inputs["model"] = {
-        **(inputs["model"] or {}),
-        "sha256": report.model.get("sha256"),
-        "format": report.model.get("format"),
-    }
+    known = {"model": report.model.get("sha256"), "calibration_data": report.calibration.get("sha256")}
+    inputs = {role: describe_path(config.get(key), key, known.get(key))
+              for key, role in COMPILE_INPUTS.items()}
+    inputs["model"]["format"] = report.model.get("format")
     pipeline = config.get("pipeline")
     pipeline_file = pipeline.get("config") if isinstance(pipeline, dict) else pipeline
     if pipeline_file:
