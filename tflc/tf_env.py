@@ -48,8 +48,9 @@ def import_tensorflow():
     global _CONFIGURED
     if "tensorflow" not in sys.modules:
         _prepare_environment()
-    with quiet_native_output():
-        import tensorflow as tf
+        with quiet_native_output():
+            import tensorflow  # noqa: F401
+    tf = sys.modules["tensorflow"]
     if _CONFIGURED:
         return tf
     _CONFIGURED = True
