@@ -51,7 +51,7 @@ def load_calibration(path, inputs, count: int = 200, seed: int = 0, normalize: s
     if path.is_dir():
         if len(inputs) != 1:
             raise BadInput(f"{path}: an image folder can only calibrate a one-input model")
-        samples = SampleSet([_load_images(path, inputs[0], normalize)], None, str(path), sha256_file(path))
+        samples = SampleSet([load_images(path, inputs[0], normalize)], None, str(path), sha256_file(path))
     else:
         samples = _load_arrays(path, inputs, labels=False)
     _validate(samples, inputs, str(path))
@@ -110,7 +110,8 @@ def _load_arrays(path: Path, inputs, labels: bool) -> SampleSet:
     return SampleSet(x, y, str(path), sha256_file(path))
 
 
-def _load_images(folder: Path, spec, normalize: str) -> np.ndarray:
+def load_images(folder: Path, spec, normalize: str) -> np.ndarray:
+    """Every image below `folder`, resized to `spec` (an IOSpec) and scaled as `normalize` says."""
     from PIL import Image
 
     if normalize not in NORMALIZATIONS:

@@ -142,7 +142,7 @@ def _load_image_folder(root: Path, inputs, normalize: str) -> TrainingData:
         raise BadInput(f"{root}: an image folder can only train a one-input model")
     images, labels = [], []
     for label, name in enumerate(classes):
-        pixels = data_io._load_images(root / name, inputs[0], normalize)
+        pixels = data_io.load_images(root / name, inputs[0], normalize)
         images.append(pixels)
         labels.append(np.full(len(pixels), label, np.int64))
     return TrainingData(source=str(root), x=[np.concatenate(images)], y=np.concatenate(labels))

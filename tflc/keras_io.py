@@ -94,7 +94,7 @@ def load_model(
     """
     path = Path(path)
     kind = detect_format(path)
-    config_text = _keras_config_text(path, kind) if kind != "saved_model" else ""
+    config_text = _keras_config_text(path) if kind != "saved_model" else ""
     _refuse_code_layers(path, config_text, allow_unsafe)
     from tflc.tf_env import import_tensorflow, quiet_native_output
 
@@ -149,7 +149,7 @@ def _keras_zip_flavor(path: Path) -> str:
     return "keras3" if major == "3" else "tf_keras"
 
 
-def _keras_config_text(path: Path, kind: str) -> str:
+def _keras_config_text(path: Path) -> str:
     """The model's architecture JSON, read without building the model."""
     try:
         if zipfile.is_zipfile(path):
