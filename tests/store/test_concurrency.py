@@ -79,3 +79,40 @@ def test_parallel_processes_record_tag_and_promote_without_losing_anything(tmp_p
     events = (registry_dir() / "events.jsonl").read_text().splitlines()
     assert len(events) == WORKERS * RECORDS + len(history)  # every line whole
     assert all(json.loads(line) for line in events)
+
+
+CREATOR = r"""
+import sys, time
+from pathlib import Path
+from tflc.store import Registry
+
+go = Path(sys.argv[1])
+while not go.exists():
+    time.sleep(0.001)
+Registry().ensure_database()
+with Registry().transaction(write=True):
+    pass
+"""
+
+
+def test_processes_racing_to_create_a_new_registry_all_succeed(tmp_path):
+    """The first use of a registry, by several processes at once, is the narrowest race: one
+    switches the new database to WAL while the others open it. Without the setup lock about a
+    quarter of these rounds failed with "database is locked"."""
+    for round_ in range(8):
+        go = tmp_path / f"go{round_}"
+        env = {**os.environ, "TFLC_REGISTRY": str(tmp_path / f"registry{round_}")}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", CREATOR, str(go)],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(5)
+        ]
+        time.sleep(0.3)
+        go.touch()
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, f"round {round_}: {err}"

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,6 +26,7 @@ from tflc.store.artifacts import ArtifactFiles
 
 DB_NAME = "registry.sqlite"
 EVENTS_NAME = "events.jsonl"
+SETUP_LOCK_NAME = "registry.lock"
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
 ENV_VAR = "TFLC_REGISTRY"
@@ -79,6 +81,33 @@ def registry_root(registry: str | os.PathLike | None = None) -> Path:
         return Path(registry)
     env = os.environ.get(ENV_VAR)
     return Path(env) if env else Path.cwd() / DEFAULT_DIR
+
+
+@contextlib.contextmanager
+def _setup_lock(root: Path):
+    """Serialise creating or migrating the database across processes.
+
+    SQLite's busy timeout does not cover switching a new database to WAL: a process that reads
+    while another makes the switch gets "database is locked" at once instead of waiting. An OS
+    file lock around the one-time setup makes the racing first writers take turns. Where no lock
+    can be taken (Windows, a read-only folder) the setup runs unguarded, as before.
+    """
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / SETUP_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def now_iso() -> str:
@@ -200,11 +229,17 @@ class Registry:
                 f"{self.db_path}: the run registry was written by a newer tflc (schema "
                 f"{version}, this one reads {SCHEMA_VERSION}); upgrade tflc"
             )
+        with _setup_lock(self.root):
+            self._create_or_migrate(conn)
+
+    def _create_or_migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+        if version == SCHEMA_VERSION:
+            return
         # WAL: readers never block the writer and a crash mid-write cannot tear the database.
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
             if version == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
