@@ -114,19 +114,22 @@ def main(debug: bool) -> None:
 @click.option("--qat-skip-unsupported", is_flag=True, help="QAT: leave layers TF-MOT cannot quantize in float.")
 @click.option("--cluster", type=int, help="Shortcut: a clustering stage with this many clusters.")
 @click.option("--distill", "distill_student", type=click.Path(), help="Shortcut: distil into this student Keras file.")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Fine-tuning epochs of every pipeline stage (overrides the config's).")
 @FORMAT_OPTION
 def compile_command(model, out_dir, calibration_data, calibration, calibration_samples, random_range,
                     normalize, weights, activations, io_type, static_batch, eval_data, max_accuracy_drop, seed,
                     input_shape, custom_objects, allow_unsafe_code, allow_float_ops, target, strict, export_format,
                     pipeline_config, train_data, prune, prune_structure, qat, qat_skip_unsupported,
-                    cluster, distill_student, fmt):
+                    cluster, distill_student, epochs, fmt):
     """Compile a Keras model (.keras, .h5, SavedModel) into a fully-integer TFLite model."""
     import tflc
     from tflc.keras_io import parse_input_shapes
 
     pipeline = _pipeline_request(pipeline_config, prune, qat, cluster, distill_student,
                                  prune_structure=prune_structure,
-                                 qat_skip_unsupported=qat_skip_unsupported or None)
+                                 qat_skip_unsupported=qat_skip_unsupported or None,
+                                 epochs=epochs)
     report = tflc.compile(
         model, out_dir, calibration_data=calibration_data, calibration=calibration,
         calibration_samples=calibration_samples, random_range=_parse_range(random_range),
@@ -152,6 +155,11 @@ def _pipeline_request(config, prune, qat, cluster, distill, **more):
                                 "distill": distill, **more}.items() if v is not None}
     if config and flags:
         return {"config": config, "flags": flags}
+    if set(flags) == {"epochs"}:
+        from tflc.errors import BadInput
+
+        raise BadInput("--epochs: sets the fine-tuning of pipeline stages; add a stage "
+                       "(--prune, --qat, --cluster, --distill) or --config")
     if flags:
         return {"flags": flags}
     return config

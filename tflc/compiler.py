@@ -39,6 +39,7 @@ class CompileReport:
     check: dict | None = None
     export: dict | None = None
     stages: list | None = None
+    pipeline: dict | None = None  # the stages' settings as run: the request with defaults filled in
     warnings: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     tflc_version: str = __version__
@@ -233,6 +234,7 @@ def compile_model(
         gate=gate,
         check=check,
         stages=stages,
+        pipeline=pipeline_config.to_dict() if pipeline_config is not None else None,
         warnings=warnings,
         timings={k: round(v, 3) for k, v in timings.items()},
     )

@@ -99,6 +99,26 @@ def test_resolve_config_takes_what_the_compile_command_passes(tmp_path):
         resolve_config({"config": str(path), "flags": {"qat": True}})
 
 
+def test_epochs_flag_overrides_every_stage_of_a_config_file(tmp_path):
+    path = write(tmp_path, "stages: [{prune: {sparsity: 0.5, epochs: 6}}, qat]")
+    assert [s.train.epochs for s in resolve_config(str(path)).stages] == [6, 2]
+    config = resolve_config({"config": str(path), "flags": {"epochs": 1}})
+    assert [s.train.epochs for s in config.stages] == [1, 1]
+    loaded = load_config(path)
+    resolve_config(loaded, epochs=3)
+    assert loaded.stages[0].train.epochs == 6  # the caller's object is left as it was
+
+
+def test_epochs_flag_without_a_stage_is_refused(tmp_path):
+    from tests.store.helpers import cli
+
+    result = cli("compile", "m.keras", "-o", tmp_path / "out", "--epochs", "2", ok=False)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "tflc: error: --epochs: sets the fine-tuning of pipeline stages; add a stage (--prune, --qat, "
+        "--cluster, --distill) or --config")
+
+
 @pytest.mark.parametrize("flags, expected", [
     ({"prune": 1.2}, "--prune: expected a number in (0, 1), got 1.2"),
     ({"prune": "most"}, "--prune most: expected a sparsity between 0 and 1, or auto"),

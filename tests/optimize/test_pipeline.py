@@ -84,13 +84,15 @@ def test_compile_with_flags_runs_the_pipeline_end_to_end(digits_dir, tmp_path):
 
     out = tmp_path / "out"
     result = CliRunner().invoke(main, compile_args(
-        digits_dir, out, "--train-data", digits_dir / "train.npz", "--prune", "0.6", "--qat"))
+        digits_dir, out, "--train-data", digits_dir / "train.npz", "--prune", "0.6", "--qat",
+        "--epochs", "2"))
     assert result.exit_code == 0, result.output
     assert "stages" in result.output and "prune 60%" in result.output
     report = json.loads((out / "report.json").read_text())
     assert [s["stage"] for s in report["stages"]] == ["float", "prune", "qat"]
     assert report["stages"][2]["details"]["scheme"] == "pqat"
-    assert report["config"]["pipeline"] == {"flags": {"prune": "0.6", "qat": True}}
+    assert report["config"]["pipeline"] == {"flags": {"prune": "0.6", "qat": True, "epochs": 2}}
+    assert [s["train"]["epochs"] for s in report["pipeline"]["stages"]] == [2, 2]
     assert (out / "pipeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the delivered model: int8 I/O, and the pruned layers' zeros are in it
     view = read_model(out / "model.tflite")

@@ -19,6 +19,7 @@ Nothing is written to disk here: the compiler writes the final model and report 
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import dataclass, field
@@ -109,7 +110,7 @@ def resolve_config(config=None, **flags) -> PipelineConfig | None:
                                ) from None
         return config_from_flags(**{**flags, "prune": prune})
     if isinstance(config, PipelineConfig):
-        resolved = config
+        resolved = copy.deepcopy(config)  # the flags below must not change the caller's object
     elif isinstance(config, dict):
         resolved = parse_config(config, source="<config>", base_dir=Path.cwd())
     elif isinstance(config, (str, os.PathLike)):
@@ -120,6 +121,9 @@ def resolve_config(config=None, **flags) -> PipelineConfig | None:
         resolved.budget.max_accuracy_drop = float(flags["max_accuracy_drop"])
     if flags.get("seed") is not None and resolved.seed is None:
         resolved.seed = int(flags["seed"])
+    if flags.get("epochs") is not None:  # a flag typed for this run beats the file's settings
+        for stage in resolved.stages:
+            stage.train.epochs = int(flags["epochs"])
     return resolved
 
 
