@@ -155,11 +155,6 @@ def _pipeline_request(config, prune, qat, cluster, distill, **more):
                                 "distill": distill, **more}.items() if v is not None}
     if config and flags:
         return {"config": config, "flags": flags}
-    if set(flags) == {"epochs"}:
-        from tflc.errors import BadInput
-
-        raise BadInput("--epochs: sets the fine-tuning of pipeline stages; add a stage "
-                       "(--prune, --qat, --cluster, --distill) or --config")
     if flags:
         return {"flags": flags}
     return config

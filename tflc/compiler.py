@@ -136,6 +136,7 @@ def compile_model(
     if export is not None and target is None:
         raise BadInput("--export needs --target (the microcontroller whose budget the package must fit)")
     target_spec = _load_target(target) if target else None
+    pipeline_config = _resolve_pipeline(pipeline)  # a mistake in it costs no model loading
     out = ensure_writable_dir(out_dir)
     timings: dict[str, float] = {}
     warnings: list[str] = []
@@ -161,7 +162,6 @@ def compile_model(
     original = loaded
     stages = None
     pipeline_result = None
-    pipeline_config = _resolve_pipeline(pipeline)
     if pipeline_config is not None:
         from tflc.optimize.pipeline import run_pipeline
 

@@ -112,7 +112,8 @@ def test_epochs_flag_overrides_every_stage_of_a_config_file(tmp_path):
 def test_epochs_flag_without_a_stage_is_refused(tmp_path):
     from tests.store.helpers import cli
 
-    result = cli("compile", "m.keras", "-o", tmp_path / "out", "--epochs", "2", ok=False)
+    result = cli("compile", "missing.keras", "-o", tmp_path / "out", "--calibration", "random",
+                 "--epochs", "2", ok=False)  # found before the model is looked for
     assert result.exit_code == 2
     assert result.stderr.strip() == (
         "tflc: error: --epochs: sets the fine-tuning of pipeline stages; add a stage (--prune, --qat, "

@@ -100,6 +100,9 @@ def resolve_config(config=None, **flags) -> PipelineConfig | None:
     if config is not None and stage_flags:
         raise BadInput(f"--config {config}: give the stages either in the config file or as flags "
                        f"(--{', --'.join(k.replace('_', '-') for k in stage_flags)}), not both")
+    if config is None and not stage_flags and flags.get("epochs") is not None:
+        raise BadInput("--epochs: sets the fine-tuning of pipeline stages; add a stage "
+                       "(--prune, --qat, --cluster, --distill) or --config")
     if config is None:
         prune = flags.get("prune")
         if isinstance(prune, str) and prune != "auto":
