@@ -150,13 +150,22 @@ def shown_name(t: TensorInfo, limit: int = 48) -> str:
     return f"'{name}'"
 
 
-def _hw(options: dict, prefix: str) -> tuple[int, int]:
-    """(height, width) of a stride or pooling window from an op's options."""
-    if prefix == "filter":
-        keys = ("filter_height", "filter_width")
-    else:
-        keys = (f"{prefix}_h", f"{prefix}_w")
+_HW_KEYS = {
+    "stride": ("stride_h", "stride_w"),
+    "filter": ("filter_height", "filter_width"),
+    "dilation": ("dilation_h_factor", "dilation_w_factor"),
+}
+
+
+def _hw(options: dict, what: str) -> tuple[int, int]:
+    """(height, width) of a stride, pooling window or dilation from an op's options (1 if unset)."""
+    keys = _HW_KEYS[what]
     return int(options.get(keys[0], 1) or 1), int(options.get(keys[1], 1) or 1)
+
+
+def _outside(h: int, w: int, min: int, max: int | None) -> bool:
+    """Whether height or width falls outside [min, max] (max None: no upper bound)."""
+    return h < min or w < min or (max is not None and (h > max or w > max))
 
 
 def _activation(ctx: OpContext) -> str:
@@ -187,9 +196,7 @@ def bias_of(ctx: OpContext) -> TensorInfo | None:
 def stride_range(ctx: OpContext, min: int = 1, max: int | None = None):
     """Stride must be between {min} and {max} in both directions (found {found})."""
     h, w = _hw(ctx.options, "stride")
-    if h < min or w < min or (max is not None and (h > max or w > max)):
-        return {"found": f"{w}x{h}"}
-    return None
+    return {"found": f"{w}x{h}"} if _outside(h, w, min, max) else None
 
 
 @constraint
@@ -202,16 +209,14 @@ def equal_strides(ctx: OpContext):
 @constraint
 def dilation_max(ctx: OpContext, max: int = 1):
     """Dilation must be at most {max} (found {found})."""
-    h = int(ctx.options.get("dilation_h_factor", 1) or 1)
-    w = int(ctx.options.get("dilation_w_factor", 1) or 1)
+    h, w = _hw(ctx.options, "dilation")
     return {"found": f"{w}x{h}"} if h > max or w > max else None
 
 
 @constraint
 def equal_dilation(ctx: OpContext):
     """Dilation must be the same in x and y (found {found})."""
-    h = int(ctx.options.get("dilation_h_factor", 1) or 1)
-    w = int(ctx.options.get("dilation_w_factor", 1) or 1)
+    h, w = _hw(ctx.options, "dilation")
     return {"found": f"{w}x{h}"} if h != w else None
 
 
@@ -219,9 +224,7 @@ def equal_dilation(ctx: OpContext):
 def filter_size_range(ctx: OpContext, min: int = 1, max: int | None = None):
     """Pooling window must be between {min} and {max} in both directions (found {found})."""
     h, w = _hw(ctx.options, "filter")
-    if h < min or w < min or (max is not None and (h > max or w > max)):
-        return {"found": f"{w}x{h}"}
-    return None
+    return {"found": f"{w}x{h}"} if _outside(h, w, min, max) else None
 
 
 @constraint
@@ -231,9 +234,7 @@ def kernel_size_range(ctx: OpContext, min: int = 1, max: int | None = None):
     if weights is None or len(weights.shape) != 4:
         return None
     h, w = weights.shape[1], weights.shape[2]
-    if h < min or w < min or (max is not None and (h > max or w > max)):
-        return {"found": f"{w}x{h}"}
-    return None
+    return {"found": f"{w}x{h}"} if _outside(h, w, min, max) else None
 
 
 @constraint
@@ -801,8 +802,7 @@ def large_stride_needs_valid(ctx: OpContext, max: int = 3):
     h, w = _hw(ctx.options, "stride")
     if h <= max and w <= max:
         return None
-    dh = int(ctx.options.get("dilation_h_factor", 1) or 1)
-    dw = int(ctx.options.get("dilation_w_factor", 1) or 1)
+    dh, dw = _hw(ctx.options, "dilation")
     if dh == dw == 1 and str(ctx.options.get("padding", "VALID")) == "VALID":
         return None
     return {"found": f"{w}x{h}, dilation {dw}x{dh}, padding {ctx.options.get('padding')}"}
