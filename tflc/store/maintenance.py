@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from tflc.errors import BadInput
@@ -77,13 +77,7 @@ class RepairReport:
     unrecoverable: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "database_moved_to": self.database_moved_to,
-            "reindexed": self.reindexed,
-            "events_replayed": self.events_replayed,
-            "restored": self.restored,
-            "unrecoverable": self.unrecoverable,
-        }
+        return asdict(self)
 
 
 def repair(registry: Registry) -> RepairReport:
@@ -234,14 +228,7 @@ class GcReport:
     bytes_freed: int = 0
 
     def to_dict(self) -> dict:
-        return {
-            "dry_run": self.dry_run,
-            "keep_days": self.keep_days,
-            "artifacts": self.artifacts,
-            "orphan_blobs": self.orphan_blobs,
-            "orphan_folders": self.orphan_folders,
-            "bytes_freed": self.bytes_freed,
-        }
+        return asdict(self)
 
 
 def gc(registry: Registry, keep_days: float = 14.0, dry_run: bool = False) -> GcReport:
