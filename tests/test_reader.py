@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import MLPERF, MLPERF_INT8, need_mlperf
+from tflc.convert.integer_verifier import verify_integer
 from tflc.errors import BadInput
 from tflc.tflite.reader import read_model
-from tflc.tflite.verify import verify_integer
 
 
 @pytest.mark.parametrize("name", sorted(MLPERF_INT8))
@@ -87,7 +87,7 @@ def test_files_that_are_not_models(tmp_path):
 
 def test_the_reader_does_not_import_tensorflow(digits_tflite):
     code = ("import sys; sys.modules['tensorflow'] = None; "
-            "from tflc.tflite.reader import read_model; from tflc.tflite.verify import verify_integer; "
+            "from tflc.tflite.reader import read_model; from tflc.convert.integer_verifier import verify_integer; "
             f"v = read_model({str(digits_tflite)!r}); print(verify_integer(v).fully_integer)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

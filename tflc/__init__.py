@@ -1,13 +1,13 @@
 """tflc: a TensorFlow Lite edge compiler.
 
-The pipeline reads as its modules: load (`keras_io`, `data`) -> optimize (`optimize/`) ->
-convert (`convert`) -> check (`check/`) -> export (`export/`) / bench (`bench/`).
+The pipeline reads as its modules: load (`load/`) -> optimize (`optimize/`) ->
+convert (`convert/`) -> check (`check/`) -> export (`export/`) / bench (`bench/`).
 
 Importing `tflc` is cheap: TensorFlow is imported only inside the functions that need it, so
 `tflc check`, `tflc --help` and the device runner work without it.
 """
 
-__version__ = "0.1.0"
+from tflc.version import __version__
 
 __all__ = ["__version__", "compile"]
 

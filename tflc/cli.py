@@ -15,8 +15,8 @@ import traceback
 
 import click
 
-from tflc import __version__
 from tflc.errors import TflcError
+from tflc.version import __version__
 
 
 class TflcGroup(click.Group):
@@ -124,7 +124,7 @@ def compile_command(model, out_dir, calibration_data, calibration, calibration_s
                     cluster, distill_student, epochs, fmt):
     """Compile a Keras model (.keras, .h5, SavedModel) into a fully-integer TFLite model."""
     import tflc
-    from tflc.keras_io import parse_input_shapes
+    from tflc.load.models import parse_input_shapes
 
     pipeline = _pipeline_request(pipeline_config, prune, qat, cluster, distill_student,
                                  prune_structure=prune_structure,
@@ -360,7 +360,7 @@ def bench_command(models, device, target, python, threads, warmup, runs, min_dur
     with its ratio to the first model. Exit codes: 0 measured; 1 the device failed; 2 bad input.
     """
     from tflc.bench import bench
-    from tflc.bench.compare import render_table
+    from tflc.bench.summary import render_table
     from tflc.store import resolve_model_ref
 
     result = bench(
@@ -511,7 +511,7 @@ def runs_show_command(artifact, fmt) -> None:
     """Everything recorded about one artifact (an id or a unique prefix of one, or NAME@current)."""
     from tflc.errors import PipelineError
     from tflc.store import Registry
-    from tflc.store.compare import flatten
+    from tflc.store.diff import flatten
 
     registry = Registry()
     record = registry.get(_artifact_arg(registry, artifact))
@@ -566,7 +566,7 @@ def _artifact_arg(registry, text: str) -> str:
 def runs_diff_command(a, b, fmt) -> None:
     """What differs between two artifacts: inputs, configuration, target, versions, metrics."""
     from tflc.store import Registry
-    from tflc.store.compare import diff_records
+    from tflc.store.diff import diff_records
 
     registry = Registry()
     result = diff_records(registry.get(_artifact_arg(registry, a)),
@@ -628,7 +628,7 @@ def runs_export_command(kind, model, target, tag, since, until, fmt, output) -> 
     """All matching records as one flat row each (CSV for spreadsheets, JSON for dashboards)."""
     from tflc.fileio import _json_default, atomic_write_text
     from tflc.store import Registry
-    from tflc.store.compare import export_row, to_csv
+    from tflc.store.diff import export_row, to_csv
 
     records = Registry().list(kind=kind, model=model, target=target, tag=tag, since=since,
                               until=until)

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tflc import __version__
 from tflc.errors import BadInput
+from tflc.version import __version__
 
 DEFAULT_CALIBRATION_SAMPLES = 200
 
@@ -95,18 +95,18 @@ def compile_model(
     Returns the report; `report.passed` is False when `max_accuracy_drop` or `strict` was not met
     (the model and report are written all the same, so a CI job can inspect them).
     """
-    from tflc import data as data_io
-    from tflc.convert import (
+    from tflc.convert.converter import (
         ConvertOptions,
         convert_float,
         convert_int8,
         explain_float_ops,
         frozen_function,
     )
+    from tflc.convert.integer_verifier import verify_integer
     from tflc.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir, sha256_bytes
-    from tflc.keras_io import load_model
+    from tflc.load import data as data_io
+    from tflc.load.models import load_model
     from tflc.tflite.reader import read_model
-    from tflc.tflite.verify import verify_integer
 
     say = log or (lambda message: None)
     config = {
@@ -198,7 +198,7 @@ def compile_model(
     if evaluation_set is not None:
         say(f"evaluating float and {activations} models on {len(evaluation_set)} samples")
         clock = time.perf_counter()
-        from tflc.evaluate import evaluate
+        from tflc.convert.evaluate import evaluate
 
         baseline = original if original is not loaded else None
         evaluation = evaluate(loaded, tflite_bytes, evaluation_set, baseline).to_dict()
@@ -321,7 +321,7 @@ def format_summary(report: CompileReport) -> str:
         for f in evaluation["fidelity"]:
             lines.append(f"fidelity    {f['name']}: top-1 agreement {f['top1_agreement']:.2f}%, SQNR {f['sqnr_db']} dB")
     if report.stages:  # (issue 4) the compression pipeline's stage table
-        from tflc.optimize.report import stage_table
+        from tflc.optimize.stage_report import stage_table
 
         lines.append("stages      (accuracy of each stage's model; sizes of it converted to int8)")
         lines.extend("            " + line for line in stage_table(report.stages).splitlines())

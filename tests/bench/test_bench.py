@@ -174,7 +174,7 @@ def live_members(group: int) -> list[int]:
 
 def test_fidelity_without_a_host_reference():
     """A model this machine cannot run (an Edge TPU custom op) still gets device accuracy."""
-    from tflc.bench.compare import fidelity
+    from tflc.bench.summary import fidelity
 
     device = {"count": 3, "top1": [1, 0, 2],
               "output": {"name": "out", "dtype": "int8", "values": [[0, 5, 1], [4, 0, 0],

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def digits_loaded(digits_dir):
-    from tflc.keras_io import load_model
+    from tflc.load.models import load_model
 
     return load_model(digits_dir / "model.keras")
 
@@ -38,7 +38,7 @@ def write_npz(path, **arrays):
 
 @pytest.fixture(scope="session")
 def digits_train(digits_dir, digits_loaded):
-    from tflc.data_train import load_labelled_data
+    from tflc.load.train_data import load_labelled_data
 
     return load_labelled_data(digits_dir / "train.npz", digits_loaded.inputs, 10)
 

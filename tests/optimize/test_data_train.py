@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from tests.optimize.conftest import write_npz
-from tflc.data_train import load_labelled_data, materialize
 from tflc.errors import BadInput
-from tflc.keras_io import IOSpec
+from tflc.load.models import IOSpec
+from tflc.load.train_data import load_labelled_data, materialize
 
 IMAGE = [IOSpec("image", (1, 8, 8, 1))]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tflc.keras_rebuild import CannotRebuild, rebuild_as_tf_keras
+from tflc.optimize.keras_rebuild import CannotRebuild, rebuild_as_tf_keras
 
 
 @pytest.fixture(scope="module")

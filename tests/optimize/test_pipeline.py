@@ -176,7 +176,7 @@ def test_interrupt_during_training_leaves_earlier_results_intact(digits_dir, tmp
 
 def test_keras3_model_is_rebuilt_for_the_pipeline(digits_dir, tmp_path):
     from tflc.examples.digits import train
-    from tflc.keras_io import load_model
+    from tflc.load.models import load_model
     from tflc.tf_env import import_keras3
 
     keras3 = import_keras3()

@@ -27,9 +27,9 @@ def test_qat_after_prune_keeps_the_zeros(pruned_pqat):
 
 
 def test_qat_model_converts_to_fully_integer_int8(pruned_pqat, digits_dir):
-    from tflc.convert import convert_int8
+    from tflc.convert.converter import convert_int8
+    from tflc.convert.integer_verifier import verify_integer
     from tflc.tflite.reader import read_model
-    from tflc.tflite.verify import verify_integer
 
     calib = np.load(digits_dir / "calib.npz")["x"][:50]
     view = read_model(convert_int8(pruned_pqat.loaded, [calib]))
@@ -87,9 +87,9 @@ def test_layers_tf_mot_cannot_quantize_are_named(model_with_unsupported_layer, d
 
 def test_skip_unsupported_leaves_them_in_float_and_still_converts(
         model_with_unsupported_layer, digits_train, digits_task, digits_loaded):
-    from tflc.convert import convert_int8
+    from tflc.convert.converter import convert_int8
+    from tflc.convert.integer_verifier import verify_integer
     from tflc.tflite.reader import read_model
-    from tflc.tflite.verify import verify_integer
 
     model, info = quantize_aware(model_with_unsupported_layer,
                                  qat_config(skip_unsupported=True), digits_train, digits_task, 0)

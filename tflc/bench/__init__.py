@@ -5,7 +5,7 @@ interpreter only); `transports.py` gets it there (this machine or SSH); `stats.p
 timings; `compare.py` sets models side by side and the device against the host.
 """
 
-from tflc.bench.bench import BenchRecord, BenchResult, bench
+from tflc.bench.session import BenchRecord, BenchResult, bench
 from tflc.bench.transports import DeviceError, TransportError
 
 __all__ = ["BenchRecord", "BenchResult", "DeviceError", "TransportError", "bench"]

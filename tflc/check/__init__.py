@@ -24,8 +24,8 @@ __all__ = ["DeviceFacts", "MemoryBudget", "RuntimeInfo", "TargetSpec", "check_mo
 
 def check_model(model, target):
     """Check a .tflite model (path, bytes or ModelView) against a target (name, path or
-    TargetSpec); returns a `tflc.check.check.CheckResult`. Imported lazily: listing targets
+    TargetSpec); returns a `tflc.check.verdicts.CheckResult`. Imported lazily: listing targets
     does not load the model reader."""
-    from tflc.check.check import check_model as _check_model
+    from tflc.check.verdicts import check_model as _check_model
 
     return _check_model(model, target)

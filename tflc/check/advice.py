@@ -8,8 +8,22 @@ advice is given once, listing every op it applies to.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tflc.check.spec import TargetSpec
 from tflc.tflite.reader import ModelView
+
+
+@dataclass
+class Advice:
+    """One rewrite and the ops (indices in the main subgraph) it helps."""
+
+    ops: list[int]
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"ops": self.ops, "text": self.text}
+
 
 # Failed constraint (or reason code) -> what to change.
 BY_RULE = {
@@ -80,8 +94,6 @@ FLOAT_OP = ("{ops}: computed in float in an otherwise integer model (the convert
 
 def advise(result, view: ModelView, spec: TargetSpec) -> list:
     """Advice for a CheckResult: one entry per distinct rewrite, naming the ops it helps."""
-    from tflc.check.check import Advice
-
     wanted: dict[str, list[int]] = {}
     float_ops: list[int] = []
     integer_model = any(

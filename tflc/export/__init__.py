@@ -9,6 +9,6 @@ Stages: `op_resolver` (exactly the model's ops), `arena` (measured in TFLite Mic
 and `export`, which runs them in that order. No TensorFlow is imported here or below.
 """
 
-from tflc.export.export import ExportReport, export_c
+from tflc.export.package import ExportReport, export_c
 
 __all__ = ["ExportReport", "export_c"]

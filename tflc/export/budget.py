@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tflc.check.check import BudgetLine
+from tflc.check.verdicts import BudgetLine
 from tflc.tflite.planner import MemoryPlan
 from tflc.tflite.reader import ModelView
 

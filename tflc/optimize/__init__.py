@@ -14,5 +14,5 @@ Read it in the order a run goes through it:
     report.py       the stage table and the accuracy-vs-size plot
 
 Nothing here imports TensorFlow at module level; TF-MOT needs tf_keras models, and Keras 3 models
-are rebuilt as tf_keras first (`tflc.keras_rebuild`).
+are rebuilt as tf_keras first (`tflc.optimize.keras_rebuild`).
 """

@@ -56,12 +56,12 @@ class Measurement:
 def measure(loaded, calibration: list[np.ndarray], eval_x=None, eval_y=None, task=None,
             structure: tuple[int, int] | None = None):
     """Convert `loaded` to int8 and measure it; returns (Measurement, tflite bytes)."""
-    from tflc.convert import ConvertOptions, convert_int8
+    from tflc.convert.converter import ConvertOptions, convert_int8
 
     tflite = convert_int8(loaded, calibration, ConvertOptions())
     measurement = measure_bytes(tflite, _layer_names(loaded.model), structure)
     if eval_x is not None and eval_y is not None:
-        from tflc.evaluate import run_tflite
+        from tflc.convert.evaluate import run_tflite
         from tflc.optimize.training import accuracy_of_outputs
 
         outputs = run_tflite(tflite, eval_x)[0]

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tflc.errors import BadInput, GateFailed
 from tflc.optimize.config import PipelineConfig, config_from_flags, load_config, parse_config
+from tflc.optimize.keras_rebuild import tf_keras_model
 
 CALIBRATION_SAMPLES = 200  # for the per-stage int8 measurement (the final model uses the user's)
 _FLAG_NAMES = ("prune", "prune_structure", "qat", "qat_skip_unsupported", "cluster", "distill",
@@ -70,12 +71,12 @@ class PipelineResult:
                 "warnings": self.warnings, "rebuild": self.rebuild}
 
     def table(self) -> str:
-        from tflc.optimize.report import stage_table
+        from tflc.optimize.stage_report import stage_table
 
         return stage_table([s.to_dict() for s in self.stages])
 
     def plot_png(self) -> bytes:
-        from tflc.optimize.report import stage_plot_png
+        from tflc.optimize.stage_report import stage_plot_png
 
         return stage_plot_png([s.to_dict() for s in self.stages])
 
@@ -139,7 +140,7 @@ def run_pipeline(loaded, config, train_data, eval_data, seed: int = 0, log=None,
     `normalize` says (compile's --normalize, so training sees what calibration sees). Seeds make
     a run repeatable.
     """
-    from tflc.data_train import load_labelled_data, materialize
+    from tflc.load.train_data import load_labelled_data, materialize
     from tflc.optimize import training
     from tflc.tf_env import import_tensorflow
 
@@ -288,7 +289,7 @@ class _Run:
         return sensitivity.choose_sparsities(result, candidates, stage.target_sparsity, limit)
 
     def _keras_file(self, path: str, what: str):
-        from tflc.keras_io import load_model
+        from tflc.load.models import load_model
 
         loaded = load_model(path)
         model, _ = tf_keras_model(loaded, None, what)
@@ -312,24 +313,6 @@ class _Run:
             gzip_bytes=measured.gzip_bytes, sparsity=round(measured.sparsity, 4),
             seconds=round(time.perf_counter() - clock, 2), details=details or {},
             layers=[w.to_dict() for w in measured.layers])
-
-
-def tf_keras_model(loaded, eval_data, what: str | None = None):
-    """The tf_keras model TF-MOT can work on: as loaded, or rebuilt from Keras 3 and verified."""
-    source = what or str(loaded.path)
-    if loaded.format == "tf_keras":
-        return loaded.model, None
-    if loaded.format == "saved_model":
-        raise BadInput(f"{source}: a SavedModel without Keras metadata has no layers to prune, "
-                       "cluster or train; give the Keras model (.keras or .h5), or compile "
-                       "without a pipeline (post-training quantization works)")
-    from tflc.keras_rebuild import rebuild_as_tf_keras
-
-    samples = None
-    if eval_data is not None and hasattr(eval_data, "x") and eval_data.x is not None:
-        samples = [x[:32] for x in eval_data.x]
-    model, report = rebuild_as_tf_keras(loaded.model, samples, source=source)
-    return model, report.to_dict()
 
 
 def _limit(stage, config) -> tuple[float | None, str]:

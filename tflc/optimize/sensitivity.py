@@ -211,7 +211,7 @@ def _pruned_weights(layer, weights: list[np.ndarray], sparsity: float) -> list[n
 def _quantize_alone(work, layer, x, y, task, base: float, reference):
     """(accuracy drop, output SQNR) when `layer` alone runs in simulated int8 (weights per
     channel, output per tensor); (None, None) when the layer's output cannot be isolated."""
-    from tflc.evaluate import sqnr_db
+    from tflc.convert.evaluate import sqnr_db
     from tflc.optimize.training import accuracy_of_outputs
     from tflc.tf_env import import_tensorflow, import_tf_keras
 
@@ -264,10 +264,10 @@ def sensitivity_report(model_path, eval_data, out_dir=None, sparsities=DEFAULT_S
 
     Keras 3 models are rebuilt as tf_keras (and verified) first, like the pipeline does.
     """
-    from tflc.data_train import load_labelled_data, materialize
     from tflc.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir
-    from tflc.keras_io import load_model
-    from tflc.optimize.pipeline import tf_keras_model
+    from tflc.load.models import load_model
+    from tflc.load.train_data import load_labelled_data, materialize
+    from tflc.optimize.keras_rebuild import tf_keras_model
     from tflc.optimize.training import describe_task
 
     sparsities = _checked_sparsities(sparsities)  # before anything is created or loaded

@@ -4,7 +4,7 @@ The stages differ in how they wrap the model (pruning masks, clusters, fake quan
 teacher); they all train it the same way: the stage's optimizer and learning rate, a loss that
 matches the model's output (probabilities or logits), seeded shuffling, and one progress bar per
 stage on stderr (shown on a terminal only). Accuracy is top-1 on class-index labels, in percent
-like `tflc.evaluate` reports it, so drops are in percentage points everywhere.
+like `tflc.convert.evaluate` reports it, so drops are in percentage points everywhere.
 """
 
 from __future__ import annotations

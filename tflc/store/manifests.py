@@ -133,7 +133,7 @@ def _verifier_numbers(verifier: dict | None) -> dict:
 
 def record_compile(report, registry=None) -> str | None:
     """Record a compile: model.tflite, report.json and the exported C package when there is one."""
-    from tflc.store import not_recorded, record
+    from tflc.store.recording import not_recorded, record
 
     out = Path(report.output_dir)
     files: dict[str, object] = {
@@ -181,7 +181,7 @@ def model_input(model, registry=None) -> tuple[dict | None, str | None]:
 
 def record_check(result, model, target, config: dict | None = None, registry=None) -> str | None:
     """Record a `tflc check`: the model checked, the verdicts (check.json) and their numbers."""
-    from tflc.store import not_recorded, record
+    from tflc.store.recording import not_recorded, record
 
     try:
         data = result.to_dict()
@@ -222,7 +222,7 @@ def _target_entry(target) -> dict | None:
 
 def record_bench(result, registry=None) -> str | None:
     """Record a `tflc bench` (a BenchResult): the models timed, bench.json and every figure."""
-    from tflc.store import not_recorded, record
+    from tflc.store.recording import not_recorded, record
 
     try:
         data = result.to_dict()
@@ -271,7 +271,7 @@ def record_bench(result, registry=None) -> str | None:
 
 def record_export(report, config: dict | None = None, registry=None) -> str | None:
     """Record a `tflc export` (an ExportReport): the model, the generated sources and figures."""
-    from tflc.store import not_recorded, record
+    from tflc.store.recording import not_recorded, record
 
     try:
         data = report.to_dict()

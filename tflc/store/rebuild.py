@@ -220,7 +220,7 @@ def _config_problems(config: dict) -> list[dict]:
 def _run(config: dict, out_dir) -> tuple[str, str]:
     """Compile with the recorded configuration (not recorded again); (sha256, output folder)."""
     import tflc
-    from tflc.store import recording_disabled
+    from tflc.store.recording import recording_disabled
 
     kwargs = {k: v for k, v in config.items() if k not in ("model", "out_dir")}
     kwargs = {k: v for k, v in kwargs.items() if not _config_problems({k: v})}

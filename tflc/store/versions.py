@@ -64,7 +64,7 @@ def tflc_source_digest() -> str:
 
 def collect_versions() -> dict[str, str | None]:
     """Versions of tflc, Python and the TensorFlow Lite stack; None for what is not installed."""
-    from tflc import __version__
+    from tflc.version import __version__
 
     versions: dict[str, str | None] = {
         "tflc": __version__,

@@ -19,10 +19,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tflc import __version__
 from tflc.bench import runner as runner_module
-from tflc.bench.compare import ModelSummary, fidelity, summarize_models
 from tflc.bench.stats import LatencyStats, summarize
+from tflc.bench.summary import ModelSummary, fidelity, summarize_models
 from tflc.bench.transports import (
     TransportError,
     Upload,
@@ -32,6 +31,7 @@ from tflc.bench.transports import (
 )
 from tflc.errors import BadInput
 from tflc.fileio import atomic_write_json, sha256_file
+from tflc.version import __version__
 
 DELEGATE_KINDS = ("none", "default", "xnnpack")
 

@@ -26,8 +26,8 @@ from tflc.errors import BadInput, GateFailed
 from tflc.export.arena import ArenaFigures, arena_figures, render_arena_header
 from tflc.export.budget import BudgetReport, check_budget, kib
 from tflc.export.c_source import is_c_identifier, parse_model_array, render_model_data
+from tflc.export.crosscheck import Verification, compare_interpreters
 from tflc.export.op_resolver import ResolverOp, render_op_resolver_header, resolver_ops
-from tflc.export.verify import Verification, compare_interpreters
 from tflc.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, sha256_bytes
 from tflc.tflite.planner import plan_memory
 from tflc.tflite.reader import ModelView, read_model

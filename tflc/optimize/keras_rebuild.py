@@ -245,3 +245,19 @@ def _first_divergent_layer(model, rebuilt, inputs, tolerance: float) -> str | No
             if r.shape != g.shape or np.max(np.abs(r - g)) > tolerance * max(1.0, np.max(np.abs(r))):
                 return layer.name
     return None
+
+
+def tf_keras_model(loaded, eval_data, what: str | None = None):
+    """The tf_keras model TF-MOT can work on: as loaded, or rebuilt from Keras 3 and verified."""
+    source = what or str(loaded.path)
+    if loaded.format == "tf_keras":
+        return loaded.model, None
+    if loaded.format == "saved_model":
+        raise BadInput(f"{source}: a SavedModel without Keras metadata has no layers to prune, "
+                       "cluster or train; give the Keras model (.keras or .h5), or compile "
+                       "without a pipeline (post-training quantization works)")
+    samples = None
+    if eval_data is not None and hasattr(eval_data, "x") and eval_data.x is not None:
+        samples = [x[:32] for x in eval_data.x]
+    model, report = rebuild_as_tf_keras(loaded.model, samples, source=source)
+    return model, report.to_dict()

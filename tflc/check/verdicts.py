@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from tflc.check import constraints as library
+from tflc.check.advice import Advice, advise
 from tflc.check.partition import place
 from tflc.check.spec import DtypePolicy, TargetSpec, load_target
 from tflc.errors import BadInput
@@ -99,15 +100,6 @@ class MemoryReport:
         data["budgets"] = [b.to_dict() for b in self.budgets]
         data["within_budget"] = self.within_budget
         return data
-
-
-@dataclass
-class Advice:
-    ops: list[int]
-    text: str
-
-    def to_dict(self) -> dict:
-        return {"ops": self.ops, "text": self.text}
 
 
 @dataclass
@@ -184,7 +176,7 @@ class CheckResult:
         }
 
     def to_text(self) -> str:
-        from tflc.check.report import render_table
+        from tflc.check.table import render_table
 
         return render_table(self)
 
@@ -251,8 +243,6 @@ def check_model(model: str | os.PathLike | bytes | ModelView, target: str | os.P
         memory=memory,
         io_issues=_io_issues(view, spec),
     )
-    from tflc.check.advice import advise
-
     result.advice = advise(result, view, spec)
     return result
 

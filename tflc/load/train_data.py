@@ -9,7 +9,7 @@ Three forms, chosen by what the user passes:
     pkg.mod:function  a function returning a tf.data.Dataset of (x, y), batched or not
                       (`path/to/file.py:function` works too)
 
-.npz files and the image decoding are `tflc.data`'s; this module adds labels by folder, datasets
+.npz files and the image decoding are `tflc.load.data`'s; this module adds labels by folder, datasets
 from code, and the checks a trainer needs. Everything is checked against the model before any
 training starts: sample shapes against the model's inputs, labels against the number of classes
 its output has, so a mismatch is one clear line instead of an error deep inside `fit`. Labels are
@@ -116,7 +116,7 @@ def materialize(data: TrainingData, limit: int | None = None) -> TrainingData:
 
 
 def _load_source(text: str, inputs, role: str, normalize: str) -> TrainingData:
-    from tflc import data as data_io
+    from tflc.load import data as data_io
 
     path = Path(text).expanduser()
     if path.is_dir():
@@ -132,7 +132,7 @@ def _load_source(text: str, inputs, role: str, normalize: str) -> TrainingData:
 
 def _load_image_folder(root: Path, inputs, normalize: str) -> TrainingData:
     """One subfolder per class; the images are read the way calibration folders are."""
-    from tflc import data as data_io
+    from tflc.load import data as data_io
 
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:

@@ -2,7 +2,7 @@
 
 Both read the stage dicts as report.json stores them, so a saved report can be re-rendered:
 
-    tflc.optimize.report.stage_table(json.load(open("OUT/report.json"))["stages"])
+    tflc.optimize.stage_report.stage_table(json.load(open("OUT/report.json"))["stages"])
 """
 
 from __future__ import annotations
