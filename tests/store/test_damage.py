@@ -63,11 +63,13 @@ def test_a_replaced_artifact_file_is_named_and_restored(two_releases):
     assert resolve_model_ref(first).read_bytes() == b"first model"
 
 
-def test_a_file_damaged_in_place_is_reported_unrecoverable_and_the_rest_still_works(two_releases):
+def test_a_file_whose_stored_copy_is_damaged_too_is_reported_unrecoverable(two_releases):
     first, second = two_releases
-    # In place: the hard-linked stored copy shares the bytes, so there is nothing to restore from.
-    with open(_model(first), "r+b") as handle:
-        handle.write(b"X")
+    blob = next(p for p in (registry_dir() / "objects").glob("*/*") if p.read_bytes() == b"first model")
+    for path in (_model(first), blob):
+        path.chmod(0o644)
+        with open(path, "r+b") as handle:
+            handle.write(b"X")
     result = cli("runs", "repair", ok=False)
     assert result.exit_code == 1
     assert (

@@ -4,11 +4,14 @@ Layout below the registry root (default ./.tflc):
 
     objects/ab/ab12...ef        every file ever recorded, named by its sha256, written once
     artifacts/<id>/manifest.json the manifest; the artifact id is the start of its sha256
-    artifacts/<id>/<name>       each recorded file under its own name (a hard link to its blob)
+    artifacts/<id>/<name>       each recorded file under its own name (its own copy of its blob)
 
-Blobs make identical files (the same model checked, benchmarked and exported) cost their size
-once; the per-artifact folder gives every file a usable name (`model.tflite`, not a hash), which
-is what `NAME@current` resolves to. An artifact folder appears complete or not at all: it is
+Blobs keep one pristine copy of every file; the per-artifact folder gives every file a usable
+name (`model.tflite`, not a hash), which is what `NAME@current` resolves to. An artifact's file is
+never a hard link to its blob: a hard link shares the bytes, so one in-place edit would damage
+every artifact holding the same file (a release among them) and the blob `runs repair` restores
+from. Where the file system can clone (a reflink: btrfs, XFS) the copy costs no space until
+one side is written; elsewhere it is a plain copy. An artifact folder appears complete or not at all: it is
 assembled under a temporary name and renamed into place. Nothing here touches the database;
 `registry.py` indexes what this module wrote.
 """
@@ -76,6 +79,43 @@ def _check_name(name: str) -> None:
         )
 
 
+# Linux's FICLONE ioctl: make `dest` share `src`'s extents copy-on-write (a reflink).
+_FICLONE = 0x40049409
+
+
+def clone_or_copy(blob: Path, target: Path, data: bytes) -> None:
+    """Write `target` with the blob's bytes as an independent file, atomically: a reflink where
+    the file system has them, else a plain copy of `data` (the blob's bytes)."""
+    if not _try_clone(blob, target):
+        atomic_write_bytes(target, data)
+
+
+def _try_clone(blob: Path, target: Path) -> bool:
+    """Clone `blob` to a temporary file renamed onto `target`; False where cloning is not
+    available (another OS, ext4, a blob on another file system), leaving nothing behind."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return False
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with open(blob, "rb") as source:
+            fcntl.ioctl(fd, _FICLONE, source.fileno())
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+        return True
+    except OSError:
+        return False
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 class ArtifactFiles:
     """Reads and writes blobs and artifact folders below one registry root."""
 
@@ -98,8 +138,8 @@ class ArtifactFiles:
             # files) cannot remove it before this record reaches the database.
             os.utime(path)
             return sha
-        # New, or damaged by hand: (re)write it. Read-only, because every artifact folder
-        # holding this file is a hard link to these very bytes.
+        # New, or damaged by hand: (re)write it. Read-only: it is the copy `runs repair`
+        # restores artifact files from.
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data)
         os.chmod(path, 0o444)
@@ -118,7 +158,7 @@ class ArtifactFiles:
             for name, data in files.items():
                 target = staging / name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                self._link_or_copy(self.blob_path(sha256_bytes(data)), target, data)
+                clone_or_copy(self.blob_path(sha256_bytes(data)), target, data)
             atomic_write_bytes(staging / MANIFEST, manifest)
             os.chmod(staging, 0o755)
             try:
@@ -131,13 +171,6 @@ class ArtifactFiles:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return final
-
-    @staticmethod
-    def _link_or_copy(blob: Path, target: Path, data: bytes) -> None:
-        try:
-            os.link(blob, target)
-        except OSError:  # file systems without hard links, or the blob just vanished
-            atomic_write_bytes(target, data)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -161,9 +194,8 @@ class ArtifactFiles:
             return False
         target = self.file_path(artifact_id, name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            target.unlink()
-        self._link_or_copy(blob, target, blob.read_bytes())
+        # A new file renamed over the old name: a hard link left by an older tflc is broken too.
+        clone_or_copy(blob, target, blob.read_bytes())
         return True
 
     def manifests_on_disk(self) -> list[tuple[str, Path]]:
