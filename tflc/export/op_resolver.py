@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tflc.errors import BadInput
+from tflc.export.c_source import user_text
 from tflc.tflite.reader import ModelView
 
 # Builtin operator -> MicroMutableOpResolver method (tensorflow/lite/micro/
@@ -106,7 +107,7 @@ def render_op_resolver_header(ops: list[ResolverOp], name: str) -> str:
         "",
         '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"',
         "",
-        f"// {len(ops)} builtin op(s): " + ", ".join(f"{o.op} x{o.count}" for o in ops),
+        f"// {len(ops)} builtin op(s): " + user_text(", ".join(f"{o.op} x{o.count}" for o in ops)),
         f"constexpr unsigned int k{_camel(name)}OpCount = {len(ops)};",
         f"using {name}_OpResolver = tflite::MicroMutableOpResolver<k{_camel(name)}OpCount>;",
         "",
