@@ -70,10 +70,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    from tflc.convert import ConvertOptions, convert_float, convert_int8
-    from tflc.evaluate import run_tflite, top1_accuracy
+    from tflc.convert.converter import ConvertOptions, convert_float, convert_int8
+    from tflc.convert.evaluate import run_tflite, top1_accuracy
     from tflc.examples.digits import build_cnn, load_split, train
-    from tflc.keras_io import load_model
+    from tflc.load.models import load_model
     from tflc.optimize.pipeline import resolve_config, run_pipeline
     from tflc.optimize.training import accuracy, describe_task
     from tflc.tf_env import import_tf_keras
@@ -162,7 +162,7 @@ def _row(name, stages, accuracy, tflite: bytes, x_test, runs: int, quantized: bo
 
 def _latency_us(tflite: bytes, x_test, runs: int) -> float:
     """Median time of one `invoke()` in LiteRT (1 thread), after 100 warm-up runs."""
-    from tflc.evaluate import make_interpreter, quantize
+    from tflc.convert.evaluate import make_interpreter, quantize
 
     interpreter = make_interpreter(tflite, num_threads=1)
     detail = interpreter.get_input_details()[0]

@@ -1,9 +1,10 @@
 """`tflc compile`: load -> (optimize) -> convert -> verify -> evaluate -> (check, export) -> write.
 
 `compile_model` is the one entry point for the CLI and for Python users (`tflc.compile`). It
-validates everything cheap first (paths, options, data shapes) so that bad input fails in a
-second, not after a conversion, and writes `model.tflite` and `report.json` only at the very end,
-atomically: an interrupted or failed run leaves any earlier results untouched.
+validates everything cheap first (options, option pairs, the target, data shapes) so that bad
+input fails in a second, not after a conversion. All outputs (`model.tflite`, `report.json`,
+`pipeline.png`, the `c/` package) are written into a staging folder and published together at
+the very end: an interrupted or failed run leaves any earlier results untouched.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tflc.errors import BadInput
+from tflc.options import CompileOptions
 from tflc.version import __version__
-
-DEFAULT_CALIBRATION_SAMPLES = 200
 
 
 @dataclass
@@ -63,37 +63,15 @@ class CompileReport:
         return format_summary(self)
 
 
-def compile_model(
-    model,
-    out_dir,
-    *,
-    calibration_data=None,
-    calibration: str = "data",
-    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
-    random_range: tuple[float, float] = (0.0, 1.0),
-    normalize: str = "unit",
-    seed: int = 0,
-    weights: str = "per-channel",
-    activations: str = "int8",
-    io_type: str | None = None,
-    static_batch: bool = False,
-    eval_data=None,
-    max_accuracy_drop: float | None = None,
-    input_shapes: dict | None = None,
-    custom_objects: tuple[str, ...] | list[str] = (),
-    allow_unsafe_code: bool = False,
-    allow_float_ops: bool = False,
-    target: str | None = None,
-    strict: bool = False,
-    export: str | None = None,
-    pipeline=None,
-    train_data=None,
-    log=None,
-) -> CompileReport:
+def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=None,
+                  record: bool = True, **settings) -> CompileReport:
     """Compile a Keras model into a verified fully-integer TFLite model in `out_dir`.
 
-    Returns the report; `report.passed` is False when `max_accuracy_drop` or `strict` was not met
-    (the model and report are written all the same, so a CI job can inspect them).
+    Settings come as one `CompileOptions`, or as its fields by keyword (`calibration_data=...`).
+    Returns the report; `report.passed` is False when a gate (accuracy drop, `strict`, the export
+    budget) was not met: the outputs are written all the same, so a CI job can inspect them.
+    Every output of the run is staged and published together at the end (`publish_outputs`): a
+    failed or interrupted run leaves the previous results in `out_dir` as they were.
     """
     from tflc.convert.converter import (
         ConvertOptions,
@@ -103,173 +81,174 @@ def compile_model(
         frozen_function,
     )
     from tflc.convert.integer_verifier import verify_integer
-    from tflc.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir, sha256_bytes
+    from tflc.fileio import atomic_write_bytes, atomic_write_json, sha256_bytes, staged_outputs
     from tflc.load import data as data_io
     from tflc.load.models import load_model
     from tflc.tflite.reader import read_model
 
+    if options is None:
+        options = CompileOptions(**settings)
+    elif settings:
+        raise TypeError("compile_model: pass a CompileOptions or keyword settings, not both")
+    o = options
     say = log or (lambda message: None)
-    config = {
-        "model": os.fspath(model), "out_dir": os.fspath(out_dir),
-        "calibration_data": _path_or_none(calibration_data), "calibration": calibration,
-        "calibration_samples": calibration_samples, "random_range": list(random_range),
-        "normalize": normalize, "seed": seed, "weights": weights, "activations": activations,
-        "io_type": io_type, "static_batch": static_batch, "eval_data": _path_or_none(eval_data),
-        "max_accuracy_drop": max_accuracy_drop,
-        "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
-        "custom_objects": list(custom_objects), "allow_unsafe_code": allow_unsafe_code,
-        "allow_float_ops": allow_float_ops,
-        "target": target, "strict": strict, "export": export,
-        "pipeline": _path_or_none(pipeline) if not isinstance(pipeline, dict) else pipeline,
-        "train_data": _path_or_none(train_data),
-    }
-    options = ConvertOptions(weights, activations, io_type, static_batch).validate()
-    if calibration not in ("data", "random"):
-        raise BadInput(f"--calibration {calibration}: expected 'data' (with --calibration-data) or 'random'")
-    if calibration == "data" and calibration_data is None:
-        raise BadInput(
-            "no calibration data: pass --calibration-data FILE (.npz, .npy or an image folder) with "
-            "~200 representative inputs, or --calibration random to accept synthetic data and lost accuracy"
-        )
-    if max_accuracy_drop is not None and eval_data is None:
-        raise BadInput("--max-accuracy-drop needs labelled --eval-data to measure the drop")
-    if export is not None and target is None:
-        raise BadInput("--export needs --target (the microcontroller whose budget the package must fit)")
-    target_spec = _load_target(target) if target else None
-    pipeline_config = _resolve_pipeline(pipeline)  # a mistake in it costs no model loading
-    out = ensure_writable_dir(out_dir)
+    config = {"model": os.fspath(model), "out_dir": os.fspath(out_dir), **o.to_dict()}
+    convert_options = ConvertOptions(o.weights, o.activations, o.io_type, o.static_batch).validate()
+    target_spec = _load_target(o)
+    pipeline_config = _resolve_pipeline(o)  # a mistake in it costs no model loading
     timings: dict[str, float] = {}
     warnings: list[str] = []
 
-    clock = time.perf_counter()
-    say(f"loading {model}")
-    loaded = load_model(model, custom_objects, allow_unsafe_code, input_shapes)
-    if calibration == "data":
-        calib = data_io.load_calibration(calibration_data, loaded.inputs, calibration_samples, seed, normalize)
-    else:
-        calib = data_io.random_calibration(loaded.inputs, calibration_samples, seed, *random_range)
-        warnings.append(
-            "calibration used synthetic random data: activation ranges are guesses and accuracy "
-            "will suffer; pass --calibration-data with real inputs for a deployable model"
+    with staged_outputs(out_dir) as stage:
+        clock = time.perf_counter()
+        say(f"loading {model}")
+        loaded = load_model(model, o.custom_objects, o.allow_unsafe_code, o.input_shapes)
+        if o.calibration == "data":
+            calib = data_io.load_calibration(o.calibration_data, loaded.inputs, o.calibration_samples,
+                                             o.seed, o.normalize)
+        else:
+            calib = data_io.random_calibration(loaded.inputs, o.calibration_samples, o.seed,
+                                               *o.random_range)
+            warnings.append(
+                "calibration used synthetic random data: activation ranges are guesses and accuracy "
+                "will suffer; pass --calibration-data with real inputs for a deployable model"
+            )
+        evaluation_set = None
+        if o.eval_data is not None:
+            evaluation_set = data_io.load_labelled(
+                o.eval_data, loaded.inputs, require_labels=o.max_accuracy_drop is not None,
+                num_classes=data_io.output_classes(loaded.outputs), role="--eval-data")
+        timings["load"] = time.perf_counter() - clock
+
+        original = loaded
+        stages = None
+        pipeline_result = None
+        if pipeline_config is not None:
+            from tflc.optimize.pipeline import run_pipeline
+
+            say("running the optimization pipeline")
+            clock = time.perf_counter()
+            result = run_pipeline(loaded, pipeline_config, o.train_data, evaluation_set, o.seed,
+                                  log=say, normalize=o.normalize)
+            loaded, stages = result.loaded, [s.to_dict() for s in result.stages]
+            pipeline_result = result
+            warnings.extend(result.warnings)
+            timings["optimize"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        say("converting to float TFLite (size baseline)")
+        frozen = frozen_function(loaded, o.static_batch)
+        # the baseline is the user's float model, not what optimization stages made of it
+        float_bytes = convert_float(original, o.static_batch, frozen if original is loaded else None)
+        timings["convert_float"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        say(f"calibrating on {len(calib)} samples and converting to {o.activations} TFLite")
+        tflite_bytes = convert_int8(loaded, calib.x, convert_options, frozen)
+        timings["convert_int8"] = time.perf_counter() - clock
+
+        view = read_model(tflite_bytes)
+        verdict = verify_integer(view)
+        if not verdict.integer_core:
+            if not o.allow_float_ops:
+                raise explain_float_ops(loaded, view, verdict)
+            warnings.append(f"verifier: {verdict.verdict}")
+
+        evaluation = None
+        if evaluation_set is not None:
+            say(f"evaluating float and {o.activations} models on {len(evaluation_set)} samples")
+            clock = time.perf_counter()
+            from tflc.convert.evaluate import evaluate
+
+            baseline = original if original is not loaded else None
+            evaluation = evaluate(loaded, tflite_bytes, evaluation_set, baseline).to_dict()
+            timings["evaluate"] = time.perf_counter() - clock
+
+        gate = _accuracy_gate(evaluation, o.max_accuracy_drop)
+        check = None
+        if target_spec is not None:
+            from tflc.check.verdicts import check_model
+
+            check = check_model(view, target_spec).to_dict()  # the view already parsed above
+            mapped = check["summary"]["ops_on_target"] == check["summary"]["ops_total"]
+            if o.strict and not mapped:
+                gate = _fail(gate, "strict", f"only {check['summary']['ops_on_target']} of "
+                             f"{check['summary']['ops_total']} ops map to {o.target}")
+
+        report = CompileReport(
+            config=config,
+            # the model the user gave, not what optimization stages (and TF-MOT's wrappers) made of it
+            model={"path": os.fspath(original.path), "format": original.format,
+                   "sha256": original.sha256, "params": original.param_count},
+            options=convert_options.to_dict(),
+            calibration=calib.to_dict(),
+            sizes={"float_tflite_bytes": len(float_bytes), "int8_tflite_bytes": len(tflite_bytes),
+                   "ratio": round(len(float_bytes) / len(tflite_bytes), 3)},
+            op_histogram=view.op_histogram(),
+            inputs=[_io_entry(t) for t in view.input_tensors()],
+            outputs=[_io_entry(t) for t in view.output_tensors()],
+            verifier=verdict.to_dict(),
+            output_dir=os.fspath(out_dir),
+            tflite_sha256=sha256_bytes(tflite_bytes),
+            evaluation=evaluation,
+            gate=gate,
+            check=check,
+            stages=stages,
+            pipeline=pipeline_config.to_dict() if pipeline_config is not None else None,
+            warnings=warnings,
+            timings={k: round(v, 3) for k, v in timings.items()},
         )
-    evaluation_set = None
-    if eval_data is not None:
-        evaluation_set = data_io.load_labelled(eval_data, loaded.inputs, require_labels=False)
-        if max_accuracy_drop is not None and evaluation_set.y is None:
-            raise BadInput(f"{eval_data}: --max-accuracy-drop needs labels; add an array y to the file")
-    timings["load"] = time.perf_counter() - clock
+        atomic_write_bytes(stage / "model.tflite", tflite_bytes)
+        if pipeline_result is not None:  # accuracy against compressed size, per stage
+            atomic_write_bytes(stage / "pipeline.png", pipeline_result.plot_png())
+        if o.export is not None:
+            report.export = _export(stage, target_spec, report)
+        # The registry keeps this result as a versioned artifact (its id goes into report.json);
+        # it reads the staged files, so it records exactly what is published next.
+        if record:
+            from tflc.store import record_compile
 
-    original = loaded
-    stages = None
-    pipeline_result = None
-    if pipeline_config is not None:
-        from tflc.optimize.pipeline import run_pipeline
-
-        say("running the optimization pipeline")
-        clock = time.perf_counter()
-        # (issue 4) log=say: one line per stage; the pipeline's warnings (rolled-back stages,
-        # layers left in float) go into the report's warnings.
-        result = run_pipeline(loaded, pipeline_config, train_data, evaluation_set, seed, log=say,
-                              normalize=normalize)
-        loaded, stages = result.loaded, [s.to_dict() for s in result.stages]
-        pipeline_result = result
-        warnings.extend(result.warnings)
-        timings["optimize"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    say("converting to float TFLite (size baseline)")
-    frozen = frozen_function(loaded, static_batch)
-    # the baseline is the user's float model, not what optimization stages made of it
-    float_bytes = convert_float(original, static_batch, frozen if original is loaded else None)
-    timings["convert_float"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    say(f"calibrating on {len(calib)} samples and converting to {activations} TFLite")
-    tflite_bytes = convert_int8(loaded, calib.x, options, frozen)
-    timings["convert_int8"] = time.perf_counter() - clock
-
-    view = read_model(tflite_bytes)
-    verdict = verify_integer(view)
-    if not verdict.integer_core:
-        if not allow_float_ops:
-            raise explain_float_ops(loaded, view, verdict)
-        warnings.append(f"verifier: {verdict.verdict}")
-
-    evaluation = None
-    if evaluation_set is not None:
-        say(f"evaluating float and {activations} models on {len(evaluation_set)} samples")
-        clock = time.perf_counter()
-        from tflc.convert.evaluate import evaluate
-
-        baseline = original if original is not loaded else None
-        evaluation = evaluate(loaded, tflite_bytes, evaluation_set, baseline).to_dict()
-        timings["evaluate"] = time.perf_counter() - clock
-
-    gate = _accuracy_gate(evaluation, max_accuracy_drop)
-    check = None
-    if target_spec is not None:
-        from tflc.check import check_model
-
-        check = check_model(view, target_spec).to_dict()  # the view already parsed above
-        mapped = check["summary"]["ops_on_target"] == check["summary"]["ops_total"]
-        if strict and not mapped:
-            gate = {**(gate or {}), "passed": False,
-                    "strict": f"only {check['summary']['ops_on_target']} of {check['summary']['ops_total']} ops map to {target}"}
-
-    report = CompileReport(
-        config=config,
-        # the model the user gave, not what optimization stages (and TF-MOT's wrappers) made of it
-        model={"path": os.fspath(original.path), "format": original.format, "sha256": original.sha256,
-               "params": original.param_count},
-        options=options.to_dict(),
-        calibration=calib.to_dict(),
-        sizes={"float_tflite_bytes": len(float_bytes), "int8_tflite_bytes": len(tflite_bytes),
-               "ratio": round(len(float_bytes) / len(tflite_bytes), 3)},
-        op_histogram=view.op_histogram(),
-        inputs=[_io_entry(t) for t in view.input_tensors()],
-        outputs=[_io_entry(t) for t in view.output_tensors()],
-        verifier=verdict.to_dict(),
-        output_dir=os.fspath(out),
-        tflite_sha256=sha256_bytes(tflite_bytes),
-        evaluation=evaluation,
-        gate=gate,
-        check=check,
-        stages=stages,
-        pipeline=pipeline_config.to_dict() if pipeline_config is not None else None,
-        warnings=warnings,
-        timings={k: round(v, 3) for k, v in timings.items()},
-    )
-    atomic_write_bytes(out / "model.tflite", tflite_bytes)
-    if pipeline_result is not None:  # (issue 4) accuracy against compressed size, per stage
-        atomic_write_bytes(out / "pipeline.png", pipeline_result.plot_png())
-    if export is not None:
-        from tflc.export import export_c
-
-        report.export = export_c(out / "model.tflite", out / "c", target=target).to_dict()
-    # Run registry (tflc/store, issue 7): keep this result as a versioned artifact; its id goes
-    # into report.json. A registry that cannot be written only warns.
-    from tflc.store import record_compile
-
-    report.artifact_id = record_compile(report)
-    atomic_write_json(out / "report.json", report.to_dict())
+            report.artifact_id = record_compile(report, staged_dir=stage)
+        atomic_write_json(stage / "report.json", report.to_dict())
     return report
 
 
-def _path_or_none(value):
-    return None if value is None else os.fspath(value)
+def _export(stage: Path, target_spec, report: CompileReport) -> dict:
+    """The C package in OUT/c; over the target's budget is a gate not met, like the accuracy one."""
+    from tflc.export import export_c
+
+    exported = export_c(stage / "model.tflite", stage / "c", target=target_spec, record=False)
+    if not exported.passed:
+        report.gate = _fail(report.gate, "export", exported.gate_reason)
+    return exported.to_dict()
 
 
-def _load_target(name: str):
+def _fail(gate: dict | None, key: str, reason: str) -> dict:
+    return {**(gate or {}), "passed": False, key: reason}
+
+
+def _load_target(options: CompileOptions):
+    """The target descriptor, and whether the export asked for can be made for it: both known
+    before any conversion, so an impossible pair costs nothing and writes nothing."""
+    if options.target is None:
+        return None
     from tflc.check import load_target
 
-    return load_target(name)
+    spec = load_target(options.target)
+    if options.export is not None and options.export not in spec.runtime.exports:
+        can = ", ".join(spec.runtime.exports) or "none"
+        raise BadInput(f"--export {options.export} --target {options.target}: {spec.name} runs "
+                       f"{spec.runtime.name}, which takes no {options.export} package (exports: "
+                       f"{can}); choose a TFLite Micro target such as cortex-m4, or drop --export")
+    return spec
 
 
-def _resolve_pipeline(pipeline):
-    if pipeline is None:
+def _resolve_pipeline(options: CompileOptions):
+    if not options.wants_pipeline:
         return None
     from tflc.optimize.pipeline import resolve_config
 
-    return resolve_config(pipeline)
+    return resolve_config(options.pipeline, **options.stage_flags,
+                          max_accuracy_drop=options.max_accuracy_drop, seed=options.seed)
 
 
 def _accuracy_gate(evaluation: dict | None, max_drop: float | None) -> dict | None:
@@ -320,7 +299,7 @@ def format_summary(report: CompileReport) -> str:
             )
         for f in evaluation["fidelity"]:
             lines.append(f"fidelity    {f['name']}: top-1 agreement {f['top1_agreement']:.2f}%, SQNR {f['sqnr_db']} dB")
-    if report.stages:  # (issue 4) the compression pipeline's stage table
+    if report.stages:  # the compression pipeline's stage table
         from tflc.optimize.stage_report import stage_table
 
         lines.append("stages      (accuracy of each stage's model; sizes of it converted to int8)")
@@ -333,7 +312,8 @@ def format_summary(report: CompileReport) -> str:
         lines.append(f"export      {report.export.get('output_dir', '')}")
     if report.gate:
         state = "passed" if report.passed else "FAILED"
-        reasons = "; ".join(str(v) for k, v in report.gate.items() if k in ("reason", "strict") and v)
+        reasons = "; ".join(str(v) for k, v in report.gate.items()
+                            if k in ("reason", "strict", "export") and v)
         lines.append(f"gate        {state}{': ' + reasons if reasons else ''}")
     for warning in report.warnings:
         lines.append(f"warning     {warning}")

@@ -7,9 +7,11 @@ interrupted run therefore leaves either the old file or the new one, never a tor
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -112,3 +114,38 @@ def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") ->
         reason = exc.strerror or str(exc)
         raise BadInput(f"{path}: the {what} cannot be written ({reason}); choose another with -o") from None
     return path
+
+
+STAGING_PREFIX = ".tflc-staging-"
+
+
+@contextlib.contextmanager
+def staged_outputs(out_dir: str | os.PathLike, what: str = "output folder"):
+    """Yield a staging folder for all of a run's outputs; publish them into `out_dir` together.
+
+    The staging folder lives inside `out_dir` (same filesystem, so publishing is renames only).
+    Only when the block succeeds is each staged file moved over its namesake, folders swapped
+    whole, and `report.json` last, so a reader never sees a new model beside an old report. A
+    failure or Ctrl-C inside the block removes the staging folder and leaves `out_dir` as it was.
+    """
+    out = ensure_writable_dir(out_dir, what)
+    stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+    try:
+        yield stage
+        _publish(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _publish(stage: Path, out: Path) -> None:
+    entries = sorted(stage.iterdir(), key=lambda p: (p.name == "report.json", p.name))
+    for entry in entries:
+        destination = out / entry.name
+        if entry.is_dir():
+            if destination.exists():
+                old = stage / f".old-{entry.name}"
+                os.replace(destination, old)  # removed with the staging folder
+            os.replace(entry, destination)
+        else:
+            os.replace(entry, destination)
+

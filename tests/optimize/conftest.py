@@ -38,9 +38,9 @@ def write_npz(path, **arrays):
 
 @pytest.fixture(scope="session")
 def digits_train(digits_dir, digits_loaded):
-    from tflc.load.train_data import load_labelled_data
+    from tflc.load.data import load_labelled
 
-    return load_labelled_data(digits_dir / "train.npz", digits_loaded.inputs, 10)
+    return load_labelled(digits_dir / "train.npz", digits_loaded.inputs, 10)
 
 
 @pytest.fixture(scope="session")

@@ -90,19 +90,19 @@ def test_flags_make_stages_in_canonical_order():
 def test_resolve_config_takes_what_the_compile_command_passes(tmp_path):
     path = write(tmp_path, "stages: [qat]")
     assert [s.kind for s in resolve_config(str(path)).stages] == ["qat"]
-    assert [s.kind for s in resolve_config({"flags": {"prune": "auto"}}).stages] == ["prune"]
-    assert resolve_config({"flags": {"prune": "auto"}}).stages[0].auto
+    assert [s.kind for s in resolve_config(prune="auto").stages] == ["prune"]
+    assert resolve_config(prune="auto").stages[0].auto
     structured = resolve_config(prune_structure="2:4", qat=True)
     assert structured.stages[0].structure == (2, 4) and structured.stages[0].sparsity is None
     assert resolve_config() is None
     with pytest.raises(BadInput, match="either in the config file or as flags"):
-        resolve_config({"config": str(path), "flags": {"qat": True}})
+        resolve_config(str(path), qat=True)
 
 
 def test_epochs_flag_overrides_every_stage_of_a_config_file(tmp_path):
     path = write(tmp_path, "stages: [{prune: {sparsity: 0.5, epochs: 6}}, qat]")
     assert [s.train.epochs for s in resolve_config(str(path)).stages] == [6, 2]
-    config = resolve_config({"config": str(path), "flags": {"epochs": 1}})
+    config = resolve_config(str(path), epochs=1)
     assert [s.train.epochs for s in config.stages] == [1, 1]
     loaded = load_config(path)
     resolve_config(loaded, epochs=3)

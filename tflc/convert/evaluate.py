@@ -109,19 +109,28 @@ def evaluate(loaded, model_bytes: bytes, samples, baseline=None) -> EvalReport:
     return report
 
 
-def top1_accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
-    """Percentage of samples whose arg-max output is the label (labels may be one-hot)."""
+def top1_accuracy(outputs: np.ndarray, labels: np.ndarray, probabilities: bool | None = None) -> float:
+    """Percentage of samples whose predicted class is the label (labels may be one-hot).
+
+    One score per class: the arg-max. One unit (a binary classifier): the class is 1 above 0.5
+    for probabilities, above 0 for logits; `probabilities=None` decides by the scores' range.
+    The float model, the int8 model and the pipeline's stages all count accuracy here, so a
+    drop compares like with like.
+    """
+    outputs = np.asarray(outputs).reshape(len(outputs), -1)
     labels = np.asarray(labels)
     if labels.ndim > 1 and labels.shape[-1] > 1:
         labels = labels.argmax(-1)
     labels = labels.reshape(-1)
-    if outputs.ndim < 2 or outputs.shape[-1] < 2:
-        raise PipelineError("top-1 accuracy needs a classifier output (one score per class)")
-    if labels.min() < 0 or labels.max() >= outputs.shape[-1]:
-        raise PipelineError(
-            f"labels range {labels.min()}..{labels.max()} but the model has {outputs.shape[-1]} classes"
-        )
-    predicted = outputs.reshape(len(outputs), -1).argmax(-1)
+    classes = 2 if outputs.shape[-1] == 1 else outputs.shape[-1]
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise PipelineError(f"labels range {labels.min()}..{labels.max()} but the model has {classes} classes")
+    if outputs.shape[-1] == 1:
+        if probabilities is None:
+            probabilities = bool(np.all((outputs >= 0) & (outputs <= 1)))
+        predicted = (outputs[:, 0] > (0.5 if probabilities else 0.0)).astype(np.int64)
+    else:
+        predicted = outputs.argmax(-1)
     return round(100.0 * float(np.mean(predicted == labels)), 4)
 
 

@@ -84,14 +84,11 @@ class PipelineResult:
 def resolve_config(config=None, **flags) -> PipelineConfig | None:
     """A PipelineConfig from a YAML path, a dict, a PipelineConfig or the compile flags.
 
-    The compile command passes its request as a path, or {"config": path, "flags": {...}}, or
-    {"flags": {...}}; flags are prune (a sparsity or "auto"), prune_structure ("2:4"), qat,
-    qat_skip_unsupported, cluster (clusters), distill (a student file, or "self"), epochs,
-    max_accuracy_drop and seed. Returns None when nothing asks for a stage.
+    Compile passes `CompileOptions.pipeline` (a path or None) and its shortcut flags: prune (a
+    sparsity or "auto"), prune_structure ("2:4"), qat, qat_skip_unsupported, cluster (clusters),
+    distill (a student file, or "self"), epochs, max_accuracy_drop and seed. Returns None when
+    nothing asks for a stage.
     """
-    if isinstance(config, dict) and set(config) <= {"config", "flags"} and config:
-        flags = {**config.get("flags", {}), **flags}
-        config = config.get("config")
     unknown = set(flags) - set(_FLAG_NAMES)
     if unknown:
         raise BadInput(f"pipeline flags: unknown {', '.join(sorted(unknown))}; "
@@ -140,7 +137,7 @@ def run_pipeline(loaded, config, train_data, eval_data, seed: int = 0, log=None,
     `normalize` says (compile's --normalize, so training sees what calibration sees). Seeds make
     a run repeatable.
     """
-    from tflc.load.train_data import load_labelled_data, materialize
+    from tflc.load.data import load_labelled, materialize
     from tflc.optimize import training
     from tflc.tf_env import import_tensorflow
 
@@ -159,9 +156,9 @@ def run_pipeline(loaded, config, train_data, eval_data, seed: int = 0, log=None,
 
     model, rebuild = tf_keras_model(loaded, eval_data)
     task = training.describe_task(model, str(loaded.path))
-    evaluation = materialize(load_labelled_data(eval_data, loaded.inputs, task.classes,
+    evaluation = materialize(load_labelled(eval_data, loaded.inputs, task.classes,
                                                 role="--eval-data", normalize=normalize))
-    train = load_labelled_data(train_data, loaded.inputs, task.classes, role="--train-data",
+    train = load_labelled(train_data, loaded.inputs, task.classes, role="--train-data",
                                normalize=normalize)
     calibration = train.sample_inputs(CALIBRATION_SAMPLES)
     run = _Run(loaded, config, train, evaluation, calibration, task, seed, say)

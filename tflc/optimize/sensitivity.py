@@ -265,8 +265,8 @@ def sensitivity_report(model_path, eval_data, out_dir=None, sparsities=DEFAULT_S
     Keras 3 models are rebuilt as tf_keras (and verified) first, like the pipeline does.
     """
     from tflc.fileio import atomic_write_bytes, atomic_write_json, ensure_writable_dir
+    from tflc.load.data import load_labelled, materialize
     from tflc.load.models import load_model
-    from tflc.load.train_data import load_labelled_data, materialize
     from tflc.optimize.keras_rebuild import tf_keras_model
     from tflc.optimize.training import describe_task
 
@@ -275,7 +275,7 @@ def sensitivity_report(model_path, eval_data, out_dir=None, sparsities=DEFAULT_S
     loaded = load_model(model_path, custom_objects, allow_unsafe_code)
     model, _ = tf_keras_model(loaded, None)
     task = describe_task(model, str(model_path))
-    data = materialize(load_labelled_data(eval_data, loaded.inputs, task.classes,
+    data = materialize(load_labelled(eval_data, loaded.inputs, task.classes,
                                           role="--eval-data", normalize=normalize))
     result = analyze(model, data.x, data.y, task, sparsities, quantize=quantize)
     result.model = str(model_path)

@@ -96,12 +96,9 @@ def accuracy(model, x: list[np.ndarray], y: np.ndarray, task: Task) -> float:
 
 
 def accuracy_of_outputs(outputs: np.ndarray, y: np.ndarray, task: Task) -> float:
-    if task.binary:
-        threshold = 0.5 if task.probabilities else 0.0
-        predicted = (outputs[:, 0] > threshold).astype(np.int64)
-    else:
-        predicted = outputs.argmax(axis=1)
-    return round(100.0 * float(np.mean(predicted == y)), 4)
+    from tflc.convert.evaluate import top1_accuracy
+
+    return top1_accuracy(outputs, y, probabilities=task.probabilities)
 
 
 def progress_bar(description: str):

@@ -93,10 +93,8 @@ def compile_manifest(report) -> dict:
     inputs = {role: describe_path(config.get(key), key, known.get(key))
               for key, role in COMPILE_INPUTS.items()}
     inputs["model"]["format"] = report.model.get("format")
-    pipeline = config.get("pipeline")
-    pipeline_file = pipeline.get("config") if isinstance(pipeline, dict) else pipeline
-    if pipeline_file:
-        inputs["pipeline_config"] = describe_path(pipeline_file, "pipeline")
+    if config.get("pipeline"):
+        inputs["pipeline_config"] = describe_path(config["pipeline"], "pipeline")
     metrics = numeric_leaves(
         {
             "sizes": report.sizes,
@@ -131,11 +129,13 @@ def _verifier_numbers(verifier: dict | None) -> dict:
     return {k: v for k, v in verifier.items() if isinstance(v, (bool, int, float))}
 
 
-def record_compile(report, registry=None) -> str | None:
-    """Record a compile: model.tflite, report.json and the exported C package when there is one."""
+def record_compile(report, registry=None, staged_dir=None) -> str | None:
+    """Record a compile: model.tflite, report.json and the exported C package when there is one.
+
+    `staged_dir`: where the files are before compile publishes them into `report.output_dir`."""
     from tflc.store.recording import not_recorded, record
 
-    out = Path(report.output_dir)
+    out = Path(staged_dir or report.output_dir)
     files: dict[str, object] = {
         "model.tflite": out / "model.tflite",
         "report.json": report.to_dict(),

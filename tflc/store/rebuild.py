@@ -11,7 +11,6 @@ deterministic on this machine.
 
 from __future__ import annotations
 
-import inspect
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -163,10 +162,7 @@ def _point_config_at(config: dict, key: str | None, path: str) -> None:
     """Make the config read an input from its absolute (or overriding) path."""
     if not key:
         return
-    if isinstance(config.get(key), dict) and "config" in config[key]:
-        config[key] = {**config[key], "config": path}  # a pipeline given as YAML plus flags
-    else:
-        config[key] = path
+    config[key] = path
 
 
 def _compare_target(manifest: dict, config: dict) -> dict | None:
@@ -207,26 +203,20 @@ def _changed(recorded: dict, now: dict) -> list[dict]:
 
 
 def _config_problems(config: dict) -> list[dict]:
-    from tflc.compiler import compile_model
+    from tflc.options import CompileOptions
 
-    accepted = set(inspect.signature(compile_model).parameters)
-    return [
-        {"key": key, "problem": "is not accepted by this tflc's compile"}
-        for key in config
-        if key not in accepted and key != "out_dir"
-    ]
+    accepted = set(CompileOptions.field_names()) | {"model", "out_dir"}
+    return [{"key": key, "problem": "is not accepted by this tflc's compile"}
+            for key in config if key not in accepted]
 
 
 def _run(config: dict, out_dir) -> tuple[str, str]:
     """Compile with the recorded configuration (not recorded again); (sha256, output folder)."""
     import tflc
-    from tflc.store.recording import recording_disabled
+    from tflc.options import CompileOptions
 
-    kwargs = {k: v for k, v in config.items() if k not in ("model", "out_dir")}
-    kwargs = {k: v for k, v in kwargs.items() if not _config_problems({k: v})}
-    if kwargs.get("random_range") is not None:
-        kwargs["random_range"] = tuple(kwargs["random_range"])
+    settings = {k: v for k, v in config.items() if k not in ("model", "out_dir")}
+    known = {k: v for k, v in settings.items() if k in CompileOptions.field_names()}
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="tflc-rebuild-"))
-    with recording_disabled():
-        result = tflc.compile(config["model"], out, **kwargs)
+    result = tflc.compile(config["model"], out, CompileOptions.from_dict(known), record=False)
     return sha256_file(result.tflite_path), os.fspath(out)
