@@ -662,8 +662,15 @@ def runs_verify_command(artifacts, fmt) -> None:
                    + ("all files intact" if report.ok else f"{len(report.problems)} problem(s)"))
         for p in report.problems:
             click.echo(f"  {p['artifact']}  {p['file']}  {p['status']}  {p['path']}")
+    _echo_warnings(report.warnings)
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+def _echo_warnings(warnings: list[str]) -> None:
+    """Warnings go to stderr in every format, one line each, so JSON on stdout stays clean."""
+    for warning in warnings:
+        click.echo(f"tflc: warning: {warning}", err=True)
 
 
 @runs_group.command("repair")
@@ -685,6 +692,7 @@ def runs_repair_command(fmt) -> None:
                    f"{len(report.restored)} file(s)")
         for item in report.unrecoverable:
             click.echo(f"  cannot restore {item['artifact']} {item['file']}: {item['reason']}")
+    _echo_warnings(report.warnings)
     if report.unrecoverable:
         raise click.exceptions.Exit(1)
 

@@ -198,7 +198,8 @@ def test_gc_keeps_tagged_and_released_artifacts_and_honours_dry_run():
     _age_all_files(days=1)
 
     dry = gc(registry, keep_days=0, dry_run=True)
-    assert dry.artifacts == [doomed] and dry.orphan_blobs == 1  # the doomed model's blob
+    # the doomed model's blob and the stored copy of its manifest
+    assert dry.artifacts == [doomed] and dry.orphan_blobs == 2
     assert (registry.files.artifacts / doomed).is_dir()
 
     done = gc(registry, keep_days=0)
@@ -206,6 +207,7 @@ def test_gc_keeps_tagged_and_released_artifacts_and_honours_dry_run():
     assert not (registry.files.artifacts / doomed).exists()
     assert [r.id for r in registry.list()] == [kept_release, kept_tag]
     assert not registry.files.blob_path(sha256_bytes(b"doomed")).exists()
+    assert registry.files.stored_manifest(kept_tag) and registry.files.stored_manifest(kept_release)
     assert resolve_model_ref("kws@current").read_bytes() == b"released"
     assert gc(registry, keep_days=0).artifacts == []
     assert "would remove 0 artifact(s)" in cli("runs", "gc", "--dry-run").output

@@ -3,6 +3,7 @@
 Layout below the registry root (default ./.tflc):
 
     objects/ab/ab12...ef        every file ever recorded, named by its sha256, written once
+                                (each manifest too, so a lost one can be brought back)
     artifacts/<id>/manifest.json the manifest; the artifact id is the start of its sha256
     artifacts/<id>/<name>       each recorded file under its own name (its own copy of its blob)
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -33,6 +35,7 @@ OBJECTS = "objects"
 ARTIFACTS = "artifacts"
 MANIFEST = "manifest.json"
 ID_LENGTH = 12  # hex digits of the manifest's sha256; 48 bits, git-style short ids
+_ID_PATTERN = re.compile(f"[0-9a-f]{{{ID_LENGTH}}}")
 
 
 def canonical_json(obj) -> bytes:
@@ -197,6 +200,25 @@ class ArtifactFiles:
         # A new file renamed over the old name: a hard link left by an older tflc is broken too.
         clone_or_copy(blob, target, blob.read_bytes())
         return True
+
+    def blob_status(self, sha256: str) -> str:
+        """'ok', 'missing' or 'modified': whether the stored copy of a file is still intact."""
+        blob = self.blob_path(sha256)
+        if not blob.is_file():
+            return "missing"
+        return "ok" if sha256_file(blob) == sha256 else "modified"
+
+    def stored_manifest(self, artifact_id: str) -> bytes | None:
+        """The manifest's own stored copy (a blob whose hash starts with the id), if intact:
+        what brings back an artifact whose manifest and database row are both lost."""
+        if not _ID_PATTERN.fullmatch(artifact_id):
+            return None
+        folder = self.objects / artifact_id[:2]
+        for blob in sorted(folder.glob(f"{artifact_id}*")) if folder.is_dir() else []:
+            data = blob.read_bytes()
+            if sha256_bytes(data) == blob.name:
+                return data
+        return None
 
     def manifests_on_disk(self) -> list[tuple[str, Path]]:
         """(id, manifest path) of every complete artifact folder; temporary ones are skipped."""

@@ -1,8 +1,9 @@
 """Keeping a registry healthy: verify, repair and garbage-collect.
 
-Files in `.tflc/` can be deleted or edited by hand. `verify` names every file that no longer
-matches its recorded hash; `repair` restores what can be restored (artifact files from their
-content-addressed blobs, manifests from the database, the database from the manifests and the
+Files in `.tflc/` can be deleted or edited by hand. `verify` names every file, and every stored
+copy of one, that no longer matches its recorded hash; `repair` restores what can be restored
+(artifact files from their content-addressed blobs and blobs from intact artifact files,
+manifests from the database or their stored copies, the database from the manifests and the
 event log); `gc` removes what nothing refers to. Each leaves every other artifact usable.
 """
 
@@ -17,6 +18,7 @@ from datetime import datetime, timezone
 from tflc.errors import BadInput
 from tflc.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 from tflc.store.artifacts import MANIFEST
+from tflc.store.events import EventLog, read_events
 from tflc.store.registry import Registry
 
 # Unreferenced files younger than this may belong to a record another process is still writing.
@@ -27,45 +29,64 @@ RECORD_WINDOW_S = 600.0
 class VerifyReport:
     checked: int = 0
     problems: list[dict] = field(default_factory=list)  # {artifact, file, path, status}
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def to_dict(self) -> dict:
-        return {"checked": self.checked, "ok": self.ok, "problems": self.problems}
+        return {
+            "checked": self.checked,
+            "ok": self.ok,
+            "problems": self.problems,
+            "warnings": self.warnings,
+        }
 
 
 def verify(registry: Registry, ids: list[str] | None = None) -> VerifyReport:
-    """Check every file (or those of `ids`) against the hash recorded for it."""
+    """Check every file (or those of `ids`) and its stored copy against the recorded hash.
+
+    Both sides matter: an intact artifact file with a lost stored copy can no longer be repaired,
+    and repair puts the stored copy back from it while it still can.
+    """
     records = [registry.get(i) for i in ids] if ids else registry.list()
     report = VerifyReport()
+    blob_status: dict[str, str] = {}  # many artifacts share one stored copy: hash it once
     for record in records:
         report.checked += 1
-        for name, meta in record.files.items():
-            status = registry.files.file_status(record.id, name, meta["sha256"])
+        manifest_sha, _ = registry.stored_manifest_text(record.id)
+        checks = [(name, meta["sha256"]) for name, meta in record.files.items()]
+        for name, sha in [*checks, (MANIFEST, manifest_sha)]:
+            status = _artifact_side_status(registry, record.id, name, sha)
             if status != "ok":
+                path = registry.files.file_path(record.id, name)
+                report.problems.append(_problem(record.id, name, status, path))
+            if sha not in blob_status:
+                blob_status[sha] = registry.files.blob_status(sha)
+            if blob_status[sha] != "ok":
+                path = registry.files.blob_path(sha)
                 report.problems.append(
-                    {
-                        "artifact": record.id,
-                        "file": name,
-                        "status": status,
-                        "path": str(registry.files.file_path(record.id, name)),
-                    }
+                    _problem(record.id, name, f"stored copy {blob_status[sha]}", path)
                 )
-        manifest = registry.files.manifest_path(record.id)
-        status = (
-            "missing"
-            if not manifest.is_file()
-            else "ok"
-            if sha256_file(manifest).startswith(record.id)
-            else "modified"
-        )
-        if status != "ok":  # the id is the start of the manifest's own hash
-            report.problems.append(
-                {"artifact": record.id, "file": MANIFEST, "status": status, "path": str(manifest)}
-            )
+    warning = read_events(registry.events_path).warning()
+    if warning:
+        report.warnings.append(warning)
     return report
+
+
+def _artifact_side_status(registry: Registry, artifact_id: str, name: str, sha: str) -> str:
+    """A file's status in the artifact folder; a manifest is intact when its hash is `sha`."""
+    if name != MANIFEST:
+        return registry.files.file_status(artifact_id, name, sha)
+    path = registry.files.manifest_path(artifact_id)
+    if not path.is_file():
+        return "missing"
+    return "ok" if sha256_file(path) == sha else "modified"
+
+
+def _problem(artifact_id: str, name: str, status: str, path) -> dict:
+    return {"artifact": artifact_id, "file": name, "status": status, "path": str(path)}
 
 
 @dataclass
@@ -73,38 +94,50 @@ class RepairReport:
     database_moved_to: str | None = None
     reindexed: list[str] = field(default_factory=list)
     events_replayed: int = 0
+    events_skipped: int = 0  # lines of events.jsonl that are not events (named in `warnings`)
     restored: list[dict] = field(default_factory=list)
     unrecoverable: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def repair(registry: Registry) -> RepairReport:
-    """Rebuild what was lost: a damaged database is moved aside and rebuilt, then every
-    artifact file that is missing or modified is restored from its blob where the blob is intact.
+    """Rebuild what was lost: a damaged database is moved aside and rebuilt (from the manifests,
+    or their stored copies, and the event log), then every stored copy and artifact file that is
+    missing or modified is restored from the other side where that is intact.
     """
     report = RepairReport()
     rebuilt = False
     if registry.db_path.exists() and not _database_healthy(registry):
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        aside = registry.db_path.with_name(f"{registry.db_path.name}.damaged-{stamp}")
-        os.replace(registry.db_path, aside)
-        for suffix in ("-wal", "-shm"):
-            side = registry.db_path.with_name(registry.db_path.name + suffix)
-            if side.exists():
-                os.replace(side, aside.with_name(aside.name + suffix))
-        report.database_moved_to = str(aside)
+        report.database_moved_to = str(_move_database_aside(registry))
     if not registry.db_path.exists():
         rebuilt = True
         registry.root.mkdir(parents=True, exist_ok=True)
         with registry.transaction(write=True):  # creates the empty schema
             pass
-    _reindex(registry, report)
-    if rebuilt:
-        report.events_replayed = _replay_events(registry)
+    log = read_events(registry.events_path) if rebuilt else None
+    _reindex(registry, report, log)
+    if log is not None:
+        report.events_replayed = _replay_events(registry, log)
+        report.events_skipped = len(log.junk)
+        if log.warning():
+            report.warnings.append(log.warning())
+    _restore_objects(registry, report)
     _restore_files(registry, report)
     return report
+
+
+def _move_database_aside(registry: Registry):
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    aside = registry.db_path.with_name(f"{registry.db_path.name}.damaged-{stamp}")
+    os.replace(registry.db_path, aside)
+    for suffix in ("-wal", "-shm"):
+        side = registry.db_path.with_name(registry.db_path.name + suffix)
+        if side.exists():
+            os.replace(side, aside.with_name(aside.name + suffix))
+    return aside
 
 
 def _database_healthy(registry: Registry) -> bool:
@@ -115,55 +148,62 @@ def _database_healthy(registry: Registry) -> bool:
         return False
 
 
-def _reindex(registry: Registry, report: RepairReport) -> None:
-    """Add every artifact folder whose manifest is intact but which the database lacks."""
+def _reindex(registry: Registry, report: RepairReport, log: EventLog | None) -> None:
+    """Add every artifact the database lacks: those with a folder, and (after a rebuild) those
+    the event log names. The manifest comes from the folder, else from its stored copy."""
     _, known = registry.referenced()
-    for artifact_id, manifest_path in registry.files.manifests_on_disk():
-        if artifact_id in known:
+    on_disk = dict(registry.files.manifests_on_disk())
+    released = {e["artifact"] for e in (log.events if log else []) if e["event"] == "promote"}
+    for artifact_id in sorted({*on_disk, *released} - known):
+        text = _intact_manifest(registry, artifact_id, on_disk.get(artifact_id))
+        if text is None:
+            if artifact_id in on_disk or artifact_id in released:
+                report.unrecoverable.append(_lost_manifest(registry, artifact_id, on_disk))
             continue
-        try:
-            text = manifest_path.read_bytes()
-            manifest = json.loads(text)
-        except (OSError, ValueError) as exc:
-            report.unrecoverable.append(
-                {
-                    "artifact": artifact_id,
-                    "file": MANIFEST,
-                    "path": str(manifest_path),
-                    "reason": f"unreadable ({exc})",
-                }
-            )
-            continue
-        sha = sha256_bytes(text)
-        if not sha.startswith(artifact_id):
-            report.unrecoverable.append(
-                {
-                    "artifact": artifact_id,
-                    "file": MANIFEST,
-                    "path": str(manifest_path),
-                    "reason": "modified (its hash no longer matches the id)",
-                }
-            )
-            continue
-        registry.add(artifact_id, sha, text.decode(), manifest)
+        manifest = json.loads(text)
+        registry.add(artifact_id, sha256_bytes(text), text.decode(), manifest)
         report.reindexed.append(artifact_id)
 
 
-def _replay_events(registry: Registry) -> int:
+def _intact_manifest(registry: Registry, artifact_id: str, path) -> bytes | None:
+    """The manifest bytes whose hash starts with the id: the folder's, else the stored copy."""
+    try:
+        text = path.read_bytes() if path is not None else None
+    except OSError:
+        text = None
+    if text is not None and sha256_bytes(text).startswith(artifact_id) and _is_json(text):
+        return text
+    return registry.files.stored_manifest(artifact_id)
+
+
+def _is_json(text: bytes) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _lost_manifest(registry: Registry, artifact_id: str, on_disk: dict) -> dict:
+    path = on_disk.get(artifact_id) or registry.files.manifest_path(artifact_id)
+    if artifact_id not in on_disk:
+        reason = "released, but its folder and the stored copy of its manifest are gone"
+    elif path.is_file():
+        reason = "modified (its hash no longer matches the id), and its stored copy is gone"
+    else:
+        reason = "missing, and its stored copy is gone"
+    return {"artifact": artifact_id, "file": MANIFEST, "path": str(path), "reason": reason}
+
+
+def _replay_events(registry: Registry, log: EventLog) -> int:
     """Re-apply tags, promotions and rollbacks from events.jsonl to a rebuilt database."""
-    if not registry.events_path.is_file():
-        return 0
     replayed = 0
     with registry.transaction(write=True) as conn:
         known = {r[0] for r in conn.execute("SELECT id FROM artifacts")}
-        for line in registry.events_path.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue  # a torn last line from a crash: skip it
-            kind, artifact = event.get("event"), event.get("artifact")
+        for event in log.events:
+            kind, artifact = event["event"], event["artifact"]
             if artifact not in known:
-                continue
+                continue  # an artifact collected since, or one reported unrecoverable
             if kind == "tag":
                 conn.execute(
                     "INSERT OR IGNORE INTO tags VALUES (?,?,?)",
@@ -184,21 +224,50 @@ def _replay_events(registry: Registry) -> int:
                     "WHERE name=? AND rolled_back IS NULL) AND artifact_id=?",
                     (event["time"], event["name"], artifact),
                 )
-            else:
-                continue
             replayed += 1
     return replayed
+
+
+def _restore_objects(registry: Registry, report: RepairReport) -> None:
+    """Put back each lost or edited stored copy from an intact artifact file (or, for a
+    manifest, the database's text), so that files damaged later can still be restored."""
+    done: set[str] = set()
+    for record in registry.list():
+        manifest_sha, manifest_text = registry.stored_manifest_text(record.id)
+        sources = {MANIFEST: (manifest_sha, None)}
+        sources.update({n: (m["sha256"], registry.files.file_path(record.id, n))
+                        for n, m in record.files.items()})
+        for name, (sha, path) in sources.items():
+            if sha in done:
+                continue
+            status = registry.files.blob_status(sha)
+            if status == "ok":
+                done.add(sha)
+                continue
+            data = manifest_text.encode() if path is None else _read_if_intact(path, sha)
+            if data is None or sha256_bytes(data) != sha:
+                continue  # perhaps another artifact holds an intact copy; else reported below
+            registry.files.put_blob(data)
+            done.add(sha)
+            report.restored.append(
+                {"artifact": record.id, "file": name, "was": f"stored copy {status}"}
+            )
+
+
+def _read_if_intact(path, sha: str) -> bytes | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if sha256_bytes(data) == sha else None
 
 
 def _restore_files(registry: Registry, report: RepairReport) -> None:
     for record in registry.list():
         manifest_path = registry.files.manifest_path(record.id)
-        if not manifest_path.is_file() or not sha256_file(manifest_path).startswith(record.id):
+        manifest_sha, text = registry.stored_manifest_text(record.id)
+        if not manifest_path.is_file() or sha256_file(manifest_path) != manifest_sha:
             manifest_path.parent.mkdir(parents=True, exist_ok=True)
-            with registry.transaction() as conn:
-                text = conn.execute(
-                    "SELECT manifest FROM artifacts WHERE id=?", (record.id,)
-                ).fetchone()[0]
             atomic_write_bytes(manifest_path, text.encode())
             report.restored.append({"artifact": record.id, "file": MANIFEST})
         for name, meta in record.files.items():

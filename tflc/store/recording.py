@@ -97,5 +97,6 @@ def _record(kind: str, files: Mapping[str, object], manifest: Mapping, registry)
     text = canonical_json(full)
     manifest_sha = sha256_bytes(text)
     artifact_id = manifest_sha[:ID_LENGTH]
+    reg.files.put_blob(text)  # the stored copy `runs repair` brings a lost manifest back from
     reg.files.write_artifact(artifact_id, data, text)
     return reg.add(artifact_id, manifest_sha, text.decode(), json.loads(text))

@@ -252,13 +252,13 @@ class Registry:
             conn.execute("ROLLBACK")
             raise
 
-    def _append_event(self, event: dict) -> None:
+    def _append_event(self, event: dict, time: str) -> None:
         """Tags and releases also go to an append-only log, so `runs repair` can replay them.
 
         Called inside the database transaction: one short `write` with O_APPEND, which local file
         systems apply whole even when several processes append at once.
         """
-        line = (json.dumps({"time": now_iso(), **event}, sort_keys=True) + "\n").encode()
+        line = (json.dumps({"time": time, **event}, sort_keys=True) + "\n").encode()
         fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)
@@ -331,6 +331,16 @@ class Registry:
             ids = ", ".join(r[0] for r in rows[:5])
             raise BadInput(f"artifact id '{text}' is ambiguous ({ids}, ...); give more digits")
         return rows[0][0]
+
+    def stored_manifest_text(self, artifact_id: str) -> tuple[str, str]:
+        """(sha256, text) of an artifact's manifest as the database holds it."""
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT manifest_sha256, manifest FROM artifacts WHERE id=?", (artifact_id,)
+            ).fetchone()
+        if row is None:
+            raise BadInput(f"no artifact '{artifact_id}' in the run registry {self.root}")
+        return row[0], row[1]
 
     def get(self, text: str) -> ArtifactRecord:
         if not self._check_present():
@@ -450,15 +460,17 @@ class Registry:
         self.ensure_database()
         with self.transaction(write=True) as conn:
             artifact_id = self.resolve_id(text, conn)
+            now = now_iso()  # the same time in the database and the log, so a replay matches
             if remove:
                 conn.execute("DELETE FROM tags WHERE artifact_id=? AND tag=?", (artifact_id, tag))
             else:
                 conn.execute(
                     "INSERT OR IGNORE INTO tags (artifact_id, tag, created) VALUES (?,?,?)",
-                    (artifact_id, tag, now_iso()),
+                    (artifact_id, tag, now),
                 )
             self._append_event(
-                {"event": "untag" if remove else "tag", "artifact": artifact_id, "tag": tag}
+                {"event": "untag" if remove else "tag", "artifact": artifact_id, "tag": tag},
+                now,
             )
         return artifact_id
 
@@ -488,11 +500,12 @@ class Registry:
             active = self._active(conn, name)
             if active and active[0] == artifact_id:
                 return ReleaseChange(name, artifact_id, _at(active, 1), artifact_id, changed=False)
+            now = now_iso()
             conn.execute(
                 "INSERT INTO releases (name, artifact_id, promoted) VALUES (?,?,?)",
-                (name, artifact_id, now_iso()),
+                (name, artifact_id, now),
             )
-            self._append_event({"event": "promote", "name": name, "artifact": artifact_id})
+            self._append_event({"event": "promote", "name": name, "artifact": artifact_id}, now)
             return ReleaseChange(name, artifact_id, _at(active, 0), _at(active, 0))
 
     def rollback(self, name: str) -> ReleaseChange:
@@ -509,12 +522,13 @@ class Registry:
                 raise BadInput(
                     f"'{name}' has a single release ({active[0]}); there is nothing to roll back to"
                 )
+            now = now_iso()
             conn.execute(
                 "UPDATE releases SET rolled_back=? WHERE seq=(SELECT MAX(seq) FROM releases "
                 "WHERE name=? AND rolled_back IS NULL)",
-                (now_iso(), name),
+                (now, name),
             )
-            self._append_event({"event": "rollback", "name": name, "artifact": active[0]})
+            self._append_event({"event": "rollback", "name": name, "artifact": active[0]}, now)
             return ReleaseChange(name, active[1], _at(active, 2), active[0])
 
     def release(self, name: str, which: str = "current") -> str:
@@ -598,13 +612,17 @@ class Registry:
             )
 
     def referenced(self, excluding: set[str] = frozenset()) -> tuple[set[str], set[str]]:
-        """(blob hashes, artifact ids) of the artifacts in the database, minus `excluding`."""
+        """(blob hashes, artifact ids) of the artifacts in the database, minus `excluding`;
+        the blobs include each manifest's stored copy."""
         if not self._check_present():
             return set(), set()
         with self.transaction() as conn:
             blobs = {
                 sha
-                for artifact_id, sha in conn.execute("SELECT artifact_id, sha256 FROM files")
+                for artifact_id, sha in conn.execute(
+                    "SELECT artifact_id, sha256 FROM files "
+                    "UNION ALL SELECT id, manifest_sha256 FROM artifacts"
+                )
                 if artifact_id not in excluding
             }
             ids = {r[0] for r in conn.execute("SELECT id FROM artifacts")} - set(excluding)
