@@ -369,9 +369,8 @@ def bench_command(models, device, target, python, threads, warmup, runs, min_dur
         max_runs=max_runs, repeat=repeat, delegate=delegate, delegate_options=delegate_options,
         inputs=inputs, eval_data=eval_data,
         seed=seed, return_outputs=return_outputs, runtime=runtime, timeout_s=timeout_s,
-        retries=retries, ssh_config=ssh_config, ssh_options=ssh_options, remote_tmp=remote_tmp)
-    if output:
-        result.write(output)
+        retries=retries, ssh_config=ssh_config, ssh_options=ssh_options, remote_tmp=remote_tmp,
+        output=output)
     if fmt == "json":
         emit_json(result)
     else:

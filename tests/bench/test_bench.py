@@ -107,7 +107,7 @@ def test_local_python_missing(tiny_models):
 
 def test_local_timeout_kills_the_run_and_removes_the_folder(tiny_models, remote_tmp):
     with pytest.raises(DeviceError) as slow:
-        bench(tiny_models["int8"], "local", runs=1, min_duration_s=60, max_runs=10**8,
+        bench(tiny_models["int8"], "local", runs=1, min_duration_s=60, max_runs=10**7,
               timeout_s=3, remote_tmp=str(remote_tmp), progress=False)
     assert slow.value.kind == "timeout"
     assert list(remote_tmp.iterdir()) == []
@@ -139,7 +139,7 @@ def test_ctrl_c_stops_the_device_side_and_cleans_up(tiny_models, remote_tmp):
 
     tflc = Path(sys.executable).with_name("tflc")
     process = subprocess.Popen([str(tflc), "bench", str(tiny_models["int8"]), "--runs", "1",
-                                "--min-duration", "60", "--max-runs", str(10**8),
+                                "--min-duration", "60", "--max-runs", str(10**7),
                                 "--remote-tmp", str(remote_tmp)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pgid_files = []

@@ -137,7 +137,7 @@ def test_server_stopped_mid_run(tiny_models, own_sshd):
     stopper.start()
     with pytest.raises(TransportError) as failed:
         bench(tiny_models["int8"], own_sshd.url, ssh_config=config, python=sys.executable,
-              runs=1, min_duration_s=60, max_runs=10**8, retries=1, progress=False,
+              runs=1, min_duration_s=60, max_runs=10**7, retries=1, progress=False,
               timeout_s=120)
     stopper.join(timeout=5)
     message = failed.value.message
@@ -167,7 +167,7 @@ def test_timeout_stops_the_runner_and_cleans_up(tiny_models, sshd, remote_tmp):
     with pytest.raises(DeviceError) as slow:
         bench(tiny_models["int8"], sshd.url, ssh_config=sshd.client_config(),
               python=sys.executable, remote_tmp=str(remote_tmp), runs=1, min_duration_s=60,
-              max_runs=10**8, timeout_s=4, progress=False)
+              max_runs=10**7, timeout_s=4, progress=False)
     assert slow.value.kind == "timeout" and "--timeout" in slow.value.message
     assert wait_until(lambda: not runner_processes(sshd), 10)
     assert list(remote_tmp.iterdir()) == []

@@ -15,6 +15,10 @@ The pipeline of one call to `bench()`:
 
 from __future__ import annotations
 
+import math
+import os
+import re
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +27,7 @@ from tflc.bench import runner as runner_module
 from tflc.bench.stats import LatencyStats, summarize
 from tflc.bench.summary import ModelSummary, fidelity, summarize_models
 from tflc.bench.transports import (
+    DeviceError,
     TransportError,
     Upload,
     make_transport,
@@ -34,6 +39,18 @@ from tflc.fileio import atomic_write_json, sha256_file
 from tflc.version import __version__
 
 DELEGATE_KINDS = ("none", "default", "xnnpack")
+
+# Upper bounds far beyond any real benchmark and low enough that durations, timers and sample
+# lists stay exact numbers in memory: (flag, limit, what the limit means).
+LIMITS = {
+    "runs": ("--runs", 10**7, "timed runs per model and trial"),
+    "max_runs": ("--max-runs", 10**7, "timed runs per model and trial"),
+    "warmup": ("--warmup", 10**6, "warm-up runs"),
+    "repeat": ("--repeat", 1000, "trials"),
+    "threads": ("--threads", 1024, "interpreter threads"),
+    "min_duration_s": ("--min-duration", 86400.0, "seconds (a day) per model and trial"),
+    "timeout_s": ("--timeout", 7 * 86400.0, "seconds (a week)"),
+}
 
 
 @dataclass
@@ -142,6 +159,99 @@ def _check_npz(path: Path, infos_by_model: dict, flag: str) -> None:
             raise BadInput(f"{path} ({flag}) does not fit {model.name}: {detail}") from None
 
 
+def check_settings(*, runs, warmup, min_duration_s, max_runs, repeat, threads, timeout_s,
+                   retries) -> None:
+    """Refuse numbers no benchmark needs before anything runs: past `LIMITS` the device would
+    overflow its timers or fill its memory with samples, long after the user has left."""
+    values = {"runs": runs, "max_runs": max_runs, "warmup": warmup, "repeat": repeat,
+              "threads": threads, "min_duration_s": min_duration_s, "timeout_s": timeout_s}
+    for key, value in values.items():
+        flag, limit, unit = LIMITS[key]
+        if value is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadInput(f"{flag} {value}: give a finite number of {unit}")
+        if value > limit:
+            shown = f"{limit:g}" if isinstance(limit, float) else str(limit)
+            raise BadInput(f"{flag} {value}: at most {shown} {unit}")
+    if runs < 1 and min_duration_s <= 0:
+        raise BadInput("--runs must be at least 1 (or give --min-duration)")
+    if warmup < 0 or repeat < 1 or (threads is not None and threads < 1) or max_runs < 1:
+        raise BadInput("--warmup must be >= 0, --repeat, --max-runs and --threads >= 1")
+    if min_duration_s < 0 or (timeout_s is not None and timeout_s <= 0) or retries < 0:
+        raise BadInput("--min-duration and --retries must be >= 0, --timeout > 0")
+
+
+def check_output_path(path) -> Path:
+    """Prove the results file can be written (creating its folder) before the device spends
+    minutes measuring: a result lost at the last step is the worst way to fail."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{path}: -o names a folder; give a file such as {path / 'bench.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise BadInput(f"{path}: the results file cannot be written there "
+                       f"({exc.strerror or exc}); choose another path with -o") from None
+    return path
+
+
+def _output_classes(model: Path) -> int:
+    """How many classes the model's first output scores per sample (1 for a single score)."""
+    from tflc.tflite.reader import read_model
+
+    shape = read_model(model).output_tensors(0)[0].shape
+    return int(math.prod(max(int(d), 1) for d in shape[1:])) if len(shape) > 1 else 1
+
+
+def _label_problem(y, samples: int, classes: int) -> str | None:
+    """What is wrong with labels `y` for `samples` samples of a `classes`-way output, if any."""
+    import numpy as np
+
+    if y.dtype.kind in "USO":
+        return f"holds text ({y.dtype}); give class indices as integers 0-{classes - 1}"
+    if y.dtype.kind not in "biuf":
+        return f"holds {y.dtype} values; give class indices as integers 0-{classes - 1}"
+    if y.ndim == 0 or y.ndim > 2:
+        return (f"has shape {list(y.shape)}; give one class index per sample, or one row of "
+                f"{classes} scores (one-hot) per sample")
+    if len(y) != samples:
+        return f"holds {len(y)} labels for {samples} samples in `x`; give one label per sample"
+    values = y.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        return "holds NaN or infinite values"
+    if y.ndim == 2 and y.shape[1] > 1:
+        if y.shape[1] != classes:
+            return (f"has {y.shape[1]} columns (one-hot), the model's output has {classes} "
+                    "classes")
+        return None
+    if not np.all(values == np.round(values)):
+        bad = values[values != np.round(values)][0]
+        return f"holds {bad:g}; class indices are whole numbers 0-{max(classes, 2) - 1}"
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high >= max(classes, 2):
+        bad = low if low < 0 else high
+        return (f"holds {bad}, out of range for the {classes} classes of the model's output "
+                f"(0-{max(classes, 2) - 1})")
+    return None
+
+
+def check_eval_labels(path: Path, infos_by_model: dict, flag: str) -> None:
+    """Labels must fit each model's output: a wrong one would give a silently wrong accuracy."""
+    for model, infos in infos_by_model.items():
+        arrays, labels = runner_module.read_npz_inputs(str(path), infos)
+        if labels is None:
+            continue  # no labels: agreement with the host only
+        import numpy as np
+
+        problem = _label_problem(np.asarray(labels), len(arrays[0]), _output_classes(model))
+        if problem:
+            raise BadInput(f"{path} ({flag}) does not fit {model.name}: `y` {problem}")
+
+
 def _delegate(delegate: str | None, options: dict | None) -> dict:
     if delegate in (None, "default", "xnnpack"):
         kind = {"kind": "default"}
@@ -172,7 +282,8 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
           eval_data=None, seed: int = 0, return_outputs: bool = False, runtime: str = "auto",
           timeout_s: float | None = None, retries: int = 2, ssh_config=None, ssh_options=(),
           remote_tmp: str | None = None, connect_timeout: float = 10.0,
-          busy_load_per_core: float = 0.5, progress: bool = True) -> BenchResult:
+          busy_load_per_core: float = 0.5, progress: bool = True,
+          output=None) -> BenchResult:
     """Benchmark one or more .tflite models on a device; see the module docstring for the steps.
 
     `models`: paths (several run interleaved, ratios are to the first). `device`: "local",
@@ -180,16 +291,17 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
     (default: the Python running tflc locally, `python3` over SSH). `inputs`: an .npz of field
     data to feed instead of random inputs (reports input saturation). `eval_data`: a labelled
     .npz (`x`, `y`) run once on the device, compared with LiteRT here. `target`: a target name or
-    descriptor whose `device.active_power_w` gives an energy estimate.
+    descriptor whose `device.active_power_w` gives an energy estimate. `output`: a file the
+    result is written to (JSON), checked for writability before anything is measured.
     """
     started = time.time()
     paths = [Path(m) for m in ([models] if isinstance(models, (str, Path)) else models)]
     if not paths:
         raise BadInput("no model given; name one or more .tflite files")
-    if runs < 1 and min_duration_s <= 0:
-        raise BadInput("--runs must be at least 1 (or give --min-duration)")
-    if warmup < 0 or repeat < 1 or (threads is not None and threads < 1):
-        raise BadInput("--warmup must be >= 0, --repeat >= 1 and --threads >= 1")
+    check_settings(runs=runs, warmup=warmup, min_duration_s=min_duration_s, max_runs=max_runs,
+                   repeat=repeat, threads=threads, timeout_s=timeout_s, retries=retries)
+    if output is not None:
+        check_output_path(output)
     if runtime not in ("auto", *runner_module.RUNTIMES):
         choices = ", ".join(runner_module.RUNTIMES)
         raise BadInput(f"--runtime {runtime}: use auto or one of {choices}")
@@ -204,6 +316,7 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
         _check_npz(inputs_path, infos, "--inputs")
     if eval_path:
         _check_npz(eval_path, infos, "--eval-data")
+        check_eval_labels(eval_path, infos, "--eval-data")
     target_spec = None
     if target is not None:
         from tflc.check import load_target
@@ -230,10 +343,14 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
     if timeout_s is None:
         timeout_s = 600.0 + 1.5 * repeat * len(paths) * min_duration_s
 
-    response, attempts = _run_with_retries(
-        device, python, uploads, request, timeout_s, retries, progress,
-        dict(ssh_config=ssh_config, ssh_options=tuple(ssh_options), remote_tmp=remote_tmp,
-             connect_timeout=connect_timeout))
+    try:
+        response, attempts = _run_with_retries(
+            device, python, uploads, request, timeout_s, retries, progress,
+            dict(ssh_config=ssh_config, ssh_options=tuple(ssh_options), remote_tmp=remote_tmp,
+                 connect_timeout=connect_timeout))
+    except DeviceError as exc:
+        exc.message = name_user_files(exc.message, uploads)
+        raise
     label = parse_device(device).label
 
     warnings = list(response.get("warnings") or [])
@@ -289,6 +406,8 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
     from tflc.store import record_bench
 
     result.artifact_id = record_bench(result)
+    if output is not None:
+        result.write(output)
     return result
 
 
@@ -314,16 +433,35 @@ def _run_with_retries(device, python, uploads, request, timeout_s, retries, prog
         except TransportError as exc:
             first_error = first_error or exc
             if attempt == retries:
+                tries = _attempts(attempt + 1)
                 if exc.message != first_error.message:
-                    exc.message = (f"{exc.message} (after {attempt + 1} attempts; the first "
+                    exc.message = (f"{exc.message} (after {tries}; the first "
                                    f"failure: {first_error.message})")
                 else:
-                    exc.message = f"{exc.message} (after {attempt + 1} attempts)"
+                    exc.message = f"{exc.message} (after {tries})"
                 raise
             time.sleep(min(2.0 ** attempt, 8.0))
         finally:
             bar.close()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
+
+
+def name_user_files(message: str, uploads: list[Upload]) -> str:
+    """The device only knows its private copies (`m0.tflite`, `eval.npz`, model `m0`): put the
+    user's own paths back into its messages, and keep them on one line."""
+    for upload in uploads:
+        name = re.escape(upload.name)
+        message = re.sub(rf"(?:/[^\s:'\"]*/)?(?<![\w.-]){name}(?![\w.-])", lambda _m, u=upload:
+                         str(u.source), message)
+        stem = upload.name.rsplit(".", 1)[0]
+        if re.fullmatch(r"m\d+", stem):
+            message = re.sub(rf"\bmodel {stem}\b", lambda _m, u=upload: f"model {u.source}",
+                             message)
+    return " ".join(message.split())
 
 
 def _host_evaluations(paths, eval_path: Path, threads, warnings: list) -> dict:
