@@ -151,3 +151,108 @@ def test_a_junk_line_in_the_event_log_is_reported_with_its_line_number(junk):
 
     result = cli("runs", "repair")  # a healthy database: the log is not replayed, nor warned about
     assert "warning" not in result.stderr
+
+
+# ------------------------------------------------------------------ a registry it cannot write
+
+
+def _freeze(path, on: bool) -> bool:
+    """Make a folder tree unwritable even for root (the immutable attribute), or undo it."""
+    import subprocess
+
+    flag = "+i" if on else "-i"
+    return subprocess.run(["chattr", "-R", flag, str(path)], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def read_only_registry():
+    """A registry with a released artifact, then made unwritable (as a read-only mount is)."""
+    artifact_id = record_fake(b"released model")
+    Registry().promote(artifact_id, "kws")
+    root = registry_dir()
+    if not _freeze(root, True):
+        pytest.skip("chattr +i is not available here")
+    try:
+        yield root, artifact_id
+    finally:
+        _freeze(root, False)
+
+
+def _one_error_line(result, *fragments):
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_a_read_only_registry_still_reads(read_only_registry):
+    root, artifact_id = read_only_registry
+    assert artifact_id in cli("runs", "list").output
+    assert resolve_model_ref("kws@current").read_bytes() == b"released model"
+    cli("runs", "verify")
+
+
+def test_writing_to_a_read_only_registry_says_it_is_not_writable(read_only_registry):
+    root, artifact_id = read_only_registry
+    result = cli("runs", "tag", artifact_id, "golden", ok=False)
+    assert result.exit_code == 2
+    line = _one_error_line(result, str(root), "not writable")
+    assert "runs repair" not in line and "unreadable" not in line
+
+
+def test_repair_of_a_read_only_registry_says_it_is_not_writable_and_moves_nothing(
+    read_only_registry,
+):
+    root, _ = read_only_registry
+    result = cli("runs", "repair", ok=False)
+    assert result.exit_code == 2
+    line = _one_error_line(result, str(root), "not writable")
+    assert "run `tflc runs repair`" not in line
+    assert sorted(p.name for p in root.glob("registry.sqlite*")) == ["registry.sqlite"]
+
+
+def test_recording_into_a_read_only_registry_warns_naming_it(read_only_registry, capsys):
+    root, _ = read_only_registry
+    from tflc import store
+
+    assert store.record("check", {"check.json": {"n": 1}}, {}) is None
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(root) in err and "not writable" in err
+
+
+def test_a_failure_without_a_file_name_still_names_the_path(capsys):
+    from tflc import store
+
+    # Reading these fails with an error that carries no file name of its own.
+    assert store.record("check", {"check.json": "/proc/self/mem"}, {}) is None
+    err = capsys.readouterr().err
+    assert "/proc/self/mem" in err and "Errno" not in err
+
+    artifact_id = record_fake(b"tagged model")
+    events = registry_dir() / "events.jsonl"
+    events.symlink_to("/dev/full")  # appending to the tag/release log fails: no space left
+    result = cli("runs", "tag", artifact_id, "golden", ok=False)
+    assert result.exit_code == 2
+    _one_error_line(result, str(events), "No space left on device")
+    assert Registry().get(artifact_id).tags == []  # the database and the log still agree
+
+
+def test_a_too_short_artifact_id_states_the_rule():
+    record_fake(b"some model")
+    result = cli("runs", "show", "e", ok=False)
+    assert result.exit_code == 2
+    _one_error_line(result, "'e'", "at least 4 hex digits (0-9, a-f)")
+
+
+def test_repair_leaves_a_database_of_a_newer_tflc_in_place():
+    import sqlite3
+
+    record_fake(b"model")
+    db = registry_dir() / "registry.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version=99")
+    result = cli("runs", "repair", ok=False)
+    assert result.exit_code == 2
+    _one_error_line(result, str(db), "newer tflc")
+    assert not list(registry_dir().glob("registry.sqlite.damaged-*"))

@@ -60,9 +60,9 @@ def normalize_files(files: Mapping[str, object]) -> dict[str, bytes]:
             path = Path(value)
             if path.is_dir():
                 for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                    out[f"{name}/{file.relative_to(path).as_posix()}"] = file.read_bytes()
+                    out[f"{name}/{file.relative_to(path).as_posix()}"] = _read(file, name)
             elif path.is_file():
-                out[name] = path.read_bytes()
+                out[name] = _read(path, name)
             else:
                 raise BadInput(f"{path}: file to record as '{name}' does not exist")
         elif hasattr(value, "to_dict"):
@@ -72,6 +72,16 @@ def normalize_files(files: Mapping[str, object]) -> dict[str, bytes]:
                 f"cannot record {name!r}: {type(value).__name__} is not a path, bytes or dict"
             )
     return out
+
+
+def _read(path: Path, name: str) -> bytes:
+    """A file's bytes; a failure names the file (a failed read may carry no file name)."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BadInput(
+            f"{path}: cannot read the file to record as '{name}' ({exc.strerror or exc})"
+        ) from None
 
 
 def _check_name(name: str) -> None:

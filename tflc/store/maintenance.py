@@ -15,11 +15,10 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from tflc.errors import BadInput
 from tflc.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 from tflc.store.artifacts import MANIFEST
 from tflc.store.events import EventLog, read_events
-from tflc.store.registry import Registry
+from tflc.store.registry import DatabaseDamaged, Registry
 
 # Unreferenced files younger than this may belong to a record another process is still writing.
 RECORD_WINDOW_S = 600.0
@@ -108,6 +107,7 @@ def repair(registry: Registry) -> RepairReport:
     or their stored copies, and the event log), then every stored copy and artifact file that is
     missing or modified is restored from the other side where that is intact.
     """
+    registry.refuse_read_only()  # before anything is moved: an unwritable database is not damaged
     report = RepairReport()
     rebuilt = False
     if registry.db_path.exists() and not _database_healthy(registry):
@@ -144,7 +144,7 @@ def _database_healthy(registry: Registry) -> bool:
     try:
         with registry.transaction() as conn:
             return conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-    except BadInput:
+    except DatabaseDamaged:
         return False
 
 

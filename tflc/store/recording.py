@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from tflc.errors import TflcError
 from tflc.fileio import sha256_bytes
 from tflc.store.artifacts import ID_LENGTH, canonical_json, normalize_files
-from tflc.store.registry import Registry, now_iso
+from tflc.store.registry import Registry, now_iso, registry_root
 from tflc.store.versions import collect_platform, collect_versions
 
 KINDS = ("compile", "check", "bench", "export")
@@ -62,15 +62,17 @@ def record(
     except (TflcError, OSError) as exc:
         if strict:
             raise
-        return not_recorded(kind, exc)
+        return not_recorded(kind, exc, registry)
 
 
-def not_recorded(kind: str, exc: Exception) -> None:
-    """Say in one line why a result could not be recorded (the result itself is fine)."""
+def not_recorded(kind: str, exc: Exception, registry=None) -> None:
+    """Say in one line why a result could not be recorded (the result itself is fine), always
+    naming a path: the file the error names, else the registry's folder."""
     if isinstance(exc, TflcError):
         reason = exc.message
     else:
-        reason = f"{exc.filename}: {exc.strerror}" if getattr(exc, "filename", None) else str(exc)
+        where = getattr(exc, "filename", None) or registry_root(registry)
+        reason = f"{where}: {getattr(exc, 'strerror', None) or exc}"
     print(
         f"tflc: warning: this {kind} result was not recorded in the run registry: {reason}",
         file=sys.stderr,

@@ -75,6 +75,11 @@ _MIGRATIONS = [
 ]
 
 
+class DatabaseDamaged(BadInput):
+    """The database file exists but SQLite cannot read it: what `runs repair` rebuilds (a
+    registry that is only unwritable, or from a newer tflc, is not damaged)."""
+
+
 def registry_root(registry: str | os.PathLike | None = None) -> Path:
     """Where the registry lives: the argument, else $TFLC_REGISTRY, else ./.tflc."""
     if registry:
@@ -171,9 +176,28 @@ class Registry:
             )
         return False
 
+    def not_writable(self) -> Path | None:
+        """The first part of the registry this process may not write (a read-only mount, a
+        folder of another user, an immutable file), or None."""
+        for path in (self.root, self.db_path, self.files.objects, self.files.artifacts):
+            if path.exists() and not os.access(path, os.W_OK):
+                return path
+        return None
+
+    def refuse_read_only(self) -> None:
+        """Fail before writing anything, naming the part that cannot be written."""
+        path = self.not_writable()
+        if path is not None:
+            raise BadInput(
+                f"{path}: the run registry is not writable; make it writable "
+                f"(chmod -R u+w {self.root}) or use another one (--registry PATH or "
+                f"TFLC_REGISTRY=PATH; TFLC_NO_RECORD=1 records nothing)"
+            )
+
     def ensure_database(self) -> None:
         """Create the database of a new registry, before any artifact file is written (so a
         concurrent first writer never sees artifacts without a database)."""
+        self.refuse_read_only()
         if not self._check_present():
             with self.transaction(write=True):
                 pass
@@ -188,7 +212,13 @@ class Registry:
                 f"{self.db_path}: the run registry stayed locked by another process for "
                 f"{BUSY_TIMEOUT_S:.0f}s ({text}); retry when it finishes"
             )
-        return BadInput(
+        if self.not_writable() is not None:
+            return BadInput(
+                f"{self.not_writable()}: the run registry is not writable, and SQLite cannot "
+                f"read its database without writing beside it ({text}); make it writable "
+                f"(chmod -R u+w {self.root}) or copy it elsewhere and use --registry COPY"
+            )
+        return DatabaseDamaged(
             f"{self.db_path}: the run registry database is unreadable ({text}); run "
             f"`tflc runs repair` to rebuild it from the manifests in {self.files.artifacts}"
         )
@@ -197,10 +227,11 @@ class Registry:
     def transaction(self, write: bool = False):
         """A connection inside one transaction: IMMEDIATE for writers, so they queue safely."""
         if write:
+            self.refuse_read_only()
             self.root.mkdir(parents=True, exist_ok=True)
         conn = None
         try:
-            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn = self._connect(read_only=not write and self.not_writable() is not None)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -219,6 +250,20 @@ class Registry:
         finally:
             if conn is not None:
                 conn.close()
+
+    def _connect(self, read_only: bool) -> sqlite3.Connection:
+        """A connection; for a registry this process cannot write, a read-only one.
+
+        SQLite opens a WAL database by creating its `-shm` file beside it, which an unwritable
+        folder refuses. Without a `-wal` file the database file holds every commit, so it can
+        be read as immutable; with one, SQLite reads it read-only where the `-shm` exists.
+        """
+        if not read_only:
+            return sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        wal = self.db_path.with_name(self.db_path.name + "-wal")
+        mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+        uri = f"{self.db_path.absolute().as_uri()}?{mode}"
+        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -259,12 +304,18 @@ class Registry:
         systems apply whole even when several processes append at once.
         """
         line = (json.dumps({"time": time, **event}, sort_keys=True) + "\n").encode()
-        fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:  # the transaction rolls back: database and log still agree
+            raise BadInput(
+                f"{self.events_path}: cannot append to the tag/release log "
+                f"({exc.strerror or exc}); nothing was changed"
+            ) from None
 
     # -- artifacts -----------------------------------------------------------------------------
 
@@ -318,7 +369,8 @@ class Registry:
                 return self.resolve_id(text, conn)
         if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
             raise BadInput(
-                f"'{text}' is not an artifact id (hex digits, as `tflc runs list` shows)"
+                f"'{text}' is not an artifact id: give one, or a prefix of one, of at least 4 hex "
+                f"digits (0-9, a-f), as `tflc runs list` shows"
             )
         rows = conn.execute(
             "SELECT id FROM artifacts WHERE id LIKE ? ORDER BY id LIMIT 6", (text + "%",)
