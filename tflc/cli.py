@@ -15,12 +15,36 @@ import traceback
 
 import click
 
-from tflc.errors import TflcError
+from tflc.errors import BadInput, TflcError
 from tflc.version import __version__
 
 
 class TflcGroup(click.Group):
-    """A click group that turns tflc's exceptions into one clean line and an exit code."""
+    """A click group that turns tflc's exceptions into one clean line and an exit code.
+
+    Click's own usage errors (a missing option, a bad choice) become one line too, with the
+    command's `--help` named, instead of click's three-line usage block; a closed stdout (`tflc
+    runs list | head -1`) ends the command quietly.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            click.echo(f"tflc: error: {exc.format_message()}{where}", err=True)
+            code = exc.exit_code
+        except click.ClickException as exc:
+            click.echo(f"tflc: error: {exc.format_message()}", err=True)
+            code = exc.exit_code
+        except click.exceptions.Abort:
+            click.echo("tflc: interrupted; nothing was written, earlier results are intact", err=True)
+            code = 130
+        except BrokenPipeError:
+            code = _reader_went_away()
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx):
         debug = bool(os.environ.get("TFLC_DEBUG")) or "--debug" in sys.argv[1:]
@@ -36,6 +60,8 @@ class TflcGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("tflc: interrupted; nothing was written, earlier results are intact", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            ctx.exit(_reader_went_away())
         except Exception as exc:  # the last line of defence: never a bare traceback
             if debug:
                 traceback.print_exc()
@@ -44,6 +70,14 @@ class TflcGroup(click.Group):
                 err=True,
             )
             ctx.exit(1)
+
+
+def _reader_went_away() -> int:
+    """The program reading our output closed the pipe: stop writing, and let Python's final
+    flush go to /dev/null instead of printing a second error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
 
 
 def emit_json(obj) -> None:
@@ -77,7 +111,7 @@ def main(debug: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------- compile
-# (tflc compile: see tflc/compiler.py)
+# (tflc compile: see tflc/compiler.py and tflc/options.py)
 
 
 @main.command("compile")
@@ -125,22 +159,22 @@ def compile_command(model, out_dir, calibration_data, calibration, calibration_s
     """Compile a Keras model (.keras, .h5, SavedModel) into a fully-integer TFLite model."""
     import tflc
     from tflc.load.models import parse_input_shapes
+    from tflc.options import CompileOptions
 
-    pipeline = _pipeline_request(pipeline_config, prune, qat, cluster, distill_student,
-                                 prune_structure=prune_structure,
-                                 qat_skip_unsupported=qat_skip_unsupported or None,
-                                 epochs=epochs)
-    report = tflc.compile(
-        model, out_dir, calibration_data=calibration_data, calibration=calibration,
+    options = CompileOptions(
+        calibration_data=calibration_data, calibration=calibration,
         calibration_samples=calibration_samples, random_range=_parse_range(random_range),
         normalize=normalize, seed=seed, weights=weights, activations=activations, io_type=io_type,
-        static_batch=static_batch,
-        eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
+        static_batch=static_batch, allow_float_ops=allow_float_ops,
         input_shapes=parse_input_shapes(input_shape), custom_objects=custom_objects,
-        allow_unsafe_code=allow_unsafe_code, allow_float_ops=allow_float_ops, target=target, strict=strict, export=export_format,
-        pipeline=pipeline, train_data=train_data,
-        log=None if fmt == "json" else lambda message: click.echo(f"... {message}", err=True),
+        allow_unsafe_code=allow_unsafe_code, eval_data=eval_data,
+        max_accuracy_drop=max_accuracy_drop, target=target, strict=strict, export=export_format,
+        pipeline=pipeline_config, train_data=train_data, prune=prune,
+        prune_structure=prune_structure, qat=qat, qat_skip_unsupported=qat_skip_unsupported,
+        cluster=cluster, distill=distill_student, epochs=epochs,
     )
+    log = None if fmt == "json" else (lambda message: click.echo(f"... {message}", err=True))
+    report = tflc.compile(model, out_dir, options, log=log)
     if fmt == "json":
         emit_json(report)
     else:
@@ -149,19 +183,7 @@ def compile_command(model, out_dir, calibration_data, calibration, calibration_s
         raise click.exceptions.Exit(3)
 
 
-def _pipeline_request(config, prune, qat, cluster, distill, **more):
-    """A pipeline YAML path, or a dict built from the shortcut flags, or None."""
-    flags = {k: v for k, v in {"prune": prune, "qat": qat or None, "cluster": cluster,
-                                "distill": distill, **more}.items() if v is not None}
-    if config and flags:
-        return {"config": config, "flags": flags}
-    if flags:
-        return {"flags": flags}
-    return config
-
-
 def _parse_range(text: str) -> tuple[float, float]:
-    from tflc.errors import BadInput
 
     try:
         low, high = (float(v) for v in text.split(","))
@@ -217,10 +239,10 @@ def _coverage(_ctx, _param, value):
     try:
         number = float(text)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a fraction (0.8) or a percentage (80%)") from None
+        raise BadInput(f"--min-coverage {value!r}: not a fraction (0.8) or a percentage (80%)") from None
     number = number / 100 if value.strip().endswith("%") or number > 1 else number
-    if not 0 <= number <= 1:
-        raise click.BadParameter(f"{value!r} must lie between 0 and 1 (or 0% and 100%)")
+    if not 0 <= number <= 1:  # also refuses nan
+        raise BadInput(f"--min-coverage {value!r}: must lie between 0 and 1 (or 0% and 100%)")
     return number
 
 
@@ -299,7 +321,7 @@ def _key_values(_ctx, param, values) -> dict:
     for text in values:
         key, sep, value = text.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{text!r} is not KEY=VALUE", param=param)
+            raise BadInput(f"{param.opts[-1]} {text!r}: expected KEY=VALUE")
         pairs[key] = value
     return pairs
 
@@ -400,7 +422,6 @@ def bench_command(models, device, target, python, threads, warmup, runs, min_dur
 def sensitivity_command(model, eval_data, sparsities, no_quantize, normalize, out_dir,
                         custom_objects, allow_unsafe_code, fmt):
     """Accuracy drop per layer when it alone is pruned (at each sparsity) or quantized to int8."""
-    from tflc.errors import BadInput
     from tflc.optimize.sensitivity import sensitivity_report
 
     try:
@@ -625,9 +646,9 @@ def runs_gc_command(dry_run, keep_days, fmt) -> None:
 @REGISTRY_OPTION
 def runs_export_command(kind, model, target, tag, since, until, fmt, output) -> None:
     """All matching records as one flat row each (CSV for spreadsheets, JSON for dashboards)."""
-    from tflc.fileio import _json_default, atomic_write_text
+    from tflc.fileio import _json_default
     from tflc.store import Registry
-    from tflc.store.diff import export_row, to_csv
+    from tflc.store.diff import export_row, to_csv, write_export
 
     records = Registry().list(kind=kind, model=model, target=target, tag=tag, since=since,
                               until=until)
@@ -637,7 +658,7 @@ def runs_export_command(kind, model, target, tag, since, until, fmt, output) -> 
     else:
         text = json.dumps(rows, indent=2, default=_json_default) + "\n"
     if output:
-        atomic_write_text(output, text)
+        write_export(output, text)
         click.echo(f"wrote {len(rows)} record(s) to {output}", err=True)
     else:
         click.echo(text, nl=False)
@@ -769,7 +790,6 @@ def rebuild_command(artifact, out_dir, inputs, anyway, fmt) -> None:
     Exit codes: 0 identical; 3 different, or not rebuilt because an input changed (each
     difference is named); 2 an input is missing.
     """
-    from tflc.errors import BadInput
     from tflc.store import Registry
     from tflc.store.rebuild import rebuild
 

@@ -24,10 +24,9 @@ import numpy as np
 
 from tflc.errors import BadInput
 from tflc.fileio import sha256_file
+from tflc.load.safety import parse_config, refuse_code, saved_model_configs, short_class_name, walk
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-# Layers whose configuration carries Python code that runs when the model is loaded.
-CODE_LAYERS = ("Lambda", "TFOpLambda")
 
 
 @dataclass(frozen=True)
@@ -94,14 +93,17 @@ def load_model(
     """
     path = Path(path)
     kind = detect_format(path)
-    config_text = _keras_config_text(path) if kind != "saved_model" else ""
-    _refuse_code_layers(path, config_text, allow_unsafe)
+    if kind == "saved_model":
+        configs = saved_model_configs(path)
+    else:
+        configs = [parse_config(path, _keras_config_text(path))]
+    refuse_code(path, configs, allow_unsafe)
     from tflc.tf_env import import_tensorflow, quiet_native_output
 
     import_tensorflow()  # before user modules, which usually import TensorFlow themselves
     with quiet_native_output():
         objects = resolve_custom_objects(custom_objects)
-        model, kind = _load(path, kind, objects, allow_unsafe, config_text)
+        model, kind = _load(path, kind, objects, allow_unsafe, configs)
     inputs, outputs = _signature(model, kind)
     inputs = _fix_input_shapes(path, inputs, input_shapes or {})
     return LoadedModel(
@@ -149,12 +151,12 @@ def _keras_zip_flavor(path: Path) -> str:
     return "keras3" if major == "3" else "tf_keras"
 
 
-def _keras_config_text(path: Path) -> str:
+def _keras_config_text(path: Path) -> bytes | str:
     """The model's architecture JSON, read without building the model."""
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                return archive.read("config.json").decode("utf-8")
+                return archive.read("config.json")
         import h5py
 
         with h5py.File(path, "r") as handle:
@@ -163,19 +165,7 @@ def _keras_config_text(path: Path) -> str:
         raise BadInput(f"{path}: cannot read the model file ({exc}); it may be truncated or corrupt") from None
     if config is None:
         raise BadInput(f"{path}: an HDF5 file without a model (weights only?); save the whole model")
-    return config.decode("utf-8") if isinstance(config, bytes) else str(config)
-
-
-def _refuse_code_layers(path: Path, config_text: str, allow_unsafe: bool) -> None:
-    pattern = r'"class_name":\s*"(' + "|".join(CODE_LAYERS) + ')"'
-    found = sorted(set(re.findall(pattern, config_text)))
-    names = re.findall(r'"class_name":\s*"Lambda".*?"name":\s*"([^"]+)"', config_text)
-    if found and not allow_unsafe:
-        where = f" ({names[0]!r})" if names else ""
-        raise BadInput(
-            f"{path}: the model contains a {found[0]} layer{where}, whose code would run when the "
-            "file is loaded; load it only if you trust the file, with --allow-unsafe-code"
-        )
+    return config if isinstance(config, bytes) else str(config)
 
 
 def resolve_custom_objects(specs) -> dict:
@@ -203,7 +193,7 @@ _UNKNOWN_OBJECT = re.compile(
 )
 
 
-def _load(path: Path, kind: str, objects: dict, allow_unsafe: bool, config_text: str):
+def _load(path: Path, kind: str, objects: dict, allow_unsafe: bool, configs: list):
     from tflc.tf_env import import_keras3, import_tf_keras
 
     try:
@@ -218,13 +208,13 @@ def _load(path: Path, kind: str, objects: dict, allow_unsafe: bool, config_text:
         else:
             model, kind = _load_saved_model(path, objects)
     except (TypeError, ValueError, OSError, KeyError, AttributeError, ImportError, RuntimeError) as exc:
-        _raise_load_error(path, exc, _unknown_classes(config_text, objects, kind))
+        _raise_load_error(path, exc, _unknown_classes(configs, objects, kind))
     return model, kind
 
 
-def _unknown_classes(config_text: str, objects: dict, kind: str) -> list[str]:
+def _unknown_classes(configs: list, objects: dict, kind: str) -> list[str]:
     """Class names in the architecture that neither Keras nor --custom-objects provide."""
-    if not config_text:
+    if not configs:
         return []
     from tflc.tf_env import import_keras3, import_tf_keras
 
@@ -233,8 +223,9 @@ def _unknown_classes(config_text: str, objects: dict, kind: str) -> list[str]:
                      keras.constraints, keras.activations, keras.optimizers, keras.losses,
                      keras.metrics, keras]
     unknown = []
-    for name in dict.fromkeys(re.findall(r'"class_name":\s*"([\w.>]+)"', config_text)):
-        short = name.split(">")[-1].split(".")[-1]
+    names = [node.get("class_name") for config in configs for node, _ in walk(config)]
+    for name in dict.fromkeys(n for n in names if isinstance(n, str)):
+        short = short_class_name({"class_name": name})
         if short in objects or name in objects or short in ("Functional", "Sequential", "Model"):
             continue
         if short.startswith("__") or any(hasattr(module, short) for module in known_modules):

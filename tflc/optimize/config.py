@@ -25,11 +25,13 @@ for misspelt names. The dataclasses hold plain values; `to_dict()` gives them ba
 from __future__ import annotations
 
 import difflib
+import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from tflc.errors import BadInput
+from tflc.options import MAX_SEED
 
 STAGE_KINDS = ("prune", "qat", "cluster", "distill")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -160,11 +162,6 @@ class PipelineConfig:
             "stages": [stage_dict(s) for s in self.stages],
         }
 
-    @property
-    def needs_tf_keras(self) -> bool:
-        """Every stage trains the model with TF-MOT or tf_keras; all need a tf_keras model."""
-        return bool(self.stages)
-
 
 # ----------------------------------------------------------------------------------- loading
 
@@ -186,7 +183,7 @@ def parse_config(data, source: str = "<config>", base_dir: str | os.PathLike | N
     if not isinstance(data, dict):
         v.fail("", f"expected a mapping with `stages:` at the top, got {_kind(data)}")
     v.check_fields("", data, ("stages", "budget", "seed"))
-    seed = v.integer("seed", data.get("seed"), minimum=0) if data.get("seed") is not None else None
+    seed = v.integer("seed", data.get("seed"), minimum=0, maximum=MAX_SEED) if data.get("seed") is not None else None
     budget = _parse_budget(v, data.get("budget"))
     raw_stages = data.get("stages")
     if not isinstance(raw_stages, list) or not raw_stages:
@@ -270,6 +267,9 @@ class _Validator:
             self.fail(where, f"expected a number{_range(low, high, low_open, high_open)}, "
                              f"got {value!r}")
         value = float(value)
+        if not math.isfinite(value):  # NaN passes every comparison below, so say it first
+            self.fail(where, f"expected a finite number{_range(low, high, low_open, high_open)}, "
+                             f"got {value!r}")
         bad_low = low is not None and (value <= low if low_open else value < low)
         bad_high = high is not None and (value >= high if high_open else value > high)
         if bad_low or bad_high:
@@ -366,8 +366,8 @@ def _parse_stage(v: _Validator, index: int, item) -> StageConfig:
         learning_rate=v.number(f"{where}.learning_rate",
                                body.get("learning_rate", defaults["learning_rate"]),
                                low=0, high=10, low_open=True),
-        batch_size=v.integer(f"{where}.batch_size", body.get("batch_size", 32), minimum=1),
-        optimizer=v.choice(f"{where}.optimizer", body.get("optimizer", "adam"), OPTIMIZERS),
+        batch_size=v.integer(f"{where}.batch_size", body.get("batch_size", _default(TrainSettings, "batch_size")), minimum=1),
+        optimizer=v.choice(f"{where}.optimizer", body.get("optimizer", _default(TrainSettings, "optimizer")), OPTIMIZERS),
     )
     drop = body.get("max_accuracy_drop")
     common = {
@@ -383,7 +383,7 @@ def _parse_prune(v, where, body, common) -> PruneConfig:
     structure = None
     if body.get("structure") is not None:
         structure = _parse_structure(v, f"{where}.structure", body["structure"])
-    raw = body.get("sparsity", None if structure else 0.5)
+    raw = body.get("sparsity", None if structure else _default(PruneConfig, "sparsity"))
     auto = raw == "auto"
     if structure and raw is not None:
         v.fail(f"{where}.sparsity", "a structured prune ('structure: 2:4') fixes the sparsity; "
@@ -392,11 +392,11 @@ def _parse_prune(v, where, body, common) -> PruneConfig:
     if not auto and raw is not None:
         sparsity = v.number(f"{where}.sparsity", raw, low=0, high=1, low_open=True, high_open=True)
     if auto and "target_sparsity" not in body:
-        body = {**body, "target_sparsity": 0.5}
+        body = {**body, "target_sparsity": _default(PruneConfig, "target_sparsity")}
     if "target_sparsity" in body and not auto:
         v.fail(f"{where}.target_sparsity", "only used with `sparsity: auto`; "
                                            "set `sparsity: auto` or remove this field")
-    schedule = v.choice(f"{where}.schedule", body.get("schedule", "polynomial"), SCHEDULES)
+    schedule = v.choice(f"{where}.schedule", body.get("schedule", _default(PruneConfig, "schedule")), SCHEDULES)
     if schedule == "constant" and "initial_sparsity" in body:
         v.fail(f"{where}.initial_sparsity", "only used by the polynomial schedule")
     end_step = body.get("end_step")
@@ -405,16 +405,16 @@ def _parse_prune(v, where, body, common) -> PruneConfig:
         **common,
         sparsity=sparsity,
         auto=auto,
-        target_sparsity=v.number(f"{where}.target_sparsity", body.get("target_sparsity", 0.5),
+        target_sparsity=v.number(f"{where}.target_sparsity", body.get("target_sparsity", _default(PruneConfig, "target_sparsity")),
                                  low=0, high=1, low_open=True, high_open=True),
         schedule=schedule,
-        initial_sparsity=v.number(f"{where}.initial_sparsity", body.get("initial_sparsity", 0.0),
+        initial_sparsity=v.number(f"{where}.initial_sparsity", body.get("initial_sparsity", _default(PruneConfig, "initial_sparsity")),
                                   low=0, high=1, high_open=True),
-        begin_step=v.integer(f"{where}.begin_step", body.get("begin_step", 0), minimum=0),
+        begin_step=v.integer(f"{where}.begin_step", body.get("begin_step", _default(PruneConfig, "begin_step")), minimum=0),
         end_step=None if end_step is None else v.integer(f"{where}.end_step", end_step, minimum=1),
         frequency=None if frequency is None else v.integer(f"{where}.frequency", frequency,
                                                            minimum=1),
-        power=v.number(f"{where}.power", body.get("power", 3.0), low=0, low_open=True, high=10),
+        power=v.number(f"{where}.power", body.get("power", _default(PruneConfig, "power")), low=0, low_open=True, high=10),
         structure=structure,
         layers=_parse_layers(v, f"{where}.layers", body.get("layers")),
     )
@@ -457,15 +457,15 @@ def _parse_layers(v, where, raw) -> LayerSelection:
 
 def _parse_qat(v, where, body, common) -> QatConfig:
     return QatConfig(**common, skip_unsupported=v.boolean(
-        f"{where}.skip_unsupported", body.get("skip_unsupported", False)),
-        init_ranges=v.boolean(f"{where}.init_ranges", body.get("init_ranges", True)))
+        f"{where}.skip_unsupported", body.get("skip_unsupported", _default(QatConfig, "skip_unsupported"))),
+        init_ranges=v.boolean(f"{where}.init_ranges", body.get("init_ranges", _default(QatConfig, "init_ranges"))))
 
 
 def _parse_cluster(v, where, body, common) -> ClusterConfig:
     return ClusterConfig(
         **common,
-        clusters=v.integer(f"{where}.clusters", body.get("clusters", 16), minimum=2, maximum=256),
-        init=v.choice(f"{where}.init", body.get("init", "kmeans++"), CENTROID_INITS),
+        clusters=v.integer(f"{where}.clusters", body.get("clusters", _default(ClusterConfig, "clusters")), minimum=2, maximum=256),
+        init=v.choice(f"{where}.init", body.get("init", _default(ClusterConfig, "init")), CENTROID_INITS),
         layers=_parse_layers(v, f"{where}.layers", body.get("layers")),
     )
 
@@ -476,9 +476,9 @@ def _parse_distill(v, where, body, common) -> DistillConfig:
         **common,
         student=None if student is None else v.path(f"{where}.student", student),
         teacher=None if teacher is None else v.path(f"{where}.teacher", teacher),
-        temperature=v.number(f"{where}.temperature", body.get("temperature", 4.0),
+        temperature=v.number(f"{where}.temperature", body.get("temperature", _default(DistillConfig, "temperature")),
                              low=0, low_open=True, high=100),
-        alpha=v.number(f"{where}.alpha", body.get("alpha", 0.7), low=0, high=1),
+        alpha=v.number(f"{where}.alpha", body.get("alpha", _default(DistillConfig, "alpha")), low=0, high=1),
     )
 
 
@@ -494,6 +494,11 @@ def _check_order(v: _Validator, stages: list[StageConfig]) -> None:
             v.fail(f"stages[{i + 1}].{later}", f"'{later}' after 'qat' is not supported (TF-MOT "
                                                "cannot re-wrap a quantization-aware model); "
                                                "move qat to the end")
+
+
+def _default(cls, name: str):
+    """A field's default, read from its dataclass: each default is written once, there."""
+    return next(f.default for f in fields(cls) if f.name == name)
 
 
 def _range(low, high, low_open, high_open) -> str:
