@@ -256,3 +256,39 @@ def test_repair_leaves_a_database_of_a_newer_tflc_in_place():
     assert result.exit_code == 2
     _one_error_line(result, str(db), "newer tflc")
     assert not list(registry_dir().glob("registry.sqlite.damaged-*"))
+
+
+# ------------------------------------------------------------------------- flags out of reason
+
+
+@pytest.mark.parametrize("days", ["-1", "nan", "inf", "-inf"])
+def test_gc_refuses_a_keep_days_that_is_no_age(days):
+    artifact_id = record_fake(b"model")
+    result = cli("runs", "gc", "--keep-days", days, ok=False)
+    assert result.exit_code == 2
+    _one_error_line(result, "--keep-days", days)
+    assert Registry().get(artifact_id)
+
+
+def test_gc_with_an_age_beyond_the_calendar_keeps_everything():
+    artifact_id = record_fake(b"model")
+    assert cli_json("runs", "gc", "--keep-days", "1e308")["artifacts"] == []
+    assert Registry().get(artifact_id)
+
+
+def test_runs_export_under_a_regular_file_names_the_path(tmp_path):
+    record_fake(b"model")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    target = blocker / "runs.csv"
+    result = cli("runs", "export", "-o", target, ok=False)
+    assert result.exit_code == 2
+    _one_error_line(result, str(target))
+    assert blocker.read_text() == "not a folder"
+
+
+def test_runs_export_into_a_new_folder_creates_it(tmp_path):
+    record_fake(b"model")
+    target = tmp_path / "reports" / "runs.csv"
+    cli("runs", "export", "-o", target)
+    assert target.read_text().startswith("id,")

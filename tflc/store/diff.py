@@ -10,7 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from tflc.errors import BadInput
+from tflc.fileio import atomic_write_text
 
 # Manifest sections a diff compares, in the order a user reads them: what went in, how it was
 # configured, what it ran with, what came out.
@@ -110,3 +115,16 @@ def to_csv(rows: list[dict]) -> str:
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     return buffer.getvalue()
+
+
+def write_export(path: str | os.PathLike, text: str) -> Path:
+    """Write an export atomically, creating missing folders; a path that cannot be a file (a
+    parent is a regular file, no permission) is bad input naming it, with nothing half-written."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_text(path, text)
+    except OSError as exc:
+        raise BadInput(
+            f"{path}: cannot write the export there ({exc.strerror or exc}); choose another -o"
+        ) from None

@@ -10,11 +10,13 @@ event log); `gc` removes what nothing refers to. Each leaves every other artifac
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+from tflc.errors import BadInput
 from tflc.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 from tflc.store.artifacts import MANIFEST
 from tflc.store.events import EventLog, read_events
@@ -307,6 +309,7 @@ def gc(registry: Registry, keep_days: float = 14.0, dry_run: bool = False) -> Gc
     Files younger than `RECORD_WINDOW_S` are spared: a record in progress in another process
     has written its blob and folder but not yet committed its row.
     """
+    _check_keep_days(keep_days)
     report = GcReport(dry_run=dry_run, keep_days=keep_days)
     doomed = {r.id for r in registry.collectable(keep_days)}
     report.artifacts = sorted(doomed)
@@ -324,6 +327,13 @@ def gc(registry: Registry, keep_days: float = 14.0, dry_run: bool = False) -> Gc
     for blob in old_blobs:
         blob.unlink(missing_ok=True)
     return report
+
+
+def _check_keep_days(keep_days: float) -> None:
+    """An age is a finite number of days, zero or more: -1 or nan would silently collect
+    everything unreferenced (or nothing), which is never what was meant."""
+    if not isinstance(keep_days, (int, float)) or not math.isfinite(keep_days) or keep_days < 0:
+        raise BadInput(f"--keep-days {keep_days}: expected a number of days, 0 or more")
 
 
 def _size(path) -> int:

@@ -643,9 +643,12 @@ class Registry:
         """Artifacts nothing refers to: no tag, never released, older than `keep_days`."""
         if not self._check_present():
             return []
-        cutoff = (datetime.now(timezone.utc) - timedelta(days=keep_days)).strftime(
-            "%Y-%m-%dT%H:%M:%S.%fZ"
-        )
+        try:
+            cutoff = (datetime.now(timezone.utc) - timedelta(days=keep_days)).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            )
+        except OverflowError:  # an age before the calendar begins: nothing is that old
+            return []
         with self.transaction() as conn:
             rows = conn.execute(
                 "SELECT * FROM artifacts WHERE created < ? "
