@@ -10,10 +10,15 @@ The flatbuffer accessors come from the `tflite` package (code generated from Ten
 schema). A corrupt or truncated file makes those accessors raise assorted low-level exceptions,
 or promise vectors billions of entries long; every length is bounded by the file size before it
 is iterated, and every low-level failure becomes one `BadInput` naming the file.
+
+What LiteRT itself refuses (dangling indices, buffers past the file, negative shapes, unknown
+types, short constants, bad quantization, operators out of order) is refused here too, by the
+rules in `tflc.tflite.validate`, so no command works on a model that cannot run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import os
 import struct
@@ -25,10 +30,14 @@ import numpy as np
 import tflite
 
 from tflc.errors import BadInput
+from tflc.tflite import validate
 
 FLOAT_TYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
 
 _TENSOR_TYPES = {v: k.lower() for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
+# Types of schemas newer than the installed `tflite` package that LiteRT already reads.
+for _code, _dtype in {19: "int2", 20: "uint4", 21: "float8_e4m3fn", 22: "float8_e5m2"}.items():
+    _TENSOR_TYPES.setdefault(_code, _dtype)
 _BUILTIN_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
 _OPTION_NAMES = {v: k for k, v in vars(tflite.BuiltinOptions).items() if not k.startswith("_")}
 _ACTIVATIONS = {v: k for k, v in vars(tflite.ActivationFunctionType).items() if not k.startswith("_")}
@@ -73,11 +82,9 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
-        """Bytes the tensor's data takes (int4 packs two values a byte)."""
-        if self.dtype == "int4":
-            return (self.num_elements + 1) // 2
-        itemsize = np.dtype(_NUMPY_TYPES[self.dtype]).itemsize if self.dtype in _NUMPY_TYPES else 4
-        return self.num_elements * itemsize
+        """Bytes the tensor's data takes (int4 packs two values a byte, int2 four)."""
+        bits = validate.DTYPE_BITS.get(self.dtype, 32)
+        return (self.num_elements * bits + 7) // 8
 
     @property
     def is_float(self) -> bool:
@@ -172,10 +179,13 @@ class ModelView:
         return data if isinstance(data, np.ndarray) else np.zeros(0, np.uint8)
 
     def tensor_data(self, tensor: TensorInfo) -> np.ndarray | None:
-        """A constant tensor's values as a numpy view shaped like the tensor (no copy)."""
+        """A constant tensor's values as a numpy view shaped like the tensor (no copy).
+
+        A buffer may be longer than its tensor (LiteRT reads only the first bytes): the rest is cut.
+        """
         if not tensor.is_constant or tensor.dtype not in _NUMPY_TYPES:
             return None
-        raw = self.buffer(tensor.buffer)
+        raw = self.buffer(tensor.buffer)[: tensor.nbytes]
         return raw.view(_NUMPY_TYPES[tensor.dtype]).reshape(tensor.shape)
 
     def parameter_bytes(self) -> int:
@@ -248,21 +258,17 @@ def _parse(data, name: str) -> ModelView:
     if root >= size:
         raise BadInput(f"{name}: corrupt TFLite file (root table offset beyond the end)")
     model = tflite.Model.GetRootAs(data, 0)
+    validate.check_version(name, model.Version())
     bounds = _Bounds(size, name)
     opcodes = [_opcode(model.OperatorCodes(i))
                for i in range(bounds.count(model.OperatorCodesLength(), "operator codes"))]
     n_buffers = bounds.count(model.BuffersLength(), "buffers")
-    constant_buffers = set()
-    for i in range(n_buffers):
-        buf = model.Buffers(i)
-        if buf.DataLength() > 0 or buf.Offset() > 1:
-            constant_buffers.add(i)
-    subgraphs = [
-        _subgraph(model.Subgraphs(s), s, opcodes, constant_buffers, bounds)
-        for s in range(bounds.count(model.SubgraphsLength(), "subgraphs"))
-    ]
-    if not subgraphs:
+    buffer_bytes = _buffer_sizes(model, n_buffers, size, name)
+    n_subgraphs = bounds.count(model.SubgraphsLength(), "subgraphs")
+    if not n_subgraphs:
         raise BadInput(f"{name}: corrupt TFLite file (no subgraphs)")
+    model_tables = _ModelTables(opcodes, n_buffers, buffer_bytes, bounds)
+    subgraphs = [_subgraph(model.Subgraphs(s), s, model_tables) for s in range(n_subgraphs)]
     metadata = {}
     for i in range(bounds.count(model.MetadataLength(), "metadata")):
         entry = model.Metadata(i)
@@ -284,8 +290,37 @@ def _parse(data, name: str) -> ModelView:
     )
 
 
+def _buffer_sizes(model, n_buffers: int, file_size: int, name: str) -> dict[int, int]:
+    """Buffer index -> bytes it holds, for the buffers that hold data (their tensors are constants).
+
+    Inline data is looked at once (a zero-copy view) so a vector running past the end of the file
+    is found here; data kept behind the flatbuffer must lie inside the file.
+    """
+    sizes = {}
+    for i in range(n_buffers):
+        buf = model.Buffers(i)
+        offset = buf.Offset()
+        if offset > 1:
+            validate.check_buffer_extent(name, i, offset, buf.Size(), file_size)
+            sizes[i] = buf.Size()
+        elif buf.DataLength() > 0:
+            sizes[i] = len(buf.DataAsNumpy())
+    return sizes
+
+
+@dataclass(frozen=True)
+class _ModelTables:
+    """What the subgraphs' tensors and operators point into: operator codes and buffers."""
+
+    opcodes: list
+    n_buffers: int
+    buffer_bytes: dict[int, int]
+    bounds: _Bounds
+
+
 def _text(raw) -> str:
-    return raw.decode("utf-8") if raw else ""
+    """A name from the file; bytes that are not UTF-8 are replaced (LiteRT never decodes names)."""
+    return raw.decode("utf-8", errors="replace") if raw else ""
 
 
 def _opcode(code) -> tuple[str, int, str | None]:
@@ -295,20 +330,13 @@ def _opcode(code) -> tuple[str, int, str | None]:
     return (custom or "CUSTOM") if custom is not None else name, code.Version(), custom
 
 
-def _subgraph(sg, index: int, opcodes, constant_buffers, bounds: _Bounds) -> SubgraphInfo:
-    tensors = [_tensor(sg.Tensors(i), i, constant_buffers, bounds)
+def _subgraph(sg, index: int, tables: _ModelTables) -> SubgraphInfo:
+    bounds = tables.bounds
+    tensors = [_tensor(sg.Tensors(i), i, index, tables)
                for i in range(bounds.count(sg.TensorsLength(), "tensors"))]
-    operators = []
-    for i in range(bounds.count(sg.OperatorsLength(), "operators")):
-        op = sg.Operators(i)
-        op_name, version, custom = opcodes[op.OpcodeIndex()]
-        inputs = _ints(op.InputsAsNumpy(), op.InputsLength(), bounds, "operator inputs")
-        outputs = _ints(op.OutputsAsNumpy(), op.OutputsLength(), bounds, "operator outputs")
-        if any(t >= len(tensors) for t in inputs + outputs):
-            raise BadInput(f"{bounds.name}: corrupt TFLite file (operator {i} names a missing tensor)")
-        operators.append(OperatorInfo(i, index, op_name, version, inputs, outputs,
-                                      _options(op), custom))
-    return SubgraphInfo(
+    operators = [_operator(sg.Operators(i), i, index, len(tensors), tables)
+                 for i in range(bounds.count(sg.OperatorsLength(), "operators"))]
+    subgraph = SubgraphInfo(
         index=index,
         name=_text(sg.Name()),
         tensors=tensors,
@@ -316,6 +344,21 @@ def _subgraph(sg, index: int, opcodes, constant_buffers, bounds: _Bounds) -> Sub
         inputs=_ints(sg.InputsAsNumpy(), sg.InputsLength(), bounds, "subgraph inputs"),
         outputs=_ints(sg.OutputsAsNumpy(), sg.OutputsLength(), bounds, "subgraph outputs"),
     )
+    validate.check_subgraph_ends(bounds.name, index, "input", subgraph.inputs, len(tensors))
+    validate.check_subgraph_ends(bounds.name, index, "output", subgraph.outputs, len(tensors))
+    validate.check_dataflow(bounds.name, subgraph)
+    return subgraph
+
+
+def _operator(op, i: int, sg: int, n_tensors: int, tables: _ModelTables) -> OperatorInfo:
+    bounds = tables.bounds
+    validate.check_operator(bounds.name, sg, i, op.OpcodeIndex(), len(tables.opcodes))
+    op_name, version, custom = tables.opcodes[op.OpcodeIndex()]
+    inputs = _ints(op.InputsAsNumpy(), op.InputsLength(), bounds, "operator inputs")
+    outputs = _ints(op.OutputsAsNumpy(), op.OutputsLength(), bounds, "operator outputs")
+    info = OperatorInfo(i, sg, op_name, version, inputs, outputs, _options(op), custom)
+    validate.check_operator_tensors(bounds.name, sg, info, n_tensors)
+    return info
 
 
 def _ints(array, length: int, bounds: _Bounds, what: str) -> tuple[int, ...]:
@@ -323,29 +366,38 @@ def _ints(array, length: int, bounds: _Bounds, what: str) -> tuple[int, ...]:
     return tuple(int(v) for v in array) if isinstance(array, np.ndarray) else ()
 
 
-def _tensor(t, index: int, constant_buffers, bounds: _Bounds) -> TensorInfo:
+def _tensor(t, index: int, sg: int, tables: _ModelTables) -> TensorInfo:
+    bounds = tables.bounds
     shape = _ints(t.ShapeAsNumpy(), t.ShapeLength(), bounds, "tensor shape")
     signature = _ints(t.ShapeSignatureAsNumpy(), t.ShapeSignatureLength(), bounds, "shape signature")
-    quant = None
-    q = t.Quantization()
-    if q is not None and q.ScaleLength() > 0:
-        bounds.count(q.ScaleLength(), "quantization scales")
-        zero_points = q.ZeroPointAsNumpy()
-        quant = Quantization(
-            scales=tuple(float(s) for s in q.ScaleAsNumpy()),
-            zero_points=tuple(int(z) for z in zero_points) if isinstance(zero_points, np.ndarray) else (0,),
-            axis=q.QuantizedDimension(),
-        )
-    return TensorInfo(
+    info = TensorInfo(
         index=index,
         name=_text(t.Name()),
         shape=shape,
         shape_signature=signature or shape,
         dtype=_TENSOR_TYPES.get(t.Type(), f"type{t.Type()}"),
         buffer=t.Buffer(),
-        is_constant=t.Buffer() in constant_buffers,
+        is_constant=t.Buffer() in tables.buffer_bytes,
         is_variable=bool(t.IsVariable()),
-        quantization=quant,
+        quantization=None,
+    )
+    validate.check_tensor(bounds.name, sg, info, tables.n_buffers, tables.buffer_bytes.get(info.buffer),
+                          sparse=t.Sparsity() is not None)
+    quant = _quantization(t.Quantization(), info, sg, bounds)
+    return dataclasses.replace(info, quantization=quant) if quant else info
+
+
+def _quantization(q, tensor: TensorInfo, sg: int, bounds: _Bounds) -> Quantization | None:
+    """Scales and zero points, checked to pair up as LiteRT requires; None when not quantized."""
+    if q is None or q.ScaleLength() == 0:
+        return None
+    n_scales = bounds.count(q.ScaleLength(), "quantization scales")
+    n_zero_points = bounds.count(q.ZeroPointLength(), "quantization zero points")
+    validate.check_quantization(bounds.name, sg, tensor, n_scales, n_zero_points, q.QuantizedDimension())
+    return Quantization(
+        scales=tuple(float(s) for s in q.ScaleAsNumpy()),
+        zero_points=tuple(int(z) for z in q.ZeroPointAsNumpy()),
+        axis=q.QuantizedDimension(),
     )
 
 

@@ -1,0 +1,164 @@
+"""The rules a .tflite model must keep before anything reads it further, as LiteRT enforces them.
+
+LiteRT's interpreter builder, its allocator and its C++ verifier (`tflite::Verify`) refuse a model
+whose indices point nowhere (buffers, tensors, operator codes), whose buffers reach past the file,
+whose tensors have negative or overflowing shapes, unknown types, constants shorter than their
+shape or inconsistent quantization, and whose operators do not form a graph that runs in file
+order. Every tflc command reads models through `read_model`, so checking the same rules here once
+means no later stage meets a dangling index or a cycle and fails with an internal error; the user
+gets one line naming the file and the place instead.
+
+The functions take plain numbers and the reader's dataclasses (duck-typed, so this module imports
+nothing of the reader) and raise `BadInput`.
+"""
+
+from __future__ import annotations
+
+from tflc.errors import BadInput
+
+SCHEMA_VERSION = 3
+_MAX_BYTES = (1 << 63) - 1  # LiteRT counts bytes in a 64-bit size_t; more cannot be allocated
+
+
+def refuse(name: str, what: str) -> BadInput:
+    """The one-line error for a model LiteRT would refuse too."""
+    return BadInput(f"{name}: invalid TFLite model: {what}; LiteRT refuses it too: "
+                    "re-export it from the converter")
+
+
+def check_version(name: str, version: int) -> None:
+    """LiteRT reads only schema version 3 and refuses the rest before looking further."""
+    if version != SCHEMA_VERSION:
+        raise refuse(name, f"schema version {version}, but LiteRT reads only version {SCHEMA_VERSION}")
+
+
+def check_buffer_extent(name: str, index: int, offset: int, size: int, file_size: int) -> None:
+    """Large models keep buffers behind the flatbuffer, addressed by offset: it must lie in the file."""
+    if offset + size > file_size:
+        raise refuse(name, f"buffer {index} (offset {offset}, {size} bytes) reaches beyond the end "
+                           f"of the file ({file_size} bytes)")
+
+
+def check_tensor(name: str, sg: int, tensor, n_buffers: int, buffer_bytes: int | None,
+                 sparse: bool) -> None:
+    """A tensor's type, buffer index, shape and constant size, as LiteRT's builder checks them.
+
+    `buffer_bytes` is the length of the tensor's buffer when it holds data (the tensor is then a
+    constant); `sparse` tensors store fewer bytes than their dense shape and are not measured.
+    """
+    where = f"subgraph {sg} tensor {tensor.index}"
+    if tensor.dtype.startswith("type"):
+        raise refuse(name, f"{where} has unknown type {tensor.dtype[4:]}")
+    if not 0 <= tensor.buffer < n_buffers:
+        raise refuse(name, f"{where} names buffer {tensor.buffer}, but the model has {n_buffers} buffers")
+    if any(d < 0 for d in tensor.shape):
+        raise refuse(name, f"{where} has a negative dimension in its shape {list(tensor.shape)}")
+    need = _bytes_needed(tensor)
+    if need > _MAX_BYTES:
+        raise refuse(name, f"{where} has shape {list(tensor.shape)}, more elements than a 64-bit size can count")
+    if buffer_bytes is not None and not sparse and need >= 0 and buffer_bytes < need:
+        raise refuse(name, f"{where} ({tensor.dtype} {list(tensor.shape)}) needs {need} bytes, "
+                           f"but buffer {tensor.buffer} holds {buffer_bytes}")
+
+
+def _bytes_needed(tensor) -> int:
+    """Exact bytes of a dense tensor in Python integers (no wrap-around); -1 when not fixed (strings)."""
+    count = 1
+    for d in tensor.shape:
+        count *= d
+    width = DTYPE_BITS.get(tensor.dtype)
+    if width is None:
+        return -1 if count <= _MAX_BYTES else count
+    return (count * width + 7) // 8
+
+
+DTYPE_BITS = {
+    "float32": 32, "float16": 16, "float64": 64, "bfloat16": 16, "int8": 8, "uint8": 8,
+    "int16": 16, "uint16": 16, "int32": 32, "uint32": 32, "int64": 64, "uint64": 64, "bool": 8,
+    "complex64": 64, "complex128": 128, "int4": 4, "uint4": 4, "int2": 2,
+    "float8_e4m3fn": 8, "float8_e5m2": 8,
+}
+
+
+def check_quantization(name: str, sg: int, tensor, n_scales: int, n_zero_points: int, axis: int) -> None:
+    """Scales and zero points pair up, and per-axis scales match the quantized dimension's size."""
+    if n_scales == 0:
+        return
+    where = f"subgraph {sg} tensor {tensor.index}"
+    if n_zero_points != n_scales:
+        raise refuse(name, f"{where} has {n_scales} scales but {n_zero_points} zero points")
+    rank = len(tensor.shape)
+    if axis < 0 or (rank and axis >= rank):
+        raise refuse(name, f"{where} has quantized dimension {axis}, outside its {rank} dimensions")
+    if n_scales != 1 and (not rank or tensor.shape[axis] != n_scales):
+        size = f"dimension {axis} of its shape {list(tensor.shape)}" if rank else "its shape []"
+        raise refuse(name, f"{where} has {n_scales} scales, but {size} needs 1 or "
+                           f"{tensor.shape[axis] if rank else 1}")
+
+
+def check_operator(name: str, sg: int, index: int, opcode: int, n_opcodes: int) -> None:
+    """The operator names one of the model's operator codes."""
+    if not 0 <= opcode < n_opcodes:
+        raise refuse(name, f"subgraph {sg} operator {index} names operator code {opcode}, "
+                           f"but the model has {n_opcodes}")
+
+
+def check_operator_tensors(name: str, sg: int, op, n_tensors: int) -> None:
+    """Inputs and outputs are tensors of the subgraph or -1 (an optional input left out), and an
+    operator never writes what it reads."""
+    for role, indices in (("input", op.inputs), ("output", op.outputs)):
+        for k, t in enumerate(indices):
+            if not -1 <= t < n_tensors:
+                raise refuse(name, f"subgraph {sg} operator {op.index} ({op.op}) {role} {k} names "
+                                   f"tensor {t}, but the subgraph has {n_tensors} tensors")
+    both = set(op.inputs) & set(op.outputs) - {-1}
+    if both:
+        raise refuse(name, f"subgraph {sg} operator {op.index} ({op.op}) reads and writes tensor {min(both)}")
+
+
+def check_subgraph_ends(name: str, sg: int, role: str, indices, n_tensors: int) -> None:
+    """A subgraph's inputs and outputs are real tensors (-1 is only for operators' optional inputs)."""
+    for k, t in enumerate(indices):
+        if not 0 <= t < n_tensors:
+            raise refuse(name, f"subgraph {sg} {role} {k} names tensor {t}, but the subgraph has "
+                               f"{n_tensors} tensors")
+
+
+def check_dataflow(name: str, subgraph) -> None:
+    """Operators run in file order: each reads only tensors that exist by then (constants,
+    variables, the subgraph's inputs, or what an earlier operator wrote), and each tensor is
+    written once, never a constant or an input. A cycle always breaks this, so none can pass.
+    One pass over the operators, with sets: linear in the graph's size."""
+    sg, tensors = subgraph.index, subgraph.tensors
+    inputs = set(subgraph.inputs)
+    writer: dict[int, int] = {}
+    first_writer: dict[int, int] = {}
+    for op in subgraph.operators:
+        for t in op.outputs:
+            first_writer.setdefault(t, op.index)
+    for op in subgraph.operators:
+        for t in op.inputs:
+            if t >= 0 and t not in writer and t not in inputs and _needs_a_writer(tensors[t]):
+                raise refuse(name, _read_too_early(sg, op, t, first_writer.get(t)))
+        for t in op.outputs:
+            if t < 0:
+                continue
+            if t in writer:
+                raise refuse(name, f"subgraph {sg} operator {op.index} ({op.op}) writes tensor {t}, "
+                                   f"which operator {writer[t]} already wrote")
+            if t in inputs or tensors[t].is_constant:
+                kind = "an input of the subgraph" if t in inputs else "a constant"
+                raise refuse(name, f"subgraph {sg} operator {op.index} ({op.op}) writes tensor {t}, {kind}")
+            writer[t] = op.index
+
+
+def _needs_a_writer(tensor) -> bool:
+    """Whether a tensor gets its value only from an operator (not a constant, variable or empty tensor)."""
+    return not (tensor.is_constant or tensor.is_variable or 0 in tensor.shape)
+
+
+def _read_too_early(sg: int, op, t: int, producer: int | None) -> str:
+    head = f"subgraph {sg} operator {op.index} ({op.op}) reads tensor {t}"
+    if producer is not None:
+        return f"{head} before operator {producer} writes it (operators run in the file's order)"
+    return f"{head}, which no operator writes and which is no constant, variable or subgraph input"
