@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.store.helpers import cli, cli_json, record_fake, registry_dir
+from tests.store.helpers import cli, cli_json, record_fake, record_two_releases, registry_dir
 from tflc.store import Registry, resolve_model_ref
 
 
@@ -93,17 +93,8 @@ def test_verify_names_an_edited_stored_object():
     cli("runs", "verify")
 
 
-def _released_pair():
-    first, second = record_fake(b"first model"), record_fake(b"second model")
-    registry = Registry()
-    registry.tag(first, "golden")
-    registry.promote(second, "kws")
-    registry.promote(first, "kws")
-    return first, second
-
-
 def test_a_broken_manifest_and_a_deleted_database_keep_the_release():
-    first, second = _released_pair()
+    first, second = record_two_releases()
     before = cli_json("runs", "releases", "kws")
     manifest = registry_dir() / "artifacts" / first / "manifest.json"
     manifest.write_text("{ this is not json")
@@ -121,7 +112,7 @@ def test_a_broken_manifest_and_a_deleted_database_keep_the_release():
 def test_a_deleted_released_artifact_folder_and_database_come_back_from_the_objects():
     import shutil
 
-    first, _ = _released_pair()
+    first, _ = record_two_releases()
     shutil.rmtree(registry_dir() / "artifacts" / first)
     _delete_database()
 
@@ -136,7 +127,7 @@ def test_a_deleted_released_artifact_folder_and_database_come_back_from_the_obje
     ["not json at all", "[1, 2]", '{"event": "tag"}', '{"event": "promote", "artifact": 7}'],
 )
 def test_a_junk_line_in_the_event_log_is_reported_with_its_line_number(junk):
-    first, _ = _released_pair()
+    first, _ = record_two_releases()
     events = registry_dir() / "events.jsonl"
     lines = events.read_text().splitlines()
     events.write_text("\n".join([lines[0], junk, *lines[1:]]) + "\n")
@@ -146,7 +137,7 @@ def test_a_junk_line_in_the_event_log_is_reported_with_its_line_number(junk):
     assert f"tflc: warning: {events} line 2: " in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     report = __import__("json").loads(result.stdout)
-    assert report["events_replayed"] == 3 and report["events_skipped"] == 1
+    assert report["events_replayed"] == 5 and report["events_skipped"] == 1
     assert resolve_model_ref("kws@current").read_bytes() == b"first model"
 
     result = cli("runs", "repair")  # a healthy database: the log is not replayed, nor warned about

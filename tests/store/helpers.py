@@ -40,6 +40,19 @@ def record_fake(
     )
 
 
+def record_two_releases() -> tuple[str, str]:
+    """Two artifacts with distinct models, a tag and a release history: `first` is tagged
+    golden and kws@current (second was promoted over it, then rolled back), second is vww."""
+    first, second = record_fake(b"first model"), record_fake(b"second model")
+    registry = store.Registry()
+    registry.tag(first, "golden")
+    registry.promote(first, "kws")
+    registry.promote(second, "kws")
+    registry.rollback("kws")
+    registry.promote(second, "vww")
+    return first, second
+
+
 def cli(*args, ok: bool = True):
     """Run `tflc ARGS` in-process; returns the click Result (stdout and stderr separate)."""
     result = CliRunner().invoke(main, [str(a) for a in args])

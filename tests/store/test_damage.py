@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.store.helpers import cli, cli_json, record_fake, registry_dir
+from tests.store.helpers import cli, cli_json, record_fake, record_two_releases, registry_dir
 from tflc import store
 from tflc.errors import BadInput
 from tflc.store import Registry, resolve_model_ref
@@ -16,14 +16,7 @@ from tflc.store import Registry, resolve_model_ref
 @pytest.fixture
 def two_releases():
     """Two artifacts with distinct models, a tag and a release history (second rolled back)."""
-    first, second = record_fake(b"first model"), record_fake(b"second model")
-    registry = Registry()
-    registry.tag(first, "golden")
-    registry.promote(first, "kws")
-    registry.promote(second, "kws")
-    registry.rollback("kws")
-    registry.promote(second, "vww")
-    return first, second
+    return record_two_releases()
 
 
 def _model(artifact_id):

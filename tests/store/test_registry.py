@@ -275,3 +275,28 @@ def test_an_older_registry_schema_is_migrated_in_place():
     assert [r.id for r in Registry().list()] == [artifact_id]
     assert record_fake(b"recorded now", name="vww")
     assert [r.model_name for r in Registry().list()] == ["vww", None]
+
+
+def test_metrics_and_diffs_flatten_a_report_with_the_same_keys():
+    from tflc.store.diff import flatten
+    from tflc.store.manifests import numeric_leaves
+
+    report = {
+        "sizes": {"int8": 10, "ok": True, "note": "text", "empty": {}},
+        "layers": [{"name": "dense", "bytes": 4}, {"bytes": 5}, {"name": 3, "bytes": 6}],
+        "latency_ms": [1.5, 2.5],
+    }
+    assert numeric_leaves(report) == {
+        "sizes.int8": 10,
+        "sizes.ok": True,
+        "layers[dense].bytes": 4,
+        "layers[1].bytes": 5,
+        "layers[2].name": 3,
+        "layers[2].bytes": 6,
+        "latency_ms[0]": 1.5,
+        "latency_ms[1]": 2.5,
+    }
+    flat = flatten(report)
+    assert flat["latency_ms"] == "[1.5, 2.5]" and flat["sizes.empty"] == "{}"
+    for key, value in numeric_leaves(report).items():
+        assert flat.get(key, value) == value  # where both have a key, it holds the same number

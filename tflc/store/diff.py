@@ -33,21 +33,29 @@ DIFF_SECTIONS = (
 )
 
 
-def flatten(obj, prefix: str = "", out: dict | None = None) -> dict:
-    """Nested dicts and lists -> {dotted.key: scalar}; list items are keyed by `name` if any."""
+def flatten(obj, prefix: str = "", out: dict | None = None, *, whole_lists: bool = True) -> dict:
+    """Nested dicts and lists -> {dotted.key: scalar}; list items are keyed by `name` if any.
+
+    The store's one flattener: diffs, exports and `runs show` read manifests through it, and a
+    manifest's metrics are its numeric leaves (`manifests.numeric_leaves`), so one number has one
+    key everywhere. `whole_lists`: a list of scalars stays one JSON value (one row of a diff);
+    off, each item is a key of its own (`latency_ms[0]`), as a metric needs.
+    """
     out = {} if out is None else out
     if isinstance(obj, dict):
         if not obj and prefix:
             out[prefix] = "{}"
         for key, value in obj.items():
-            flatten(value, f"{prefix}.{key}" if prefix else str(key), out)
+            key = f"{prefix}.{key}" if prefix else str(key)
+            flatten(value, key, out, whole_lists=whole_lists)
     elif isinstance(obj, list):
-        if all(not isinstance(v, (dict, list)) for v in obj):
+        if whole_lists and all(not isinstance(v, (dict, list)) for v in obj):
             out[prefix] = json.dumps(obj)
         else:
             for index, value in enumerate(obj):
                 label = value.get("name") if isinstance(value, dict) else None
-                flatten(value, f"{prefix}[{label if isinstance(label, str) else index}]", out)
+                key = f"{prefix}[{label if isinstance(label, str) else index}]"
+                flatten(value, key, out, whole_lists=whole_lists)
     else:
         out[prefix] = obj
     return out

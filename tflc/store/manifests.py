@@ -23,14 +23,10 @@ from pathlib import Path
 from tflc.errors import TflcError
 from tflc.fileio import sha256_bytes, sha256_file
 from tflc.store.artifacts import canonical_json
+from tflc.store.diff import flatten
 
-# compile's config key -> the input role it names (a file or folder whose bytes matter)
-COMPILE_INPUTS = {
-    "model": "model",
-    "calibration_data": "calibration_data",
-    "train_data": "train_data",
-    "eval_data": "eval_data",
-}
+# compile's options naming a file or folder whose bytes matter; each is recorded under its name
+COMPILE_INPUT_KEYS = ("model", "calibration_data", "train_data", "eval_data")
 
 
 def describe_path(path, config_key: str | None = None, sha256: str | None = None) -> dict | None:
@@ -64,23 +60,13 @@ def describe_target(target) -> dict | None:
     return entry
 
 
-def numeric_leaves(obj, prefix: str = "", out: dict | None = None) -> dict:
+def numeric_leaves(obj) -> dict:
     """Every number (and boolean) below `obj`, keyed by its dotted path: a report's metrics."""
-    out = {} if out is None else out
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            numeric_leaves(value, f"{prefix}.{key}" if prefix else str(key), out)
-    elif isinstance(obj, list):
-        for index, value in enumerate(obj):
-            label = (
-                value.get("name")
-                if isinstance(value, dict) and isinstance(value.get("name"), str)
-                else index
-            )
-            numeric_leaves(value, f"{prefix}[{label}]", out)
-    elif isinstance(obj, (bool, int, float)) and not isinstance(obj, str):
-        out[prefix] = obj
-    return out
+    return {
+        key: value
+        for key, value in flatten(obj, whole_lists=False).items()
+        if isinstance(value, (bool, int, float))
+    }
 
 
 # ------------------------------------------------------------------------------------ compile
@@ -90,8 +76,7 @@ def compile_manifest(report) -> dict:
     """The manifest of a `tflc.compile` result (a CompileReport)."""
     config = dict(report.config)
     known = {"model": report.model.get("sha256"), "calibration_data": report.calibration.get("sha256")}
-    inputs = {role: describe_path(config.get(key), key, known.get(key))
-              for key, role in COMPILE_INPUTS.items()}
+    inputs = {key: describe_path(config.get(key), key, known.get(key)) for key in COMPILE_INPUT_KEYS}
     inputs["model"]["format"] = report.model.get("format")
     if config.get("pipeline"):
         inputs["pipeline_config"] = describe_path(config["pipeline"], "pipeline")
@@ -129,13 +114,11 @@ def _verifier_numbers(verifier: dict | None) -> dict:
     return {k: v for k, v in verifier.items() if isinstance(v, (bool, int, float))}
 
 
-def record_compile(report, registry=None, staged_dir=None) -> str | None:
-    """Record a compile: model.tflite, report.json and the exported C package when there is one.
-
-    `staged_dir`: where the files are before compile publishes them into `report.output_dir`."""
+def record_compile(report, registry=None) -> str | None:
+    """Record a compile: model.tflite, report.json and the exported C package when there is one."""
     from tflc.store.recording import not_recorded, record
 
-    out = Path(staged_dir or report.output_dir)
+    out = Path(report.output_dir)
     files: dict[str, object] = {
         "model.tflite": out / "model.tflite",
         "report.json": report.to_dict(),
