@@ -92,3 +92,56 @@ def test_the_reader_does_not_import_tensorflow(digits_tflite):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "True"
+
+
+def _mutated_kws(mutate) -> bytes:
+    """The MLPerf keyword-spotting int8 model with one change, through LiteRT's object API."""
+    schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    import flatbuffers
+
+    model = schema.ModelT.InitFromPackedBuf(need_mlperf(MLPERF_INT8["kws"]).read_bytes(), 0)
+    mutate(model.subgraphs[0], model)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def test_a_constant_buffer_longer_than_its_tensor_reads_like_litert():
+    """LiteRT runs a model whose constant buffer has bytes to spare (it reads the first ones);
+    `tensor_data` hands out the tensor's own bytes, shaped, instead of failing to reshape."""
+
+    def pad(sg, model):
+        weights = sg.tensors[int(sg.operators[0].inputs[1])]
+        buf = model.buffers[weights.buffer]
+        buf.data = np.concatenate([buf.data, np.full(8, 7, np.uint8)])
+
+    view = read_model(_mutated_kws(pad))
+    weights = view.main.tensors[view.main.operators[0].inputs[1]]
+    original = read_model(need_mlperf(MLPERF_INT8["kws"]))
+    data = view.tensor_data(weights)
+    assert data.shape == weights.shape == (64, 10, 4, 1)
+    assert np.array_equal(data, original.tensor_data(original.main.tensors[weights.index]))
+
+
+def test_names_that_are_not_utf8_do_not_make_a_model_corrupt():
+    """Names are opaque bytes to LiteRT, which runs such a model; the reader keeps what it can."""
+
+    def rename(sg, model):
+        sg.tensors[22].name = b"conv\xff\xfeout"
+
+    view = read_model(_mutated_kws(rename))
+    assert view.main.tensors[22].name.startswith("conv") and "\ufffd" in view.main.tensors[22].name
+
+
+def test_types_newer_than_the_tflite_package_are_named():
+    """LiteRT already knows INT2, UINT4 and the FLOAT8 types; the reader names them rather than
+    reporting a number, and counts their packed bytes."""
+
+    def retype(sg, model):
+        for index, code in zip((22, 23, 24, 25), (19, 20, 21, 22)):
+            sg.tensors[index].type = code
+
+    tensors = read_model(_mutated_kws(retype)).main.tensors
+    assert [tensors[i].dtype for i in (22, 23, 24, 25)] == ["int2", "uint4", "float8_e4m3fn", "float8_e5m2"]
+    assert tensors[22].nbytes == (tensors[22].num_elements + 3) // 4
+    assert tensors[23].nbytes == (tensors[23].num_elements + 1) // 2
