@@ -283,3 +283,46 @@ def test_runs_export_into_a_new_folder_creates_it(tmp_path):
     target = tmp_path / "reports" / "runs.csv"
     cli("runs", "export", "-o", target)
     assert target.read_text().startswith("id,")
+
+
+def test_repair_refuses_a_folder_whose_manifest_is_json_but_no_manifest():
+    import hashlib
+
+    record_fake(b"model")
+    for text in (b"{}", b"[]", b'{"kind": "compile"}'):
+        artifact_id = hashlib.sha256(text).hexdigest()[:12]
+        folder = registry_dir() / "artifacts" / artifact_id
+        folder.mkdir()
+        (folder / "manifest.json").write_bytes(text)
+    _delete_database()
+    result = cli("runs", "repair", "--format", "json", ok=False)
+    assert result.exit_code == 1
+    report = __import__("json").loads(result.stdout)
+    assert len(report["reindexed"]) == 1 and len(report["unrecoverable"]) == 3
+    assert all("not a tflc manifest" in u["reason"] for u in report["unrecoverable"])
+
+
+def test_an_event_naming_no_artifact_id_is_junk():
+    first, _ = record_two_releases()
+    events = registry_dir() / "events.jsonl"
+    with events.open("a") as handle:
+        handle.write('{"event": "promote", "artifact": "../../etc", "name": "kws", "time": "t"}\n')
+    _delete_database()
+    result = cli("runs", "repair", "--format", "json")
+    report = __import__("json").loads(result.stdout)
+    assert report["events_skipped"] == 1 and report["unrecoverable"] == []
+    assert f"{events} line 6: " in result.stderr
+
+
+def test_an_artifact_file_that_cannot_be_read_is_named_and_replaced():
+    artifact_id = record_fake(b"readable model")
+    _model(artifact_id).unlink()
+    _model(artifact_id).symlink_to("/proc/self/mem")  # exists, and every read fails
+    from tflc.errors import BadInput
+
+    with pytest.raises(BadInput, match=rf"artifact {artifact_id} .* cannot be read .*runs repair"):
+        resolve_model_ref(artifact_id)
+    result = cli("runs", "verify", ok=False)
+    assert f"{artifact_id}  model.tflite  unreadable  {_model(artifact_id)}" in result.output
+    cli("runs", "repair")
+    assert _model(artifact_id).read_bytes() == b"readable model"

@@ -92,6 +92,17 @@ def _check_name(name: str) -> None:
         )
 
 
+def _status(path: Path, sha256: str) -> str:
+    """A damaged registry is reported, never crashed on: a file that exists but cannot be read
+    (permissions, an I/O error) is 'unreadable'."""
+    if not path.is_file():
+        return "missing"
+    try:
+        return "ok" if sha256_file(path) == sha256 else "modified"
+    except OSError:
+        return "unreadable"
+
+
 # Linux's FICLONE ioctl: make `dest` share `src`'s extents copy-on-write (a reflink).
 _FICLONE = 0x40049409
 
@@ -194,16 +205,14 @@ class ArtifactFiles:
         return self.artifacts / artifact_id / MANIFEST
 
     def file_status(self, artifact_id: str, name: str, sha256: str) -> str:
-        """'ok', 'missing' or 'modified': whether a recorded file is still what was recorded."""
-        path = self.file_path(artifact_id, name)
-        if not path.is_file():
-            return "missing"
-        return "ok" if sha256_file(path) == sha256 else "modified"
+        """'ok', 'missing', 'modified' or 'unreadable': whether a recorded file is still what
+        was recorded."""
+        return _status(self.file_path(artifact_id, name), sha256)
 
     def restore_file(self, artifact_id: str, name: str, sha256: str) -> bool:
         """Put a missing or modified artifact file back from its blob, when the blob is intact."""
         blob = self.blob_path(sha256)
-        if not blob.is_file() or sha256_file(blob) != sha256:
+        if self.blob_status(sha256) != "ok":
             return False
         target = self.file_path(artifact_id, name)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -212,11 +221,8 @@ class ArtifactFiles:
         return True
 
     def blob_status(self, sha256: str) -> str:
-        """'ok', 'missing' or 'modified': whether the stored copy of a file is still intact."""
-        blob = self.blob_path(sha256)
-        if not blob.is_file():
-            return "missing"
-        return "ok" if sha256_file(blob) == sha256 else "modified"
+        """The same for the stored copy of a file."""
+        return _status(self.blob_path(sha256), sha256)
 
     def stored_manifest(self, artifact_id: str) -> bytes | None:
         """The manifest's own stored copy (a blob whose hash starts with the id), if intact:

@@ -9,9 +9,13 @@ never silently: the caller gets its line number and why, to show the user.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tflc.store.artifacts import ID_LENGTH
+
+_ARTIFACT_ID = re.compile(f"[0-9a-f]{{{ID_LENGTH}}}")
 # event kind -> the text fields it must carry besides `artifact` and `time`
 EVENT_FIELDS = {"tag": ("tag",), "untag": ("tag",), "promote": ("name",), "rollback": ("name",)}
 
@@ -67,4 +71,6 @@ def _parse(line: str) -> tuple[dict | None, str]:
     for key in ("artifact", "time", *EVENT_FIELDS[kind]):
         if not isinstance(event.get(key), str):
             return None, f"a {kind} event without a text '{key}'"
+    if not _ARTIFACT_ID.fullmatch(event["artifact"]):
+        return None, f"a {kind} event whose artifact {event['artifact']!r} is not an artifact id"
     return event, ""

@@ -20,6 +20,7 @@ from tflc.errors import BadInput
 from tflc.fileio import atomic_write_bytes, sha256_bytes, sha256_file
 from tflc.store.artifacts import MANIFEST
 from tflc.store.events import EventLog, read_events
+from tflc.store.recording import KINDS
 from tflc.store.registry import DatabaseDamaged, Registry
 
 # Unreferenced files younger than this may belong to a record another process is still writing.
@@ -157,44 +158,54 @@ def _reindex(registry: Registry, report: RepairReport, log: EventLog | None) -> 
     on_disk = dict(registry.files.manifests_on_disk())
     released = {e["artifact"] for e in (log.events if log else []) if e["event"] == "promote"}
     for artifact_id in sorted({*on_disk, *released} - known):
-        text = _intact_manifest(registry, artifact_id, on_disk.get(artifact_id))
+        path = on_disk.get(artifact_id) or registry.files.manifest_path(artifact_id)
+        folder_text, why = _manifest_from(_read_or_none(path), artifact_id)
+        text = folder_text or _manifest_from(registry.files.stored_manifest(artifact_id),
+                                             artifact_id)[0]
         if text is None:
-            if artifact_id in on_disk or artifact_id in released:
-                report.unrecoverable.append(_lost_manifest(registry, artifact_id, on_disk))
+            reason = (
+                why
+                if artifact_id in on_disk
+                else "released, but its folder and the stored copy of its manifest are gone"
+            )
+            report.unrecoverable.append(
+                {"artifact": artifact_id, "file": MANIFEST, "path": str(path), "reason": reason}
+            )
             continue
-        manifest = json.loads(text)
-        registry.add(artifact_id, sha256_bytes(text), text.decode(), manifest)
+        registry.add(artifact_id, sha256_bytes(text), text.decode(), json.loads(text))
         report.reindexed.append(artifact_id)
 
 
-def _intact_manifest(registry: Registry, artifact_id: str, path) -> bytes | None:
-    """The manifest bytes whose hash starts with the id: the folder's, else the stored copy."""
+def _manifest_from(text: bytes | None, artifact_id: str) -> tuple[bytes | None, str]:
+    """(text, "") when `text` is the manifest of `artifact_id`, else (None, why not): its hash
+    must start with the id and it must hold what the index is built from."""
+    if text is None:
+        return None, "missing, and its stored copy is gone"
+    if not sha256_bytes(text).startswith(artifact_id):
+        return None, "modified (its hash no longer matches the id), and its stored copy is gone"
     try:
-        text = path.read_bytes() if path is not None else None
-    except OSError:
-        text = None
-    if text is not None and sha256_bytes(text).startswith(artifact_id) and _is_json(text):
-        return text
-    return registry.files.stored_manifest(artifact_id)
-
-
-def _is_json(text: bytes) -> bool:
-    try:
-        json.loads(text)
+        manifest = json.loads(text)
     except ValueError:
+        manifest = None
+    if not _is_manifest(manifest):
+        return None, "not a tflc manifest (JSON with kind, created and files is expected)"
+    return text, ""
+
+
+def _is_manifest(manifest) -> bool:
+    if not isinstance(manifest, dict) or manifest.get("kind") not in KINDS:
         return False
-    return True
-
-
-def _lost_manifest(registry: Registry, artifact_id: str, on_disk: dict) -> dict:
-    path = on_disk.get(artifact_id) or registry.files.manifest_path(artifact_id)
-    if artifact_id not in on_disk:
-        reason = "released, but its folder and the stored copy of its manifest are gone"
-    elif path.is_file():
-        reason = "modified (its hash no longer matches the id), and its stored copy is gone"
-    else:
-        reason = "missing, and its stored copy is gone"
-    return {"artifact": artifact_id, "file": MANIFEST, "path": str(path), "reason": reason}
+    files = manifest.get("files")
+    return (
+        isinstance(manifest.get("created"), str)
+        and isinstance(files, dict)
+        and all(
+            isinstance(meta, dict)
+            and isinstance(meta.get("sha256"), str)
+            and isinstance(meta.get("size"), int)
+            for meta in files.values()
+        )
+    )
 
 
 def _replay_events(registry: Registry, log: EventLog) -> int:
@@ -256,12 +267,17 @@ def _restore_objects(registry: Registry, report: RepairReport) -> None:
             )
 
 
-def _read_if_intact(path, sha: str) -> bytes | None:
+def _read_or_none(path) -> bytes | None:
+    """A file's bytes, or None where it is gone or cannot be read (damage repair works around)."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes() if path.is_file() else None
     except OSError:
         return None
-    return data if sha256_bytes(data) == sha else None
+
+
+def _read_if_intact(path, sha: str) -> bytes | None:
+    data = _read_or_none(path)
+    return data if data is not None and sha256_bytes(data) == sha else None
 
 
 def _restore_files(registry: Registry, report: RepairReport) -> None:

@@ -72,7 +72,14 @@ def artifact_file(registry, artifact_id: str, name: str | None, ref: str) -> Pat
             f"{path}: this file of artifact {artifact_id} ({ref}) was deleted; run "
             f"`tflc runs repair` to restore it from the registry's stored copy"
         )
-    found = sha256_file(path)
+    try:
+        found = sha256_file(path)
+    except OSError as exc:
+        raise BadInput(
+            f"{path}: this file of artifact {artifact_id} ({ref}) cannot be read "
+            f"({exc.strerror or exc}); run `tflc runs repair` to restore it from the registry's "
+            f"stored copy"
+        ) from None
     if found != expected:
         raise BadInput(
             f"{path}: this file of artifact {artifact_id} ({ref}) was modified after it "
