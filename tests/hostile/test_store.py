@@ -326,3 +326,19 @@ def test_an_artifact_file_that_cannot_be_read_is_named_and_replaced():
     assert f"{artifact_id}  model.tflite  unreadable  {_model(artifact_id)}" in result.output
     cli("runs", "repair")
     assert _model(artifact_id).read_bytes() == b"readable model"
+
+
+@pytest.mark.parametrize("command", [("runs", "list"), ("runs", "tag", "abcdef", "t"), ("runs", "repair")])
+def test_a_registry_path_that_is_a_file_is_named(command, tmp_path, monkeypatch, capsys):
+    not_a_folder = tmp_path / "registry-file"
+    not_a_folder.write_text("mine")
+    monkeypatch.setenv("TFLC_REGISTRY", str(not_a_folder))
+    result = cli(*command, ok=False)
+    assert result.exit_code == 2
+    _one_error_line(result, str(not_a_folder), "not a folder")
+    assert not_a_folder.read_text() == "mine"
+
+    from tflc import store
+
+    assert store.record("check", {"check.json": {}}, {}) is None
+    assert "not a folder" in capsys.readouterr().err

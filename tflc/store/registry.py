@@ -163,8 +163,18 @@ class Registry:
 
     # -- connection ----------------------------------------------------------------------------
 
+    def _check_folder(self) -> None:
+        """The registry is a folder; a file in its place (a mistyped --registry) is named rather
+        than read as an empty registry or crashed on."""
+        if self.root.exists() and not self.root.is_dir():
+            raise BadInput(
+                f"{self.root}: the run registry path is not a folder; point --registry or "
+                f"TFLC_REGISTRY at a folder (it is created when missing)"
+            )
+
     def _check_present(self) -> bool:
         """False for a registry never written; an error for one whose database went missing."""
+        self._check_folder()
         if self.db_path.exists():
             return True
         stored = self.files.manifests_on_disk()
@@ -186,6 +196,7 @@ class Registry:
 
     def refuse_read_only(self) -> None:
         """Fail before writing anything, naming the part that cannot be written."""
+        self._check_folder()
         path = self.not_writable()
         if path is not None:
             raise BadInput(
