@@ -301,6 +301,79 @@ def test_the_real_command_prints_one_line_and_no_traceback(kws_bytes, tmp_path):
         assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+def _if_model(then_index: int, else_index: int) -> bytes:
+    """A float model whose main graph is one IF choosing between two subgraphs (x + 1, x - 1)."""
+    m = schema.ModelT()
+    m.version = 3
+    m.operatorCodes = []
+    for builtin in (schema.BuiltinOperator.IF, schema.BuiltinOperator.ADD, schema.BuiltinOperator.SUB):
+        code = schema.OperatorCodeT()
+        code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
+        m.operatorCodes.append(code)
+    one = schema.BufferT()
+    one.data = np.ones(4, np.float32).view(np.uint8)
+    m.buffers = [schema.BufferT(), one]
+
+    def tensor(sg, name, dtype=schema.TensorType.FLOAT32, buffer=0, shape=(1, 4)):
+        t = schema.TensorT()
+        t.name, t.shape, t.type, t.buffer = name, list(shape), dtype, buffer
+        sg.tensors.append(t)
+        return len(sg.tensors) - 1
+
+    def op(sg, opcode, inputs, outputs, options=None, kind=schema.BuiltinOptions.NONE):
+        o = schema.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = opcode, inputs, outputs
+        o.builtinOptions, o.builtinOptionsType = options, kind
+        sg.operators.append(o)
+
+    main = schema.SubGraphT()
+    main.tensors, main.operators = [], []
+    cond = tensor(main, "cond", schema.TensorType.BOOL, shape=(1,))
+    x, y = tensor(main, "x"), tensor(main, "y")
+    choice = schema.IfOptionsT()
+    choice.thenSubgraphIndex, choice.elseSubgraphIndex = then_index, else_index
+    op(main, 0, [cond, x], [y], choice, schema.BuiltinOptions.IfOptions)
+    main.inputs, main.outputs = [cond, x], [y]
+    m.subgraphs = [main]
+    for opcode in (1, 2):
+        branch = schema.SubGraphT()
+        branch.tensors, branch.operators = [], []
+        bx, c, by = tensor(branch, "x"), tensor(branch, "one", buffer=1), tensor(branch, "y")
+        op(branch, opcode, [bx, c], [by])
+        branch.inputs, branch.outputs = [bx], [by]
+        m.subgraphs.append(branch)
+    return _pack(m)
+
+
+CALLS = [  # (id, then, else, fragment); LiteRT refuses the first two and crashes on the third
+    ("branch-out-of-range", 99, 2, "then_subgraph_index names subgraph 99, but the model has 3"),
+    ("branch-negative", 1, -3, "else_subgraph_index names subgraph -3"),
+    ("branch-calls-its-caller", 0, 2, "subgraph 0 calls itself (0 -> 0)"),
+]
+
+
+def test_the_control_flow_model_is_valid(tmp_path):
+    path = tmp_path / "if.tflite"
+    path.write_bytes(_if_model(1, 2))
+    assert _litert(_INTERPRETER, path) == "ACCEPTED"
+    assert [sg.operators[0].op for sg in read_model(path).subgraphs] == ["IF", "ADD", "SUB"]
+
+
+@pytest.mark.parametrize("case", CALLS, ids=[c[0] for c in CALLS])
+def test_subgraph_calls_litert_cannot_make_are_refused(case, tmp_path):
+    """A control-flow operator names a subgraph that does not exist, or calls back into a graph
+    that is running (LiteRT recurses until it crashes); tflc's planner would recurse too."""
+    name, then_index, else_index, fragment = case
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(_if_model(then_index, else_index))
+    assert _litert(_INTERPRETER, path).startswith("REFUSED")
+    with pytest.raises(BadInput) as info:
+        read_model(path)
+    assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value), str(info.value)
+    result = CliRunner().invoke(main, ["check", str(path), "--target", "cortex-m4"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+
+
 def _valid_models() -> list[Path]:
     found = sorted(MLPERF.glob("*/*.tflite")) + sorted(EDGETPU_PAIRS.glob("*.tflite"))
     return found or [MLPERF / "missing.tflite"]

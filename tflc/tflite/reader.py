@@ -269,6 +269,7 @@ def _parse(data, name: str) -> ModelView:
         raise BadInput(f"{name}: corrupt TFLite file (no subgraphs)")
     model_tables = _ModelTables(opcodes, n_buffers, buffer_bytes, bounds)
     subgraphs = [_subgraph(model.Subgraphs(s), s, model_tables) for s in range(n_subgraphs)]
+    validate.check_calls(name, subgraphs)
     metadata = {}
     for i in range(bounds.count(model.MetadataLength(), "metadata")):
         entry = model.Metadata(i)

@@ -162,3 +162,49 @@ def _read_too_early(sg: int, op, t: int, producer: int | None) -> str:
     if producer is not None:
         return f"{head} before operator {producer} writes it (operators run in the file's order)"
     return f"{head}, which no operator writes and which is no constant, variable or subgraph input"
+
+
+def check_calls(name: str, subgraphs) -> None:
+    """Control-flow operators (IF, WHILE, CALL_ONCE: every `*_subgraph_index` option) name
+    existing subgraphs, and no subgraph calls itself, directly or through others: LiteRT recurses
+    into such a call until it crashes, and so would any walk of the call graph."""
+    calls: dict[int, list[tuple[int, object]]] = {}
+    for sg in subgraphs:
+        for op in sg.operators:
+            for key, callee in op.options.items():
+                if not key.endswith("subgraph_index") or not isinstance(callee, int):
+                    continue
+                if not 0 <= callee < len(subgraphs):
+                    raise refuse(name, f"subgraph {sg.index} operator {op.index} ({op.op}) {key} names "
+                                       f"subgraph {callee}, but the model has {len(subgraphs)} subgraphs")
+                calls.setdefault(sg.index, []).append((callee, op))
+    cycle = _call_cycle(calls, len(subgraphs))
+    if cycle:
+        path, op = cycle
+        raise refuse(name, f"subgraph {op.subgraph} operator {op.index} ({op.op}) calls subgraph {path[-1]}: "
+                           f"subgraph {path[-1]} calls itself ({' -> '.join(map(str, path))})")
+
+
+def _call_cycle(calls: dict, n_subgraphs: int):
+    """The first call cycle as (subgraph path, the operator closing it), or None. Iterative depth-
+    first search (a hostile file may chain thousands of subgraphs), each subgraph visited once."""
+    state = [0] * n_subgraphs  # 0 unseen, 1 on the current path, 2 done
+    for root in range(n_subgraphs):
+        if state[root]:
+            continue
+        path, stack = [root], [iter(calls.get(root, ()))]
+        state[root] = 1
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                state[path.pop()] = 2
+                stack.pop()
+                continue
+            callee, op = step
+            if state[callee] == 1:
+                return path[path.index(callee):] + [callee], op
+            if state[callee] == 0:
+                state[callee] = 1
+                path.append(callee)
+                stack.append(iter(calls.get(callee, ())))
+    return None
