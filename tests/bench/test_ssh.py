@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -245,3 +246,89 @@ def test_hosts_that_look_like_options_are_rejected():
 def test_python_under_the_device_users_home(sshd):
     transport = SshTransport(parse_device(sshd.url), "~/venvs/my env/bin/python")
     assert transport._python_word() == "\"$HOME\"/'venvs/my env/bin/python'"
+
+
+def test_a_backslash_in_the_remote_folder_survives_the_device_shell(tiny_models, sshd, tmp_path):
+    """dash's `echo` turns `\\t` and `\\n` into a tab and a newline: the path must come back."""
+    device_tmp = tmp_path / "dev\\tmp\\new"
+    device_tmp.mkdir()
+    result = bench(tiny_models["int8"], sshd.url, ssh_config=sshd.client_config(),
+                   python=sys.executable, remote_tmp=str(device_tmp), **QUICK)
+    assert result.records[0].latency_ms.count == 5
+    assert list(device_tmp.iterdir()) == []
+
+
+def test_a_newline_in_the_remote_folder_is_refused(tiny_models, sshd, tmp_path):
+    from tflc.errors import BadInput
+
+    with pytest.raises(BadInput, match="--remote-tmp"):
+        bench(tiny_models["int8"], sshd.url, ssh_config=sshd.client_config(),
+              python=sys.executable, remote_tmp=str(tmp_path / "a\nb"), **QUICK)
+
+
+def test_a_host_that_never_answers_is_given_up_within_the_timeout(tiny_models, sshd):
+    """TCP is accepted (the kernel's backlog) but no SSH banner ever comes: the time-out covers
+    connecting and every retry, not only the run."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        url = f"ssh://{sshd.user}@127.0.0.1:{listener.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(TransportError) as silent:
+            bench(tiny_models["int8"], url, ssh_config=sshd.client_config(),
+                  python=sys.executable, timeout_s=3, retries=2, **QUICK)
+        took = time.monotonic() - start
+    assert took < 3 + 2.5, took
+    assert silent.value.kind == "unreachable" and "--timeout" in silent.value.message
+
+
+@pytest.mark.parametrize("whom", ["tflc", "terminal"])
+def test_ctrl_c_stops_the_runner_on_the_device(tiny_models, sshd, remote_tmp, whom):
+    """SIGINT to tflc alone, or to its whole process group as a terminal's Ctrl-C sends it
+    (then the ssh clients hear it too): no runner, no worker stays on the device."""
+    tflc = Path(sys.executable).with_name("tflc")
+    process = subprocess.Popen(
+        [str(tflc), "bench", str(tiny_models["int8"]), "--device", sshd.url, "--ssh-config",
+         str(sshd.client_config()), "--python", sys.executable, "--runs", "1",
+         "--min-duration", "60", "--max-runs", str(10**7), "--remote-tmp", str(remote_tmp)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert wait_until(lambda: len(runner_processes(sshd)) >= 2, 60), "no runner and worker"
+        time.sleep(0.5)
+        if whom == "tflc":
+            process.send_signal(signal.SIGINT)
+        else:
+            os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130 and "interrupted" in err, err
+    assert wait_until(lambda: not runner_processes(sshd), 5), runner_processes(sshd)
+    pgrep = subprocess.run(["pgrep", "-f", str(remote_tmp)], capture_output=True, text=True)
+    assert pgrep.stdout == "", pgrep.stdout
+    assert list(remote_tmp.iterdir()) == []
+
+
+def test_tflc_killed_outright_still_stops_the_runner(tiny_models, sshd, remote_tmp):
+    """SIGKILL leaves tflc no chance to clean up: the runner sees its connection close (the
+    end of its stdin) and stops itself, its worker and its folder with it."""
+    tflc = Path(sys.executable).with_name("tflc")
+    process = subprocess.Popen(
+        [str(tflc), "bench", str(tiny_models["int8"]), "--device", sshd.url, "--ssh-config",
+         str(sshd.client_config()), "--python", sys.executable, "--runs", "1",
+         "--min-duration", "60", "--max-runs", str(10**7), "--remote-tmp", str(remote_tmp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert wait_until(lambda: len(runner_processes(sshd)) >= 2, 60), "no runner and worker"
+        time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # tflc and its ssh client for the run
+        process.wait()
+
+    def runner_gone():
+        found = subprocess.run(["pgrep", "-f", str(remote_tmp)], capture_output=True, text=True)
+        return found.stdout == ""
+
+    assert wait_until(runner_gone, 5), "the runner outlived its connection"
+    assert wait_until(lambda: list(remote_tmp.iterdir()) == [], 5)

@@ -44,6 +44,8 @@ Protocol 1. The request is a JSON object:
     deadline_s      the runner gives up (kind "timeout") after this many seconds
     busy_load_per_core  load average per core above which the device counts as busy (0.5)
     remove_dir_on_exit  delete the folder holding this file when done (the host's temp folder)
+    stop_when_stdin_closes  the host holds stdin open while it listens (over SSH); its end means
+                    the host is gone: stop the workers, answer "host_gone", clean up, exit
 
 The response is one JSON object on one line: {"protocol": 1, "ok": true, "device": {...},
 "runtime": {...}, "trials": [{"trial": 0, "conditions_before": {...}, "conditions_after": {...},
@@ -924,6 +926,24 @@ def _error_response(error: RunnerError) -> dict:
     return {"protocol": PROTOCOL, "ok": False, "error": error.to_dict()}
 
 
+def _stop_when_stdin_closes(cleanup) -> None:
+    """Watch stdin, which the host holds open for as long as it listens. Its end means the host
+    was killed, interrupted or cut off, and nobody can stop us from that side: kill the
+    workers, remove our folder and exit, instead of timing for nobody until the deadline."""
+    def watch():
+        try:
+            while os.read(0, 65536):
+                pass
+        except OSError:
+            pass
+        Worker.kill_all()
+        _Once.respond(_error_response(RunnerError(
+            "host_gone", "the host closed the connection; giving up")), EXIT_FAILED, cleanup)
+        os._exit(EXIT_FAILED)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main(argv: list) -> int:
     if len(argv) > 1 and argv[1] == "--worker":
         return worker_main()
@@ -959,6 +979,8 @@ def main(argv: list) -> int:
                 handle.write(f"{os.getpgrp()}\n")
         except OSError:
             pass
+    if request.get("stop_when_stdin_closes"):
+        _stop_when_stdin_closes(cleanup)
     deadline = float(request.get("deadline_s") or 0)
     if deadline > 0:
         def expire():

@@ -412,9 +412,14 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
 
 
 def _run_with_retries(device, python, uploads, request, timeout_s, retries, progress, ssh):
-    """Run on the device; a lost or refused connection is retried from a clean start."""
+    """Run on the device; a lost or refused connection is retried from a clean start.
+
+    `timeout_s` bounds the whole: connecting, copying, running and every retry, so a host that
+    accepts connections and never answers costs the time-out, not the time-out per attempt.
+    """
     from tqdm import tqdm
 
+    deadline = time.monotonic() + timeout_s
     first_error = None
     for attempt in range(retries + 1):
         bar = tqdm(total=None, desc="bench", unit="slice", disable=not progress or None,
@@ -429,18 +434,22 @@ def _run_with_retries(device, python, uploads, request, timeout_s, retries, prog
         transport = make_transport(device, python, **ssh)
         try:
             return run_on_device(transport, uploads, request, timeout_s=timeout_s,
-                                 on_event=on_event), attempt + 1
+                                 on_event=on_event, deadline=deadline), attempt + 1
         except TransportError as exc:
             first_error = first_error or exc
-            if attempt == retries:
+            pause = min(2.0 ** attempt, 8.0)
+            out_of_time = deadline - time.monotonic() < pause + 1.0
+            if attempt == retries or out_of_time:
                 tries = _attempts(attempt + 1)
+                if out_of_time:
+                    tries += f" within the --timeout of {timeout_s:g} s"
                 if exc.message != first_error.message:
                     exc.message = (f"{exc.message} (after {tries}; the first "
                                    f"failure: {first_error.message})")
                 else:
                     exc.message = f"{exc.message} (after {tries})"
                 raise
-            time.sleep(min(2.0 ** attempt, 8.0))
+            time.sleep(pause)
         finally:
             bar.close()
     raise AssertionError("unreachable")  # pragma: no cover

@@ -68,10 +68,15 @@ class Completed:
 
 
 def stream_process(argv: list[str], *, stdin: bytes = b"", timeout_s: float | None = None,
-                   on_event=None, new_session: bool = False, cwd=None) -> Completed:
+                   on_event=None, new_session: bool = False, cwd=None,
+                   hold_stdin: bool = False) -> Completed:
     """Run a process, feed it `stdin`, collect stdout, pass the runner's progress events from
     stderr to `on_event` as they arrive, and kill it (its whole process group when
-    `new_session`) when `timeout_s` passes."""
+    `new_session`) when `timeout_s` passes.
+
+    `hold_stdin` keeps the process's stdin open until it ends: a runner over SSH watches it,
+    so that when this side goes away (killed, interrupted, disconnected) the end of its input
+    tells the runner to stop."""
     start = time.monotonic()
     process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, start_new_session=new_session, cwd=cwd)
@@ -102,13 +107,12 @@ def stream_process(argv: list[str], *, stdin: bytes = b"", timeout_s: float | No
         thread.start()
     try:
         process.stdin.write(stdin)
+        process.stdin.flush()
     except (BrokenPipeError, OSError):
         pass
     finally:
-        try:
-            process.stdin.close()
-        except OSError:
-            pass
+        if not hold_stdin:
+            _close_quietly(process.stdin)
     timed_out = False
     try:
         process.wait(timeout=timeout_s)
@@ -118,10 +122,19 @@ def stream_process(argv: list[str], *, stdin: bytes = b"", timeout_s: float | No
     except BaseException:  # Ctrl-C: a runner in its own session would not hear it
         _kill(process, new_session)
         raise
+    finally:
+        _close_quietly(process.stdin)
     for thread in readers:
         thread.join(timeout=5)
     return Completed(process.returncode, b"".join(out_chunks), list(kept), timed_out,
                      time.monotonic() - start)
+
+
+def _close_quietly(stream) -> None:
+    try:
+        stream.close()
+    except OSError:
+        pass
 
 
 def _kill(process: subprocess.Popen, group: bool) -> None:
@@ -194,6 +207,13 @@ class Transport:
     label = "device"
     python = "python3"
     workdir: str | None = None
+    deadline: float | None = None  # time.monotonic() by which everything must be over
+
+    def time_left(self, cap: float) -> float:
+        """Seconds a step may take: `cap`, or less when the run's deadline comes sooner."""
+        if self.deadline is None:
+            return cap
+        return max(0.0, min(cap, self.deadline - time.monotonic()))
 
     def __enter__(self):
         self.open()
@@ -298,6 +318,9 @@ class SshTransport(Transport):
         self.ssh_config = os.fspath(ssh_config) if ssh_config else None
         self.ssh_options = tuple(ssh_options)
         self.connect_timeout = connect_timeout
+        if remote_tmp and re.search(r"[\x00-\x1f\x7f]", remote_tmp):
+            raise BadInput(f"--remote-tmp {remote_tmp!r}: a folder name with a newline or "
+                           "another control character; choose a plain folder on the device")
         self.remote_tmp = remote_tmp
         self.control_dir: str | None = None
         self._free: int | None = None
@@ -314,7 +337,8 @@ class SshTransport(Transport):
             options += ["-o", f"ControlPath={os.path.join(self.control_dir, 'master')}"]
         for option in self.ssh_options:
             options += ["-o", option]
-        options += ["-o", f"ConnectTimeout={int(self.connect_timeout)}",
+        connect = max(1, int(self.time_left(self.connect_timeout)))
+        options += ["-o", f"ConnectTimeout={connect}",
                     "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
         if self.device.port:
             options += ["-p", str(self.device.port)]
@@ -385,7 +409,10 @@ class SshTransport(Transport):
         return TransportError("connection_lost", f"the SSH connection to {self.label} was lost "
                               f"while {during} ({reason or 'ssh exited without a reason'})")
 
-    def _run(self, script: str, during: str, stdin: bytes = b"", timeout: float = 60.0):
+    def _run(self, script: str, during: str, stdin: bytes = b"", timeout: float = 60.0,
+             cleanup: bool = False):
+        """Run `script` on the device; every step but the clean-up keeps to the deadline."""
+        timeout = timeout if cleanup else max(1.0, self.time_left(timeout))
         done = stream_process(self._ssh(script), stdin=stdin, timeout_s=timeout)
         if done.timed_out:
             raise TransportError("unreachable", f"{self.label} did not answer within "
@@ -400,21 +427,23 @@ class SshTransport(Transport):
         log = os.path.join(self.control_dir, "master.log")
         argv = ["ssh", *self._options(), "-o", "ControlMaster=yes", "-o", "ControlPersist=60",
                 "-f", "-N", self._destination()]
+        limit = max(1.0, self.time_left(self.connect_timeout + 20))
         try:
             with open(log, "wb") as err:
                 code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=err, timeout=self.connect_timeout + 20).returncode
+                                      stderr=err, timeout=limit + 1).returncode
         except subprocess.TimeoutExpired:
             self._drop_control_dir()
             raise TransportError("unreachable", f"connecting to {self.label} took longer than "
-                                 f"{self.connect_timeout + 20:g} s") from None
+                                 f"{limit:g} s") from None
         if code != 0:
             stderr = Path(log).read_text(errors="replace")
             self._drop_control_dir()
             raise self.classify(stderr, "connecting")
         base = shlex.quote(self.remote_tmp) if self.remote_tmp else '"${TMPDIR:-/tmp}"'
+        # printf, not echo: dash's echo turns the backslashes of a folder name into escapes.
         script = (f"base={base}; d=$(mktemp -d \"$base/{TEMP_PREFIX}XXXXXX\") || exit 90; "
-                  "echo \"$d\"; df -Pk \"$d\" 2>/dev/null | tail -n 1")
+                  "printf '%s\\n' \"$d\"; df -Pk \"$d\" 2>/dev/null | tail -n 1")
         done = self._run(script, "creating the temporary folder")
         lines = done.stdout.decode(errors="replace").splitlines()
         if done.returncode != 0 or not lines or not lines[0].startswith("/"):
@@ -448,17 +477,19 @@ class SshTransport(Transport):
     def run_runner(self, request_name: str, timeout_s: float, on_event=None) -> Completed:
         folder = shlex.quote(self.workdir)
         script = f"cd {folder} && {self._python_word()} runner.py {shlex.quote(request_name)}"
-        return stream_process(self._ssh(script), timeout_s=timeout_s, on_event=on_event)
+        return stream_process(self._ssh(script), timeout_s=timeout_s, on_event=on_event,
+                              hold_stdin=True)
 
     def close(self, failed: bool = False) -> None:
         try:
             if self.workdir and self.control_dir:
                 folder = shlex.quote(self.workdir)
-                stop = (f"if [ -f {folder}/pgid ]; then kill -9 -- -$(cat {folder}/pgid) "
+                # `kill -9 -- -PGID` is an error in dash: `-s KILL` is the portable spelling.
+                stop = (f"if [ -f {folder}/pgid ]; then kill -s KILL -- -$(cat {folder}/pgid) "
                         "2>/dev/null; fi; " if failed else "")
                 try:
                     self._run(f"{stop}rm -rf {folder}", "removing the temporary folder",
-                              timeout=30)
+                              timeout=30, cleanup=True)
                 except DeviceError:
                     pass  # the runner removes its own folder when it ends; nothing more to do
         finally:
@@ -496,14 +527,19 @@ class Upload:
 
 
 def run_on_device(transport: Transport, uploads: list[Upload], request: dict, *,
-                  timeout_s: float, on_event=None) -> dict:
+                  timeout_s: float, on_event=None, deadline: float | None = None) -> dict:
     """Copy the runner, the files and the request, run it, and return its response.
 
-    The runner is told to stop itself a little before our own time limit and to remove its
-    folder when it ends, so that even a connection lost mid-run leaves nothing behind.
+    Every step, connecting included, keeps to `deadline` (time.monotonic(); default: now plus
+    `timeout_s`, which error messages name). The runner is told to stop itself a little before
+    it, to remove its folder when it ends and to stop when its connection closes, so that even
+    a connection lost mid-run leaves nothing behind.
     """
+    transport.deadline = time.monotonic() + timeout_s if deadline is None else deadline
+    left = max(1.0, transport.time_left(timeout_s))
     request = dict(request, remove_dir_on_exit=True, pgid_file="pgid",
-                   deadline_s=max(1.0, timeout_s - min(10.0, timeout_s * 0.1)))
+                   stop_when_stdin_closes=isinstance(transport, SshTransport),
+                   deadline_s=max(1.0, left - min(10.0, left * 0.1)))
     with tempfile.TemporaryDirectory(prefix="tflc-request-") as scratch:
         request_path = Path(scratch) / "request.json"
         request_path.write_text(json.dumps(request))
@@ -512,7 +548,8 @@ def run_on_device(transport: Transport, uploads: list[Upload], request: dict, *,
             transport.check_space(sum(item.size for item in files) + 64 * 1024)
             for item in files:
                 transport.put(item.source, item.name)
-            completed = transport.run_runner("request.json", timeout_s, on_event)
+            completed = transport.run_runner("request.json",
+                                             max(1.0, transport.time_left(timeout_s)), on_event)
             return interpret_run(completed, transport, timeout_s)
 
 
