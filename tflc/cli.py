@@ -280,7 +280,7 @@ def check_command(ctx, model: str, target: str, fmt: str, min_coverage) -> None:
 
 @main.command("export")
 @click.argument("model", type=click.Path())
-@click.option("--format", "export_format", type=click.Choice(["c"]), default="c", show_default=True,
+@click.option("--package", "package_format", type=click.Choice(["c"]), default="c", show_default=True,
               help="Package format: C++ source for TensorFlow Lite Micro.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder (with --layout arduino: the Arduino library folder).")
@@ -289,27 +289,32 @@ def check_command(ctx, model: str, target: str, fmt: str, min_coverage) -> None:
 @click.option("--layout", type=click.Choice(["plain", "arduino"]), default="plain", show_default=True)
 @click.option("--no-measure", is_flag=True, help="Skip measuring the arena in TFLite Micro (static estimate only).")
 @click.option("--no-verify", is_flag=True, help="Skip running TFLite Micro against LiteRT on sample inputs.")
-@click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
-def export_command(model, export_format, out_dir, target, name, layout, no_measure, no_verify,
-                   as_json) -> None:
+@FORMAT_OPTION
+@click.option("--json", "as_json", is_flag=True, hidden=True, help="Same as --format json.")
+def export_command(model, package_format, out_dir, target, name, layout, no_measure, no_verify,
+                   fmt, as_json) -> None:
     """Write MODEL (.tflite, or NAME@current) as a TFLite Micro package of C++ sources.
 
     OUT gets NAME_model_data.h/.cc (the model array), NAME_op_resolver.h (exactly the model's
     ops), NAME_arena.h (the tensor arena size: measured in TFLite Micro plus a stated margin),
-    README.md and export_report.json. Exit codes: 0 written and within budget; 3 over the
-    target's RAM or flash budget (files still written); 2 bad input.
+    README.md and export_report.json, replacing an earlier package as a whole. Exit codes: 0
+    written and within budget; 3 over the target's RAM or flash budget (package still
+    written); 2 bad input (nothing written); 1 TFLite Micro failed.
     """
     from tflc.export import export_c
     from tflc.store import resolve_model_ref
 
     report = export_c(resolve_model_ref(model), out_dir, target=target, name=name, layout=layout,
                       measure=not no_measure, verify=not no_verify)
-    if as_json:
+    if fmt == "json" or as_json:
         emit_json(report)
     else:
         click.echo(report.to_text())
         if report.artifact_id:  # the run registry's id for this result (tflc runs show ID)
             click.echo(f"artifact  {report.artifact_id}")
+    failure = report.gate_failure()
+    if failure is not None:
+        raise failure
 
 
 # ----------------------------------------------------------------------------------------- bench

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tests.export.conftest import README_ARENA, mlperf, with_op_code
-from tflc.errors import PipelineError
 from tflc.export.arena import allocates, arena_figures, measure_arena, render_arena_header
 from tflc.tflite.planner import plan_memory
 from tflc.tflite.reader import read_model
@@ -60,10 +59,12 @@ def test_without_tflite_micro_the_estimate_is_used(monkeypatch):
     assert any("not installed" in note for note in figures.notes)
 
 
-def test_a_model_tflite_micro_cannot_load_fails_with_its_reason(tmp_path):
+def test_a_model_tflite_micro_cannot_load_is_bad_input_naming_it(tmp_path):
+    from tflc.errors import BadInput
+
     broken = with_op_code(mlperf("ad"), "LOCAL_RESPONSE_NORMALIZATION", tmp_path / "lrn.tflite")
-    with pytest.raises(PipelineError, match="LOCAL_RESPONSE_NORMALIZATION"):
-        measure_arena(broken.read_bytes(), hint=8192)
+    with pytest.raises(BadInput, match="lrn.tflite: TFLite Micro cannot set up .*LOCAL_RESPONSE"):
+        measure_arena(broken.read_bytes(), hint=8192, name=str(broken))
 
 
 @pytest.mark.parametrize("variant", ["int8", "float_io"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.export.conftest import TEST_TARGETS, mlperf, need_tool, run
+from tests.export.conftest import README_ARENA, TEST_TARGETS, mlperf, need_tool, run
 from tflc.check import load_target
 from tflc.export import export_c
 from tflc.export.c_source import parse_model_array
@@ -165,18 +165,85 @@ def test_budgets_come_from_the_target_descriptor(tmp_path):
     assert report.within_budget and report.target == "cortex-m4"
 
 
-def test_over_budget_raises_after_writing_the_package(tmp_path):
-    from tflc.errors import GateFailed
-
-    with pytest.raises(GateFailed) as caught:
-        export_c(mlperf("vww"), tmp_path / "vww", target=TEST_TARGETS / "tiny-mcu.yaml",
-                 name="vww", verify=False)
-    report = caught.value.report
-    assert not report.within_budget
+def test_over_budget_is_a_verdict_in_the_report_not_an_exception(tmp_path):
+    report = export_c(mlperf("vww"), tmp_path / "vww", target=TEST_TARGETS / "tiny-mcu.yaml",
+                      name="vww", verify=False)
+    assert not report.passed and not report.within_budget
     assert [line.name for line in report.budget.lines if not line.ok] == ["ram"]
-    assert "RAM needs" in caught.value.message and "smaller input" in caught.value.message
+    failure = report.gate_failure()
+    assert failure.exit_code == 3 and failure.report is report
+    assert "RAM needs" in failure.message and "smaller input" in failure.message
     assert (tmp_path / "vww" / "vww_model_data.cc").exists()
-    assert not json.loads((tmp_path / "vww" / "export_report.json").read_text())["within_budget"]
+    saved = json.loads((tmp_path / "vww" / "export_report.json").read_text())
+    assert not saved["within_budget"] and not saved["passed"]
+
+
+def test_a_package_within_budget_has_no_gate_failure(tmp_path):
+    report = export_c(mlperf("ad"), tmp_path / "ad", target="cortex-m4", name="ad",
+                      measure=False, verify=False)
+    assert report.passed and report.gate_failure() is None
+    assert json.loads((tmp_path / "ad" / "export_report.json").read_text())["passed"]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_new_export_replaces_the_earlier_package_as_a_whole(tmp_path):
+    out = tmp_path / "work" / "pkg"  # tmp_path also holds the test's private registry
+    export_c(mlperf("ad"), out, name="first", measure=False, verify=False)
+    export_c(mlperf("ad"), out, name="second", layout="arduino", measure=False, verify=False)
+    names = set(_tree(out))
+    assert "src/second_model_data.cpp" in names
+    assert not any("first" in name for name in names)  # nothing merged from the earlier one
+    assert sorted(p.name for p in out.parent.iterdir()) == ["pkg"]  # no staging folder left
+
+
+def test_a_failed_export_leaves_the_earlier_package_intact(tmp_path):
+    from tests.export.conftest import with_op_code
+    from tflc.errors import BadInput
+
+    out = tmp_path / "work" / "pkg"
+    export_c(mlperf("ad"), out, name="ad", measure=False, verify=False)
+    before = _tree(out)
+    broken = with_op_code(mlperf("ad"), "LOCAL_RESPONSE_NORMALIZATION", out.parent / "lrn.tflite")
+    with pytest.raises(BadInput):
+        export_c(broken, out, name="ad", measure=False, verify=False)
+    assert _tree(out) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["lrn.tflite", "pkg"]
+
+
+def test_a_folder_holding_other_files_is_refused_not_wiped(tmp_path):
+    from tflc.errors import BadInput
+
+    out = tmp_path / "app"
+    out.mkdir()
+    (out / "main.cc").write_text("int main() { return 0; }\n")
+    with pytest.raises(BadInput) as caught:
+        export_c(mlperf("ad"), out, name="ad", measure=False, verify=False)
+    assert "main.cc" in caught.value.message and "-o" in caught.value.message
+    assert _tree(out) == {"main.cc": b"int main() { return 0; }\n"}
+
+
+def test_the_planner_failing_is_a_note_and_the_measurement_stands(tmp_path):
+    from tflc.export.package import static_plan
+
+    pytest.importorskip("tflite_micro")
+    view = read_model(mlperf("ad"))
+    view.subgraphs[0].inputs = [10**6]  # a subgraph input the planner cannot find
+    plan, note = static_plan(view)
+    assert plan is None and "planner failed" in note and "IndexError" in note
+
+    from tflc.errors import PipelineError
+    from tflc.export.arena import arena_figures, render_arena_header
+
+    model = mlperf("ad").read_bytes()
+    arena = arena_figures(model, plan, name="ad.tflite")
+    assert arena.basis == "measured" and arena.estimated_bytes is None
+    assert abs(arena.measured_bytes - README_ARENA["ad"]) < 16
+    assert "static estimate: none" in render_arena_header(arena, "ad")
+    with pytest.raises(PipelineError, match="ad.tflite: no arena size"):
+        arena_figures(model, plan, measure=False, name="ad.tflite")
 
 
 def test_resolver_methods_cover_exactly_the_ops_tflite_micro_registers():

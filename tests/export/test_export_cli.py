@@ -18,11 +18,11 @@ def _one_line_error(done, *words):
 
 
 def test_export_prints_the_report_and_writes_the_package(tmp_path):
-    done = tflc("export", str(mlperf("ic")), "--format", "c", "-o", str(tmp_path / "ic"),
-                "--target", "cortex-m4", "--name", "ic", "--json")
+    done = tflc("export", str(mlperf("ic")), "--package", "c", "-o", str(tmp_path / "ic"),
+                "--target", "cortex-m4", "--name", "ic", "--format", "json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["target"] == "cortex-m4" and report["within_budget"]
+    assert report["target"] == "cortex-m4" and report["within_budget"] and report["passed"]
     assert report["arena"]["measured_bytes"] == report["arena"]["estimated_bytes"]
     assert report["verification"]["array_identical"]
     assert report["verification"]["outputs_identical"]
@@ -59,6 +59,24 @@ def test_a_model_over_budget_exits_3_with_advice(tmp_path):
     assert done.returncode == 3
     _one_line_error(done, "does not fit tiny-mcu", "RAM needs", "try:", "smaller input")
     assert (out / "vww_model_data.cc").exists()  # the package is written all the same
+    assert "ram         " in done.stdout and "OVER" in done.stdout  # and the report printed
+
+
+def test_over_budget_with_format_json_prints_the_verdict_and_exits_3(tmp_path):
+    done = tflc("export", str(mlperf("vww")), "-o", str(tmp_path / "vww"), "--name", "vww",
+                "--target", str(TEST_TARGETS / "tiny-mcu.yaml"), "--no-verify", "--format", "json")
+    assert done.returncode == 3
+    report = json.loads(done.stdout)
+    assert report["passed"] is False and report["budget"]["within_budget"] is False
+    _one_line_error(done, "does not fit tiny-mcu")
+
+
+def test_format_table_is_the_default_and_json_the_alternative(tmp_path):
+    table = tflc("export", str(mlperf("ad")), "-o", str(tmp_path / "a"), "--no-verify", "--no-measure")
+    assert table.returncode == 0 and table.stdout.startswith("exported ")
+    done = tflc("export", str(mlperf("ad")), "-o", str(tmp_path / "b"), "--format", "c")
+    assert done.returncode == 2  # --format is the printout now; the package is --package
+    _one_line_error(done, "'c'")
 
 
 def test_a_name_that_is_not_a_c_identifier_exits_2(tmp_path):

@@ -86,3 +86,127 @@ def test_a_tensor_name_cannot_add_lines_to_the_readme_or_the_terminal(tmp_path):
     line = next(line for line in readme.splitlines() if line.startswith("- input 0:"))
     assert line.count("`") == 2 and "\\x0a# Run this first" in line
     assert all(ch.isprintable() for ch in report.to_text().replace("\n", ""))
+
+
+def rewritten(model: Path, out: Path, change) -> Path:
+    """A copy of `model` with `change(model_object)` applied to its flatbuffer."""
+    flatbuffers = pytest.importorskip("flatbuffers")
+    schema = pytest.importorskip("tflite_micro.tensorflow.lite.micro.python.schema_py_generated")
+    obj = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model.read_bytes(), 0))
+    change(obj)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(obj.Pack(builder), file_identifier=b"TFL3")
+    out.write_bytes(bytes(builder.Output()))
+    return out
+
+
+def _unknown_type(obj):
+    obj.subgraphs[0].tensors[0].type = 77
+
+
+def _negative_op_input(obj):
+    op = obj.subgraphs[0].operators[0]
+    op.inputs = [-5, *list(op.inputs)[1:]]
+
+
+def _negative_dimension(obj):
+    graph = obj.subgraphs[0]
+    tensor = graph.tensors[graph.inputs[0]]
+    tensor.shape = [1, -3, *list(tensor.shape)[2:]]
+
+
+def _weights_past_their_buffer(obj):
+    """The first FULLY_CONNECTED claims 1000 times the weight rows its buffer holds."""
+    graph = obj.subgraphs[0]
+    op = graph.operators[0]
+    for tensor_index, axis in ((op.inputs[1], 0), (op.inputs[2], 0), (op.outputs[0], 1)):
+        tensor = graph.tensors[tensor_index]
+        shape = [int(d) for d in tensor.shape]
+        shape[axis] *= 1000
+        tensor.shape = shape
+
+
+CORRUPTIONS = {"unknown_type": ("kws", _unknown_type),
+               "negative_op_input": ("kws", _negative_op_input),
+               "negative_dimension": ("kws", _negative_dimension),
+               "weights_past_their_buffer": ("ad", _weights_past_their_buffer)}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_a_corrupt_model_exits_2_naming_the_file_and_writes_nothing(tmp_path, corruption):
+    from tests.export.conftest import tflc
+
+    base, change = CORRUPTIONS[corruption]
+    work = tmp_path / "work"  # tmp_path also holds the test's private registry
+    work.mkdir()
+    model = rewritten(mlperf(base), work / f"{corruption}.tflite", change)
+    out = work / "out"
+    done = tflc("export", str(model), "-o", str(out), "--name", "m")
+    err = done.stderr.strip()
+    assert done.returncode == 2, err
+    assert err.startswith("tflc: error:") and len(err.splitlines()) == 1, err
+    assert str(model) in err and "internal error" not in err
+    assert not out.exists()
+    assert [p.name for p in work.iterdir()] == [model.name]
+
+
+def _buffer_out_of_range(obj):
+    obj.subgraphs[0].tensors[0].buffer = 2**31 - 1  # gigabytes past the buffer table
+
+
+def test_tflite_micro_crashing_while_setting_up_is_one_line_naming_the_crash(tmp_path, capfd):
+    from tflc.errors import PipelineError
+    from tflc.export.arena import ArenaProber, measure_arena
+
+    pytest.importorskip("tflite_micro")
+    model = rewritten(mlperf("kws"), tmp_path / "m.tflite", _buffer_out_of_range).read_bytes()
+    with pytest.raises(PipelineError) as caught:
+        measure_arena(model, hint=24_272)
+    message = caught.value.message
+    assert len(message.splitlines()) == 1
+    assert "crashed" in message and "SIGSEGV" in message
+    assert "not for lack of memory" in message  # a crash at every size is not "too small"
+    assert capfd.readouterr().err == ""
+    with ArenaProber(model) as probe:  # and the crash costs two probes, not a search to 256 MiB
+        ok, log = probe(24_272)
+    assert not ok and probe.crashes == 1 and "SIGSEGV" in log[0]
+
+
+def test_tflite_micro_crashing_while_running_is_one_line(tmp_path, capfd):
+    import numpy as np
+
+    from tflc.errors import PipelineError
+    from tflc.export.crosscheck import run_micro
+
+    pytest.importorskip("tflite_micro")
+    model = rewritten(mlperf("ad"), tmp_path / "m.tflite", _weights_past_their_buffer).read_bytes()
+    with pytest.raises(PipelineError) as caught:
+        run_micro(model, 20_000_000, [[np.ones((1, 640), np.int8)]])
+    message = caught.value.message
+    assert len(message.splitlines()) == 1
+    assert "crashed" in message and "SIGSEGV" in message and "sample 0" in message
+    assert capfd.readouterr().err == ""
+
+
+def test_a_model_tflite_micro_refuses_exits_2_and_leaves_no_folder(tmp_path):
+    from tests.export.conftest import tflc
+
+    def softmax_first(obj):
+        """Well-formed, but the first operator (a convolution with 3 inputs) becomes SOFTMAX."""
+        codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in obj.operatorCodes]
+        obj.subgraphs[0].operators[0].opcodeIndex = codes.index(softmax_code(obj))
+
+    pytest.importorskip("tflite_micro")
+    work = tmp_path / "work"
+    work.mkdir()
+    model = rewritten(mlperf("kws"), work / "softmax.tflite", softmax_first)
+    done = tflc("export", str(model), "-o", str(work / "out"), "--no-verify")
+    err = done.stderr.strip()
+    assert done.returncode == 2 and len(err.splitlines()) == 1, err
+    assert str(model) in err and "TFLite Micro cannot set up" in err and "SOFTMAX" in err
+    assert sorted(p.name for p in work.iterdir()) == ["softmax.tflite"]
+
+
+def softmax_code(obj) -> int:
+    schema = pytest.importorskip("tflite_micro.tensorflow.lite.micro.python.schema_py_generated")
+    return schema.BuiltinOperator.SOFTMAX

@@ -1,42 +1,86 @@
-"""Child process for arena probes: can TFLite Micro set up MODEL in N bytes?
+"""Child process that runs TFLite Micro for tflc, so that its crashes never take tflc down.
 
-Run as `python _arena_probe.py MODEL.tflite`; reads one arena size per line on stdin and answers
-one JSON line per size on stdout: {"ok": bool, "log": [lines TFLite Micro printed]}. It lives in
-its own process because some TFLite Micro kernels dereference a failed allocation when the arena
-is too small and crash the whole process (a segmentation fault, not an error); the parent counts
-a crash as "too small" and starts a new child. Imports nothing from tflc, so it starts quickly.
+    python _arena_probe.py MODEL.tflite
+        reads one arena size per line on stdin and answers one JSON line per size on stdout:
+        {"ok": bool}, whether TFLite Micro can set the model up in that many bytes.
+    python _arena_probe.py MODEL.tflite --invoke ARENA INPUTS.npz OUTPUTS.npz
+        runs every sample of INPUTS.npz (arrays "s<sample>_i<input>") and saves the outputs
+        ("s<sample>_o<output>"); prints {"sample": k} before each sample and {"ok": ...} last.
+
+Some TFLite Micro kernels dereference a failed allocation when the arena is too small, and a
+malformed model can make any kernel read past its buffers: the process dies of a signal, not an
+error. The parent reads what TFLite Micro printed from the stderr file it gave this process and
+turns a death into one line. Imports nothing from tflc, so it starts quickly.
 """
 
 import json
-import os
 import sys
-import tempfile
+
+
+def probe(model: bytes) -> None:
+    from tflite_micro.python.tflite_micro import runtime
+
+    for line in sys.stdin:
+        try:
+            runtime.Interpreter.from_bytes(model, arena_size=int(line))
+            ok = True
+        except (RuntimeError, ValueError):
+            ok = False
+        _answer({"ok": ok})
+
+
+def invoke(model: bytes, arena_size: int, inputs_path: str, outputs_path: str) -> None:
+    import numpy as np
+    from tflite_micro.python.tflite_micro import runtime
+
+    with np.load(inputs_path, allow_pickle=False) as saved:
+        arrays = {key: saved[key] for key in saved.files}
+    samples = sorted({int(key.split("_")[0][1:]) for key in arrays})
+    try:
+        micro = runtime.Interpreter.from_bytes(model, arena_size=arena_size)
+    except (RuntimeError, ValueError):
+        _answer({"ok": False, "stage": "allocate"})
+        return
+    outputs = {}
+    for k in samples:
+        _answer({"sample": k})
+        micro.reset()
+        for i in range(sum(1 for key in arrays if key.startswith(f"s{k}_i"))):
+            micro.set_input(arrays[f"s{k}_i{i}"], i)
+        try:
+            micro.invoke()
+        except RuntimeError:
+            _answer({"ok": False, "stage": "invoke", "sample": k})
+            return
+        for o in range(_output_count(micro)):
+            outputs[f"s{k}_o{o}"] = np.asarray(micro.get_output(o))
+    np.savez(outputs_path, **outputs)
+    _answer({"ok": True})
+
+
+def _output_count(micro) -> int:
+    """The Python wrapper states no output count: ask for outputs until one is out of range."""
+    count = 0
+    while True:
+        try:
+            micro.get_output_details(count)
+        except (IndexError, RuntimeError, ValueError):
+            return count
+        count += 1
+
+
+def _answer(data: dict) -> None:
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
 
 
 def main() -> None:
-    from tflite_micro.python.tflite_micro import runtime
-
     with open(sys.argv[1], "rb") as handle:
         model = handle.read()
-    out = sys.stdout
-    for line in sys.stdin:
-        size = int(line)
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                runtime.Interpreter.from_bytes(model, arena_size=size)
-                ok = True
-            except (RuntimeError, ValueError):
-                ok = False
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-            sink.seek(0)
-            log = sink.read().decode("utf-8", "replace").splitlines()
-        out.write(json.dumps({"ok": ok, "log": log[-20:]}) + "\n")
-        out.flush()
+    if len(sys.argv) == 6 and sys.argv[2] == "--invoke":
+        invoke(model, int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    else:
+        probe(model)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,14 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tflc.errors import PipelineError
+from tflc.errors import BadInput, PipelineError
 from tflc.tflite.planner import MemoryPlan, align_up
 
 MARGIN_FRACTION = 0.10
@@ -58,13 +59,13 @@ class ArenaFigures:
     recommended_bytes: int
     basis: str                        # "measured" or "estimated" (tflite-micro not installed)
     measured_bytes: int | None
-    estimated_bytes: int
+    estimated_bytes: int | None       # None when the static planner failed (see notes)
     estimate_error: float | None      # estimated / measured - 1
     margin_bytes: int
     margin_rule: str
-    peak_activation_bytes: int
-    persistent_bytes: int
-    limited_by: str
+    peak_activation_bytes: int | None
+    persistent_bytes: int | None
+    limited_by: str | None
     measurement: ArenaMeasurement | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -90,13 +91,65 @@ def tflm_version() -> str:
         return "tflite_micro (version unknown)"
 
 
+PROBE_SCRIPT = Path(__file__).with_name("_arena_probe.py")
+# What TFLite Micro prints that locates a failure: "Node CONV_2D (number 3) failed to prepare",
+# "Failed to initialize tensor 7".
+_NODE = re.compile(r"Node (\w+) \(number (\d+)\)")
+_TENSOR = re.compile(r"tensor (\d+)", re.I)
+
+
+def start_tflm_child(args: list[str], log) -> subprocess.Popen:
+    """`_arena_probe.py ARGS` with its stderr going to the file `log`, in a session of its own.
+
+    Without a controlling terminal (and with LIBC_FATAL_STDERR_), glibc's fatal messages such
+    as "double free or corruption" go to `log` too, never to the user's terminal; the parent
+    reports a death as one line of its own (`death_text`).
+    """
+    env = {**os.environ, "LIBC_FATAL_STDERR_": "1"}
+    return subprocess.Popen([sys.executable, str(PROBE_SCRIPT), *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=log, text=True, env=env,
+                            start_new_session=True)
+
+
+def death_text(returncode: int) -> str:
+    """'SIGSEGV' for a child killed by a signal, else 'exit status N'."""
+    if returncode < 0:
+        try:
+            return signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def crash_site(log: list[str]) -> str:
+    """' at op 3 (CONV_2D)' or ' at tensor 7' from TFLite Micro's last messages, else ''.
+
+    Only these recognised facts are quoted: the raw log may hold glibc's or the kernel's text.
+    """
+    for line in reversed(log):
+        if match := _NODE.search(line):
+            return f" at op {match.group(2)} ({match.group(1)})"
+        if match := _TENSOR.search(line):
+            return f" at tensor {match.group(1)}"
+    return ""
+
+
+def read_log(log, start: int) -> list[str]:
+    """Lines the child wrote to `log` (an open binary file) since offset `start`."""
+    log.flush()
+    log.seek(start)
+    lines = log.read().decode("utf-8", "replace").splitlines()
+    log.seek(0, os.SEEK_END)
+    return lines[-20:]
+
+
 class ArenaProber:
     """Asks TFLite Micro, in a child process, whether the model fits in a given arena size.
 
     Some TFLite Micro kernels dereference a failed allocation when the arena is too small and
     crash the process (MEAN does in tflite-micro 0.dev20261023), so probes never run in tflc's
-    own process: a crash counts as "too small" and the next probe starts a fresh child. Use as a
-    context manager, or call `close()`.
+    own process: a crash answers "no" (`last_crash` says how it died) and the next probe starts
+    a fresh child. Use as a context manager, or call `close()`.
     """
 
     def __init__(self, model: bytes):
@@ -104,9 +157,11 @@ class ArenaProber:
                                                   delete=False)
         self._model.write(model)
         self._model.close()
+        self._log = tempfile.TemporaryFile(prefix="tflc-arena-log-")
         self._child: subprocess.Popen | None = None
         self.probes = 0
         self.crashes = 0
+        self.last_crash: str | None = None   # e.g. "SIGSEGV at tensor 0", for the last probe
 
     def __enter__(self):
         return self
@@ -114,35 +169,38 @@ class ArenaProber:
     def __exit__(self, *exc):
         self.close()
 
-    def _start(self) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("_arena_probe.py")), self._model.name],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-
     def __call__(self, size: int) -> tuple[bool, list[str]]:
         """(allocates, what TFLite Micro printed) for an arena of `size` bytes."""
         self.probes += 1
+        self.last_crash = None
         if self._child is None or self._child.poll() is not None:
-            self._child = self._start()
+            self._child = start_tflm_child([self._model.name], self._log)
+        start = self._log.seek(0, os.SEEK_END)
         try:
             self._child.stdin.write(f"{size}\n")
             self._child.stdin.flush()
             answer = self._child.stdout.readline()
         except (BrokenPipeError, OSError):
             answer = ""
+        log = read_log(self._log, start)
         if not answer:
-            self._child.wait()
+            returncode = self._child.wait()
             self._child = None
             self.crashes += 1
-            return False, [f"TFLite Micro crashed in a {size}-byte arena (too small)"]
-        data = json.loads(answer)
-        return data["ok"], data["log"]
+            self.last_crash = death_text(returncode) + crash_site(log)
+            return False, [f"TFLite Micro crashed ({self.last_crash}) in a {size}-byte arena"]
+        return json.loads(answer)["ok"], log
 
     def close(self) -> None:
         if self._child is not None and self._child.poll() is None:
             self._child.stdin.close()
-            self._child.wait(timeout=30)
+            try:
+                self._child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._child.kill()
+                self._child.wait()
         self._child = None
+        self._log.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._model.name)
 
@@ -153,26 +211,38 @@ def allocates(model: bytes, arena_size: int) -> tuple[bool, list[str]]:
         return probe(arena_size)
 
 
-def measure_arena(model: bytes, hint: int | None = None) -> ArenaMeasurement:
+def measure_arena(model: bytes, hint: int | None = None, name: str = "the model") -> ArenaMeasurement:
     """Smallest `arena_size` for which the tflite-micro interpreter allocates `model`.
 
     Starts at `hint` (the static estimate): if it works and one byte less does not, that is the
-    answer; otherwise gallops towards the boundary and bisects. Raises PipelineError when
-    tflite-micro is missing or cannot allocate the model at any size (unsupported op, bad
-    model), quoting TFLite Micro's own message.
+    answer; otherwise gallops towards the boundary and bisects. Raises BadInput naming `name`
+    when TFLite Micro refuses the model at any size (unsupported op, bad model, quoting TFLite
+    Micro's message), PipelineError when tflite-micro is missing or crashes at every size.
     """
     if tflm_runtime() is None:
         raise PipelineError("the tflite-micro package is not installed (pip install tflite-micro); "
                             "only the static arena estimate is available")
     with ArenaProber(model) as probe:
-        return _search(probe, hint or len(model), max(_MAX_ARENA, 16 * (hint or 0)))
+        return _search(probe, hint or len(model), max(_MAX_ARENA, 16 * (hint or 0)), name)
 
 
-def _search(probe: ArenaProber, hint: int, limit: int) -> ArenaMeasurement:
+def _search(probe: ArenaProber, hint: int, limit: int, name: str) -> ArenaMeasurement:
+    crash_checked = False
+
     def fits(size: int) -> bool:
+        nonlocal crash_checked
         ok, log = probe(size)
-        if not ok and not any(_SHORT_OF_MEMORY.search(line) for line in log):
-            raise PipelineError(f"TFLite Micro cannot set up this model: {_reason(log)}")
+        if not ok and probe.last_crash and not crash_checked:
+            # A crash may mean "too small" (some kernels crash then) or a malformed model:
+            # one probe at the limit tells which, instead of a search up to the limit.
+            crash_checked, first = True, probe.last_crash
+            if not probe(limit)[0] and probe.last_crash:
+                raise PipelineError(
+                    f"{name}: TFLite Micro crashed ({first}) setting it up in a {size}-byte "
+                    f"arena and in a {limit // (1 << 20)} MiB one alike, so not for lack of memory:"
+                    f" the model is malformed or hits a TFLite Micro bug (see `tflc check {name}`)")
+        elif not ok and not any(_SHORT_OF_MEMORY.search(line) for line in log):
+            raise BadInput(f"{name}: TFLite Micro cannot set up this model: {_reason(log)}")
         return ok
 
     start = max(16, hint)
@@ -191,8 +261,8 @@ def _search(probe: ArenaProber, hint: int, limit: int) -> ArenaMeasurement:
         while not fits(high):
             if high >= limit:
                 _, log = probe(high)
-                raise PipelineError(
-                    "TFLite Micro cannot set up this model even in a "
+                raise BadInput(
+                    f"{name}: TFLite Micro cannot set up this model even in a "
                     f"{high // (1 << 20)} MiB arena: {_reason(log)}")
             low, step = high, step * 2
             high = min(low + step, limit)
@@ -216,15 +286,24 @@ def margin_for(size: int) -> int:
     return align_up(max(math.ceil(size * MARGIN_FRACTION), MARGIN_MIN_BYTES))
 
 
-def arena_figures(model: bytes, plan: MemoryPlan, measure: bool = True) -> ArenaFigures:
-    """Measure (when tflite-micro is installed and `measure`), compare with the plan, add margin."""
+def arena_figures(model: bytes, plan: MemoryPlan | None, measure: bool = True,
+                  name: str = "the model") -> ArenaFigures:
+    """Measure (when tflite-micro is installed and `measure`), compare with the plan, add margin.
+
+    `plan` is None when the static planner failed: the measurement alone then sizes the arena,
+    and without one there is no size to write (PipelineError).
+    """
     notes = []
     measurement = None
     if measure and tflm_runtime() is not None:
-        measurement = measure_arena(model, hint=plan.arena_bytes)
+        measurement = measure_arena(model, hint=plan.arena_bytes if plan else None, name=name)
     elif measure:
         notes.append("tflite-micro is not installed: the arena size is tflc's static estimate")
-    if plan.approximate_ops:
+    if plan is None and measurement is None:
+        raise PipelineError(f"{name}: no arena size: tflc's static planner failed on this model "
+                            "and TFLite Micro did not measure it (drop --no-measure, or pip "
+                            "install tflite-micro)")
+    if plan is not None and plan.approximate_ops:
         notes.append("static estimate uses default kernel sizes for " + ", ".join(plan.approximate_ops))
     base = measurement.minimum_bytes if measurement else plan.arena_bytes
     margin = margin_for(base)
@@ -232,14 +311,14 @@ def arena_figures(model: bytes, plan: MemoryPlan, measure: bool = True) -> Arena
         recommended_bytes=align_up(base + margin),
         basis="measured" if measurement else "estimated",
         measured_bytes=measurement.minimum_bytes if measurement else None,
-        estimated_bytes=plan.arena_bytes,
+        estimated_bytes=plan.arena_bytes if plan else None,
         estimate_error=(round(plan.arena_bytes / measurement.minimum_bytes - 1, 6)
-                        if measurement else None),
+                        if measurement and plan else None),
         margin_bytes=margin,
         margin_rule=MARGIN_RULE,
-        peak_activation_bytes=plan.peak_activation_bytes,
-        persistent_bytes=plan.persistent_bytes,
-        limited_by=plan.limited_by,
+        peak_activation_bytes=plan.peak_activation_bytes if plan else None,
+        persistent_bytes=plan.persistent_bytes if plan else None,
+        limited_by=plan.limited_by if plan else None,
         measurement=measurement,
         notes=notes,
     )
@@ -255,8 +334,9 @@ def render_arena_header(figures: ArenaFigures, name: str) -> str:
     return "\n".join([
         "// Generated by tflc: the tensor arena TFLite Micro needs for this model.",
         f"//   minimum: {measured}",
-        f"//   static estimate: {figures.estimated_bytes} bytes "
-        f"(activations {figures.peak_activation_bytes}, bookkeeping {figures.persistent_bytes})",
+        (f"//   static estimate: {figures.estimated_bytes} bytes (activations "
+         f"{figures.peak_activation_bytes}, bookkeeping {figures.persistent_bytes})"
+         if figures.estimated_bytes is not None else "//   static estimate: none (planner failed)"),
         f"//   margin: {figures.margin_bytes} bytes ({MARGIN_FRACTION:.0%}, at least "
         f"{MARGIN_MIN_BYTES} B) for optimized kernels' scratch buffers and build differences",
         f"#ifndef {guard}",

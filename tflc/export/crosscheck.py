@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from tflc.errors import PipelineError
+from tflc.errors import BadInput, PipelineError
 
 
 @dataclass
@@ -61,24 +64,74 @@ def sample_inputs(details: list[dict], samples: int, seed: int) -> list[list[np.
     return batches
 
 
-def _litert(model: bytes):
+def _litert(model: bytes, name: str):
+    """LiteRT with reference kernels, tensors allocated; BadInput when it refuses the model.
+
+    LiteRT checks what TFLite Micro does not (e.g. that a tensor's buffer holds its shape), so
+    it runs first: a model it refuses never reaches TFLite Micro's kernels.
+    """
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
         return None, "ai-edge-litert is not installed"
-    interpreter = Interpreter(model_content=model,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    interpreter.allocate_tensors()
+    try:
+        interpreter = Interpreter(model_content=model,
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        raise BadInput(f"{name}: LiteRT refuses this model ({_first_line(exc)}); "
+                       "re-export it from the converter") from None
     return interpreter, ""
 
 
-def compare_interpreters(model: bytes, arena_size: int, samples: int = 4, seed: int = 0) -> Verification:
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def run_micro(model: bytes, arena_size: int, batches: list[list[np.ndarray]],
+              name: str = "the model") -> list[list[np.ndarray]]:
+    """TFLite Micro's outputs for each batch of inputs, computed in a child process.
+
+    A malformed model can make a kernel read past its buffers and kill the process; in the
+    child that death becomes one PipelineError line naming the signal and the sample.
+    """
+    from tflc.export.arena import _reason, crash_site, death_text, read_log, start_tflm_child
+
+    with tempfile.TemporaryDirectory(prefix="tflc-micro-") as work, \
+            tempfile.TemporaryFile(prefix="tflc-micro-log-") as log:
+        folder = Path(work)
+        (folder / "model.tflite").write_bytes(model)
+        np.savez(folder / "inputs.npz", **{f"s{k}_i{i}": array for k, batch in enumerate(batches)
+                                           for i, array in enumerate(batch)})
+        child = start_tflm_child([str(folder / "model.tflite"), "--invoke", str(arena_size),
+                                  str(folder / "inputs.npz"), str(folder / "outputs.npz")], log)
+        answers, _ = child.communicate()
+        lines = read_log(log, 0)
+        states = [json.loads(line) for line in answers.splitlines() if line.startswith("{")]
+        last = states[-1] if states else {}
+        if child.returncode != 0 or "ok" not in last:
+            where = f"sample {last['sample']}" if "sample" in last else "setting it up"
+            raise PipelineError(f"{name}: TFLite Micro crashed ({death_text(child.returncode)}"
+                                f"{crash_site(lines)}) on {where} in a {arena_size}-byte arena")
+        if not last["ok"]:
+            what = ("allocate the model in the exported arena of" if last["stage"] == "allocate"
+                    else f"run sample {last.get('sample')} in an arena of")
+            raise PipelineError(f"{name}: TFLite Micro cannot {what} {arena_size} B: {_reason(lines)}")
+        with np.load(folder / "outputs.npz", allow_pickle=False) as saved:
+            return [[saved[f"s{k}_o{o}"] for o in range(sum(1 for key in saved.files
+                                                             if key.startswith(f"s{k}_o")))]
+                    for k in range(len(batches))]
+
+
+def compare_interpreters(model: bytes, arena_size: int, samples: int = 4, seed: int = 0,
+                         name: str = "the model") -> Verification:
     """Run TFLite Micro and LiteRT (reference kernels) on the same seeded inputs."""
-    from tflc.export.arena import _reason, allocates, tflm_runtime, tflm_version
+    from tflc.export.arena import tflm_runtime, tflm_version
 
     result = Verification(array_identical=True, compared=False)
     runtime = tflm_runtime()
-    litert, why = _litert(model)
+    litert, why = _litert(model, name)
     if runtime is None or litert is None:
         result.notes.append(why or "tflite-micro is not installed")
         return result
@@ -86,26 +139,18 @@ def compare_interpreters(model: bytes, arena_size: int, samples: int = 4, seed: 
 
     result.tflm = f"{tflm_version()}, reference kernels, arena {arena_size} B"
     result.litert = f"ai-edge-litert {version('ai-edge-litert')}, BUILTIN_REF kernels, no delegates"
-    ok, log = allocates(model, arena_size)
-    if not ok:
-        raise PipelineError(f"TFLite Micro cannot allocate the model in the exported arena of "
-                            f"{arena_size} B: {_reason(log)}")
-    micro = runtime.Interpreter.from_bytes(model, arena_size=arena_size)
     inputs = litert.get_input_details()
     outputs = litert.get_output_details()
+    batches = sample_inputs(inputs, samples, seed)
+    micro_outputs = run_micro(model, arena_size, batches, name)
     largest = 0.0
-    for batch in sample_inputs(inputs, samples, seed):
+    for batch, micro in zip(batches, micro_outputs, strict=True):
         for detail, array in zip(inputs, batch, strict=True):
             litert.set_tensor(detail["index"], array)
         litert.invoke()
-        micro.reset()
-        for i, array in enumerate(batch):
-            micro.set_input(array, i)
-        micro.invoke()
-        for i, detail in enumerate(outputs):
+        for detail, got in zip(outputs, micro, strict=True):
             expected = litert.get_tensor(detail["index"])
-            got = np.asarray(micro.get_output(i)).reshape(expected.shape)
-            diff = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+            diff = np.abs(got.reshape(expected.shape).astype(np.float64) - expected.astype(np.float64))
             largest = max(largest, float(diff.max()) if diff.size else 0.0)
     result.compared = True
     result.samples = samples

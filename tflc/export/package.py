@@ -18,6 +18,7 @@ instead of .cc) and examples/NAME_inference/NAME_inference.ino.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,8 +29,9 @@ from tflc.export.budget import BudgetReport, check_budget, kib
 from tflc.export.c_source import is_c_identifier, parse_model_array, render_model_data, user_text
 from tflc.export.crosscheck import Verification, compare_interpreters
 from tflc.export.op_resolver import ResolverOp, render_op_resolver_header, resolver_ops
-from tflc.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, sha256_bytes
-from tflc.tflite.planner import plan_memory
+from tflc.export.staging import REPORT_FILE, check_replaceable, write_package
+from tflc.fileio import _json_default, atomic_write_json, sha256_bytes
+from tflc.tflite.planner import MemoryPlan, plan_memory
 from tflc.tflite.reader import ModelView, read_model
 
 LAYOUTS = ("plain", "arduino")
@@ -56,12 +58,33 @@ class ExportReport:
     def within_budget(self) -> bool:
         return self.budget is None or self.budget.within_budget
 
+    @property
+    def passed(self) -> bool:
+        """The package meets every gate of the export (today: the target's RAM and flash)."""
+        return self.within_budget
+
+    def gate_failure(self) -> GateFailed | None:
+        """The GateFailed (exit 3) for a package over the target's budget, else None.
+
+        Export writes the package all the same; the caller decides whether to raise it (the
+        CLI) or record it in its own report (compile --export c).
+        """
+        if self.passed:
+            return None
+        error = GateFailed(
+            f"{user_text(self.model)}: the package does not fit {user_text(self.target)}: "
+            f"{self.budget.summary()}; try: " + "; ".join(self.budget.advice)
+            + f" (the package is written to {user_text(self.output_dir)})")
+        error.report = self
+        return error
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["arena"] = self.arena.to_dict()
         data["budget"] = self.budget.to_dict() if self.budget else None
         data["verification"] = self.verification.to_dict()
         data["within_budget"] = self.within_budget
+        data["passed"] = self.passed
         return data
 
     def to_text(self) -> str:
@@ -74,8 +97,10 @@ class ExportReport:
         base = (f"{a.measured_bytes} B measured in TFLite Micro" if a.measured_bytes is not None
                 else f"{a.estimated_bytes} B estimated (not measured)")
         error = f" ({a.estimate_error:+.2%})" if a.estimate_error is not None else ""
+        estimate = (f"static estimate {a.estimated_bytes} B{error}" if a.estimated_bytes is not None
+                    else "no static estimate")
         lines.append(f"arena       {a.recommended_bytes} B = {base} + {a.margin_bytes} B margin; "
-                     f"static estimate {a.estimated_bytes} B{error}")
+                     + estimate)
         if self.budget:
             for line in self.budget.lines:
                 state = "ok" if line.ok else "OVER"
@@ -90,63 +115,90 @@ class ExportReport:
 
 def export_c(model_path: str | os.PathLike, out_dir: str | os.PathLike, target=None,
              name: str = "model", layout: str = "plain", *, measure: bool = True,
-             verify: bool = True, samples: int = 4, seed: int = 0,
-             enforce_budget: bool = True) -> ExportReport:
+             verify: bool = True, samples: int = 4, seed: int = 0) -> ExportReport:
     """Write the TFLite Micro package for `model_path` into `out_dir`; return the report.
 
     `target`: a target name, descriptor path or TargetSpec (budgets and op checks), or None.
-    Raises BadInput (exit 2) for an unreadable model, a bad name or layout, or a model TFLite
-    Micro (or the target) cannot run; GateFailed (exit 3) after writing everything when the
-    package is over the target's RAM or flash budget (unless `enforce_budget` is False).
+    Everything that can fail runs before anything is written, and the package folder is
+    replaced as one unit (`tflc.export.staging`), so a failed export leaves the earlier one.
+    Raises BadInput (exit 2) for an unreadable or malformed model, a bad name, layout or output
+    folder, or a model TFLite Micro (or the target) cannot run; PipelineError (exit 1) when
+    TFLite Micro crashes. Over the target's RAM or flash budget is not an error here: the
+    package is written, `report.passed` is False and `report.gate_failure()` is the GateFailed
+    (exit 3) a caller raises or records.
     """
+    _check_name_and_layout(name, layout)
+    model_path, out = Path(model_path), Path(out_dir)
+    view = read_model(model_path)
+    model = model_path.read_bytes()
+    spec = _runnable_on_target(view, model_path, target)
+    ops = resolver_ops(view, str(model_path))
+    check_replaceable(out)
+
+    plan, plan_note = static_plan(view)
+    arena = arena_figures(model, plan, measure=measure, name=str(model_path))
+    budget = check_budget(view, arena.recommended_bytes, plan or empty_plan(), spec) if spec else None
+    files = _render(model, model_path, name, layout, ops, arena, view)
+    verification = _verify(model, files[_source_name(name, layout)], arena, model_path,
+                           verify=verify, samples=samples, seed=seed)
+    report = ExportReport(
+        model=str(model_path), model_sha256=sha256_bytes(model), model_bytes=len(model),
+        name=name, layout=layout, output_dir=str(out), target=spec.name if spec else None,
+        files=sorted(files), ops=[asdict(o) for o in ops], arena=arena, budget=budget,
+        verification=verification, notes=[plan_note] if plan_note else [],
+    )
+    if spec is None:
+        report.notes.append("no --target: RAM and flash budgets not checked")
+    write_package(out, {**files, REPORT_FILE: _json_text(report)})
+    from tflc.store import record_export
+
+    report.artifact_id = record_export(report, {"measure": measure, "verify": verify,
+                                                "samples": samples, "seed": seed})
+    if report.artifact_id:
+        atomic_write_json(out / REPORT_FILE, report.to_dict())
+    return report
+
+
+def _check_name_and_layout(name: str, layout: str) -> None:
     if not is_c_identifier(name):
         raise BadInput(f"--name {name!r}: expected a C identifier (letters, digits, '_', not "
                        "starting with a digit), e.g. kws_model")
     if layout not in LAYOUTS:
         raise BadInput(f"--layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
-    model_path = Path(model_path)
-    view = read_model(model_path)
-    model = model_path.read_bytes()
-    spec = _runnable_on_target(view, model_path, target)
-    ops = resolver_ops(view, str(model_path))
-    out = ensure_writable_dir(out_dir)
 
-    plan = plan_memory(view)
-    arena = arena_figures(model, plan, measure=measure)
-    budget = check_budget(view, arena.recommended_bytes, plan, spec) if spec else None
 
-    files = _render(model, model_path, name, layout, ops, arena, view)
-    verification = Verification(
-        array_identical=parse_model_array(files[_source_name(name, layout)]) == model,
-        compared=False, notes=["not requested"])
-    if verify:
-        verification = compare_interpreters(model, arena.recommended_bytes, samples, seed)
-        verification.array_identical = parse_model_array(files[_source_name(name, layout)]) == model
-    report = ExportReport(
-        model=str(model_path), model_sha256=sha256_bytes(model), model_bytes=len(model),
-        name=name, layout=layout, output_dir=str(out), target=spec.name if spec else None,
-        files=sorted(files), ops=[asdict(o) for o in ops], arena=arena, budget=budget,
-        verification=verification,
-    )
-    if spec is None:
-        report.notes.append("no --target: RAM and flash budgets not checked")
-    for relative, text in files.items():
-        path = out / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text)
-    # Run registry (tflc/store, issue 7): keep this result as a versioned artifact.
-    from tflc.store import record_export
+def static_plan(view: ModelView) -> tuple[MemoryPlan | None, str | None]:
+    """(tflc's static arena plan, None), or (None, a note) when the planner fails.
 
-    report.artifact_id = record_export(report, {"measure": measure, "verify": verify,
-                                                "samples": samples, "seed": seed})
-    atomic_write_json(out / "export_report.json", report.to_dict())
-    if enforce_budget and not report.within_budget:
-        error = GateFailed(
-            f"{model_path}: the package does not fit {spec.name}: {budget.summary()}; try: "
-            + "; ".join(budget.advice) + f" (files written to {out})")
-        error.report = report
-        raise error
-    return report
+    The estimate is a hint for the measurement and a basis for advice, not a verdict: a model
+    it cannot plan is still exported when TFLite Micro measures the arena.
+    """
+    try:
+        return plan_memory(view), None
+    except Exception as exc:  # the planner's own defect must not stop an export it only assists
+        return None, f"no static arena estimate (planner failed: {type(exc).__name__}: {exc})"
+
+
+def empty_plan() -> MemoryPlan:
+    """A plan with no buffers, so budget advice works without a static estimate."""
+    return MemoryPlan(arena_bytes=0, peak_activation_bytes=0, head_bytes=0, persistent_bytes=0,
+                      limited_by="", buffers=[])
+
+
+def _verify(model: bytes, source: str, arena: ArenaFigures, model_path: Path, *, verify: bool,
+            samples: int, seed: int) -> Verification:
+    """The array parsed back from the source equals the file; TFLite Micro agrees with LiteRT."""
+    identical = parse_model_array(source) == model
+    if not verify:
+        return Verification(array_identical=identical, compared=False, notes=["not requested"])
+    verification = compare_interpreters(model, arena.recommended_bytes, samples, seed,
+                                        name=str(model_path))
+    verification.array_identical = identical
+    return verification
+
+
+def _json_text(report: ExportReport) -> str:
+    return json.dumps(report.to_dict(), indent=2, default=_json_default) + "\n"
 
 
 def _runnable_on_target(view: ModelView, model_path: Path, target):
@@ -263,7 +315,8 @@ def render_readme(name: str, layout: str, ops: list[ResolverOp], arena: ArenaFig
         + ", ".join(user_text(o.op) for o in ops) + ".",
         f"- `{source}{name}_arena.h`: `{name.upper()}_TENSOR_ARENA_SIZE` = {arena.recommended_bytes} B:"
         f" {measured}, plus a margin of {arena.margin_bytes} B ({arena.margin_rule}). "
-        f"tflc's static estimate was {arena.estimated_bytes} B.",
+        + (f"tflc's static estimate was {arena.estimated_bytes} B." if arena.estimated_bytes is not None
+         else "tflc's static planner gave no estimate for this model."),
         "",
         "Inputs and outputs:",
         "",
