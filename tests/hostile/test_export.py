@@ -210,3 +210,37 @@ def test_a_model_tflite_micro_refuses_exits_2_and_leaves_no_folder(tmp_path):
 def softmax_code(obj) -> int:
     schema = pytest.importorskip("tflite_micro.tensorflow.lite.micro.python.schema_py_generated")
     return schema.BuiltinOperator.SOFTMAX
+
+
+def test_a_model_litert_refuses_is_bad_input_before_tflite_micro_runs_it(tmp_path):
+    from tflc.errors import BadInput
+    from tflc.export.crosscheck import compare_interpreters
+
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("tflite_micro")
+    # Weights past their buffer: LiteRT checks buffer sizes, TFLite Micro would read past them.
+    model = rewritten(mlperf("ad"), tmp_path / "m.tflite", _weights_past_their_buffer)
+    with pytest.raises(BadInput) as caught:
+        compare_interpreters(model.read_bytes(), 20_000_000, samples=1, name=str(model))
+    message = caught.value.message
+    assert message.startswith(f"{model}: LiteRT refuses this model") and len(message.splitlines()) == 1
+
+
+def test_the_tflite_micro_child_cannot_write_to_the_users_terminal():
+    """glibc writes fatal messages ("double free or corruption") to the controlling terminal,
+    not to stderr: the child has none (a session of its own) and is told to use stderr, which
+    goes to a log file tflc reads."""
+    import os
+
+    from tflc.export.arena import ArenaProber
+
+    pytest.importorskip("tflite_micro")
+    with ArenaProber(mlperf("ad").read_bytes()) as probe:
+        assert probe(1 << 20)[0]
+        pid = probe._child.pid
+        session = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        stderr = os.readlink(f"/proc/{pid}/fd/2")
+    assert session == pid != os.getsid(0)
+    assert b"LIBC_FATAL_STDERR_=1" in environ
+    assert "/dev/" not in stderr  # a file tflc reads, never the terminal
