@@ -3,9 +3,9 @@
 The stages, in order: read the model (no TensorFlow), make sure TFLite Micro can run it (every op
 has a kernel; with a target, every op passes the target's checks), list the op resolver, plan
 the arena statically and measure it in TFLite Micro, check the target's RAM and flash budgets,
-write the sources, and verify them (the array is the file byte for byte; TFLite Micro and LiteRT
-agree bit for bit on sample inputs). `ExportReport.to_dict()` is also written as
-OUT/export_report.json.
+render the sources, and verify them (the array is the file byte for byte; TFLite Micro and LiteRT
+agree bit for bit on sample inputs). Only then is OUT written, as one unit (`staging`).
+`ExportReport.to_dict()` is also written as OUT/export_report.json.
 
 Files (plain layout, in OUT):
     NAME_model_data.h / .cc   the model array (16-byte aligned, optional linker section)
@@ -208,7 +208,7 @@ def _runnable_on_target(view: ModelView, model_path: Path, target):
     from tflc.check import check_model, load_target
 
     spec = load_target(target)
-    if "micro" not in (spec.runtime.name or "").lower():
+    if "c" not in spec.runtime.exports:
         raise BadInput(
             f"--target {spec.name}: it runs {spec.runtime.name}, not TFLite Micro; C export is for "
             "microcontroller targets such as cortex-m4 (see `tflc targets`)")
