@@ -7,12 +7,18 @@ PYTHON ?= python3
 
 venv: $(VENV)/.installed
 
-# Two steps: tf-keras and TF-MOT declare a dependency on the `tensorflow` distribution, which would
-# pull a second copy of TensorFlow over `tensorflow-cpu`; see requirements-nodeps.txt.
+# Development installs everything (core, `compile` extra, `test` extra), with the compile extra
+# taken apart: tf-keras and TF-MOT declare a dependency on the `tensorflow` distribution, so
+# `pip install '.[compile]'` installs that wheel (right for users: it resolves cleanly everywhere);
+# here the tensorflow-cpu wheel, a third of the download, provides the same module, and tf-keras
+# and TF-MOT go in with --no-deps (requirements-nodeps.txt). `compile-support` is the rest of the
+# extra. Off x86-64 Linux (no tensorflow-cpu wheel there) it is the `tensorflow` wheel.
+TENSORFLOW ?= $(if $(filter Linux-x86_64,$(shell uname -s)-$(shell uname -m)),tensorflow-cpu,tensorflow)==2.21.*
+
 $(VENV)/.installed: setup.cfg pyproject.toml requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,compile-support]' '$(TENSORFLOW)'
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $@
 
