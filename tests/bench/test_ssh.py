@@ -332,3 +332,13 @@ def test_tflc_killed_outright_still_stops_the_runner(tiny_models, sshd, remote_t
 
     assert wait_until(runner_gone, 5), "the runner outlived its connection"
     assert wait_until(lambda: list(remote_tmp.iterdir()) == [], 5)
+
+
+def test_a_relative_remote_folder_is_the_device_users_home(tiny_models, sshd, remote_tmp):
+    """`--remote-tmp` without a leading slash is relative to the device user's home, as ssh
+    has it; the folder made there is found, used and removed like any other."""
+    relative = os.path.relpath(remote_tmp, Path.home())
+    result = bench(tiny_models["int8"], sshd.url, ssh_config=sshd.client_config(),
+                   python=sys.executable, remote_tmp=relative, **QUICK)
+    assert result.records[0].latency_ms.count == 5
+    assert list(remote_tmp.iterdir()) == []

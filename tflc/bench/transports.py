@@ -441,8 +441,11 @@ class SshTransport(Transport):
             self._drop_control_dir()
             raise self.classify(stderr, "connecting")
         base = shlex.quote(self.remote_tmp) if self.remote_tmp else '"${TMPDIR:-/tmp}"'
-        # printf, not echo: dash's echo turns the backslashes of a folder name into escapes.
-        script = (f"base={base}; d=$(mktemp -d \"$base/{TEMP_PREFIX}XXXXXX\") || exit 90; "
+        # A relative folder is the device user's home's, as ssh has it; made absolute, it can
+        # neither pass for an option nor fail the check below. printf, not echo: dash's echo
+        # turns the backslashes of a folder name into escapes.
+        script = (f"base={base}; case \"$base\" in /*) ;; *) base=\"$PWD/$base\";; esac; "
+                  f"d=$(mktemp -d \"$base/{TEMP_PREFIX}XXXXXX\") || exit 90; "
                   "printf '%s\\n' \"$d\"; df -Pk \"$d\" 2>/dev/null | tail -n 1")
         done = self._run(script, "creating the temporary folder")
         lines = done.stdout.decode(errors="replace").splitlines()
