@@ -2,7 +2,7 @@
 
 `runner.py` is the standalone file that runs on the device (standard library, numpy and a TFLite
 interpreter only); `transports.py` gets it there (this machine or SSH); `stats.py` summarises the
-timings; `compare.py` sets models side by side and the device against the host.
+timings; `summary.py` sets models side by side and the device against the host.
 """
 
 from tflc.bench.session import BenchRecord, BenchResult, bench

@@ -2,15 +2,17 @@
 
 The pipeline of one call to `bench()`:
 
-1. check the models and data files here (each model is read as a TFLite flatbuffer, the .npz
-   files against the models' inputs), so mistakes fail fast with the user's own file names;
+1. check the settings, the output path, the models and data files here (each model is read as
+   a TFLite flatbuffer, the .npz files against the models' inputs and labels against their
+   outputs), so mistakes fail fast, before anything is measured, with the user's own names;
 2. build the runner's request (protocol 1, see `runner.py`);
 3. push the runner, the models and the data to a private folder on the device and run it
-   (`transports.py`); only connection failures are retried, each time from a clean start;
+   (`transports.py`); only connection failures are retried, each time from a clean start, and
+   all attempts together keep to the time-out; device errors name the user's files;
 4. turn every (model, trial) into a `BenchRecord`: latency statistics computed here
    (`stats.py`), device facts and conditions, peak memory, an output checksum, and where asked
    for, fidelity against this machine's LiteRT, input saturation and estimated energy;
-5. pool each model's trials, with ratios to the first model (`compare.py`).
+5. pool each model's trials, with ratios to the first model (`summary.py`).
 """
 
 from __future__ import annotations

@@ -2,10 +2,13 @@
 
 Both transports do the same five things: make a private temporary folder on the device, check it
 has room, copy files into it, run `runner.py` with the device's Python under a time limit, and
-remove the folder again, also when anything failed. SSH goes through the system's OpenSSH client
-so that `~/.ssh/config`, agents, jump hosts and keys work as users expect; one master connection
-(ControlMaster) carries every command of a run. Host keys are always verified: an unknown host is
-refused with the command to trust it, never accepted silently.
+remove the folder again, also when anything failed; one deadline (`--timeout`) covers all of it,
+connecting included. SSH goes through the system's OpenSSH client so that `~/.ssh/config`,
+agents, jump hosts and keys work as users expect; one master connection (ControlMaster) carries
+every command of a run. Host keys are always verified: an unknown host is refused with the
+command to trust it, never accepted silently. Over SSH the runner's stdin stays open for as long
+as tflc listens: when tflc goes away (Ctrl-C, killed, disconnected) the runner sees its input
+end and stops itself and its workers.
 
 Every failure becomes a `DeviceError` whose `kind` names what went wrong; `TransportError` marks
 the ones worth retrying (the host unreachable, the connection lost). Everything the device runs
