@@ -190,7 +190,7 @@ def test_check_in_the_core_install_equals_the_full_install(core):
     result = json.loads(done.stdout)
     assert result["summary"]["runs"] is True and result["summary"]["ops_total"] == 13
     table = _checked(core.run("check", kws(), "--target", "cortex-m4"), "tflc check (table)")
-    assert "13 of 13 ops on cortex-m4" in table.stdout
+    assert "CONV_2D" in table.stdout and "cortex-m4" in table.stdout
     full = json.loads(full_tflc(core, "check", kws(), "--target", "cortex-m4", "--format",
                                 "json").stdout)
     for record in (result, full):
