@@ -15,7 +15,7 @@ __all__ = ["__version__", "compile"]
 def __getattr__(name):
     # `tflc.compile(...)` without importing the compiler (and TensorFlow's helpers) at import time.
     if name == "compile":
-        from tflc.compiler import compile_model
+        from tflc.api import compile as compile_and_record
 
-        return compile_model
+        return compile_and_record
     raise AttributeError(f"module 'tflc' has no attribute {name!r}")

@@ -232,6 +232,19 @@ def targets_show_command(name: str, fmt: str) -> None:
         click.echo(yaml.safe_dump(spec.to_dict(), sort_keys=False, width=100).rstrip())
 
 
+@targets_command.command("constraints")
+@FORMAT_OPTION
+def targets_constraints_command(fmt: str) -> None:
+    """The constraints a descriptor can name: parameters (type, default) and the sentence shown."""
+    from tflc.check.constraints import vocabulary
+    from tflc.check.table import render_vocabulary
+
+    if fmt == "json":
+        emit_json([c.to_dict() for c in vocabulary()])
+    else:
+        click.echo(render_vocabulary(vocabulary()))
+
+
 def _coverage(_ctx, _param, value):
     if value is None:
         return None
@@ -259,12 +272,9 @@ def check_command(ctx, model: str, target: str, fmt: str, min_coverage) -> None:
     Exit codes: 0 fully on target and within budget; 3 partially mapped, over budget or below
     --min-coverage; 2 bad input.
     """
-    from tflc.check import check_model
-    from tflc.store import record_check, resolve_model_ref
+    from tflc.api import check
 
-    model = resolve_model_ref(model)  # NAME@current, NAME@previous or an artifact id (tflc/store)
-    result = check_model(model, target)
-    result.artifact_id = record_check(result, model, target, {"min_coverage": min_coverage})
+    result = check(model, target, min_coverage=min_coverage)
     if fmt == "json":
         emit_json(result)
     else:

@@ -64,14 +64,15 @@ class CompileReport:
 
 
 def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=None,
-                  record: bool = True, **settings) -> CompileReport:
+                  **settings) -> CompileReport:
     """Compile a Keras model into a verified fully-integer TFLite model in `out_dir`.
 
     Settings come as one `CompileOptions`, or as its fields by keyword (`calibration_data=...`).
     Returns the report; `report.passed` is False when a gate (accuracy drop, `strict`, the export
     budget) was not met: the outputs are written all the same, so a CI job can inspect them.
-    Every output of the run is staged and published together at the end (`publish_outputs`): a
-    failed or interrupted run leaves the previous results in `out_dir` as they were.
+    Every output of the run is staged and published together at the end (`staged_outputs`): a
+    failed or interrupted run leaves the previous results in `out_dir` as they were. Nothing is
+    recorded here; `tflc.compile` (`tflc.api.compile`) records the result.
     """
     from tflc.convert.converter import (
         ConvertOptions,
@@ -202,12 +203,6 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
             atomic_write_bytes(stage / "pipeline.png", pipeline_result.plot_png())
         if o.export is not None:
             report.export = _export(stage, target_spec, report)
-        # The registry keeps this result as a versioned artifact (its id goes into report.json);
-        # it reads the staged files, so it records exactly what is published next.
-        if record:
-            from tflc.store import record_compile
-
-            report.artifact_id = record_compile(report, staged_dir=stage)
         atomic_write_json(stage / "report.json", report.to_dict())
     return report
 
@@ -216,7 +211,7 @@ def _export(stage: Path, target_spec, report: CompileReport) -> dict:
     """The C package in OUT/c; over the target's budget is a gate not met, like the accuracy one."""
     from tflc.export import export_c
 
-    exported = export_c(stage / "model.tflite", stage / "c", target=target_spec, record=False)
+    exported = export_c(stage / "model.tflite", stage / "c", target=target_spec)
     if not exported.passed:
         report.gate = _fail(report.gate, "export", exported.gate_reason)
     return exported.to_dict()

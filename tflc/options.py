@@ -162,7 +162,7 @@ def _validate(o: CompileOptions) -> None:
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise BadInput(f"--random-range {low},{high}: expected finite numbers with LO below HI")
     if o.max_accuracy_drop is not None:
-        _finite("max_accuracy_drop", o.max_accuracy_drop, 0.0, 100.0)
+        _finite("max_accuracy_drop", o.max_accuracy_drop, -100.0, 100.0)
     if isinstance(o.prune, float):
         _finite("prune", o.prune, 0.0, 1.0, open_ends=True)
     if o.cluster is not None:

@@ -167,7 +167,7 @@ def run_pipeline(loaded, config, train_data, eval_data, seed: int = 0, log=None,
     float_report = run.report(0, "float", "float", model, time.perf_counter(), status="input")
     float_accuracy = float_report.accuracy
     reports, accepted = [float_report], [(float_report, model)]
-    history: list[str] = []  # kinds of accepted stages since the model last changed identity
+    history: list = []  # accepted stages (configs) since the model last changed identity
     current = model
     for i, stage in enumerate(config.stages, start=1):
         say(f"stage {i}/{len(config.stages)}: {stage.label}")
@@ -246,12 +246,12 @@ class _Run:
             return model, details, stage.structure or structure
         if stage.kind == "cluster":
             model, info = cluster.cluster(current, stage, self.train, self.task, seed,
-                                          preserve_sparsity="prune" in history, what=what)
+                                          preserve_sparsity="prune" in _kinds(history), what=what)
             return model, info.to_dict(), structure
         if stage.kind == "qat":
             model, info = qat.quantize_aware(current, stage, self.train, self.task, seed,
-                                             after_prune="prune" in history,
-                                             after_cluster="cluster" in history, what=what)
+                                             after_prune="prune" in _kinds(history),
+                                             after_cluster="cluster" in _kinds(history), what=what)
             if info.left_in_float:
                 self.warnings.append(f"stage {index} (qat): layers {', '.join(info.left_in_float)} "
                                      "were trained in float (TF-MOT cannot quantize them); the "
@@ -265,7 +265,7 @@ class _Run:
             student, student_name = self._keras_file(stage.student, f"{what}.student"), stage.student
         elif history:
             self.warnings.append(f"stage {index} (distill): distilling into the model as "
-                                 f"{', '.join(history)} left it retrains every weight; its zeros "
+                                 f"{', '.join(_kinds(history))} left it retrains every weight; its zeros "
                                  "and clusters are not kept (put distill first)")
         model, info = distill.distill(teacher, student, stage, self.train, seed, teacher_name,
                                       student_name)
@@ -318,20 +318,16 @@ def _limit(stage, config) -> tuple[float | None, str]:
     return config.budget.max_accuracy_drop, "overall"
 
 
-def _history_after(history: list[str], stage) -> list[str]:
-    """Which accepted stages shaped the current weights (a new student starts afresh)."""
-    if stage.kind == "distill":
-        return []
-    entry = stage.kind
-    if stage.kind == "prune" and stage.structure:
-        entry = f"prune:{stage.structure[0]}:{stage.structure[1]}"
-        return [*history, "prune", entry]
-    return [*history, entry]
+def _history_after(history: list, stage) -> list:
+    """The accepted stages (their configs) that shaped the current weights; a new student
+    starts afresh."""
+    return [] if stage.kind == "distill" else [*history, stage]
 
 
-def _last_structure(history: list[str]):
-    for entry in reversed(history):
-        if entry.startswith("prune:"):
-            _, kept, block = entry.split(":")
-            return int(kept), int(block)
-    return None
+def _kinds(history: list) -> list[str]:
+    return [stage.kind for stage in history]
+
+
+def _last_structure(history: list):
+    """The N:M structure of the latest structured prune, which later stages must keep."""
+    return next((s.structure for s in reversed(history) if s.kind == "prune" and s.structure), None)

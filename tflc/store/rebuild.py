@@ -211,12 +211,13 @@ def _config_problems(config: dict) -> list[dict]:
 
 
 def _run(config: dict, out_dir) -> tuple[str, str]:
-    """Compile with the recorded configuration (not recorded again); (sha256, output folder)."""
-    import tflc
+    """Compile with the recorded configuration (the stage itself: a rebuild checks an artifact,
+    it is not a new result, so nothing is recorded); (sha256, output folder)."""
+    from tflc.compiler import compile_model
     from tflc.options import CompileOptions
 
     settings = {k: v for k, v in config.items() if k not in ("model", "out_dir")}
     known = {k: v for k, v in settings.items() if k in CompileOptions.field_names()}
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="tflc-rebuild-"))
-    result = tflc.compile(config["model"], out, CompileOptions.from_dict(known), record=False)
+    result = compile_model(config["model"], out, CompileOptions.from_dict(known))
     return sha256_file(result.tflite_path), os.fspath(out)

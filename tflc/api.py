@@ -1,0 +1,45 @@
+"""The commands as Python functions: each runs its stage and records the result.
+
+One rule for recording, the same for all four commands and for the CLI and Python alike: the
+stage functions (`tflc.compiler.compile_model`, `tflc.check.check_model`,
+`tflc.export.export_c`, `tflc.bench.bench`) compute and return plain results and never touch the
+run registry; the functions here call them and then keep the result as an artifact in the
+registry (`./.tflc`, `$TFLC_REGISTRY` or `tflc --registry`; `TFLC_NO_RECORD=1` turns it off),
+writing the artifact id into the result and into its report file. `tflc compile ...` is
+`tflc.compile(...)`, `tflc check ...` is `tflc.check(...)`, and so on.
+
+A registry that cannot be written never costs the result: one warning line, and the id is None.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tflc.options import CompileOptions
+
+
+def compile(model, out_dir, options: CompileOptions | None = None, *, log=None, **settings):  # noqa: A001
+    """`tflc compile`: see `tflc.compiler.compile_model`; returns the CompileReport."""
+    from tflc.compiler import compile_model
+    from tflc.fileio import atomic_write_json
+    from tflc.store import record_compile
+
+    report = compile_model(model, out_dir, options, log=log, **settings)
+    report.artifact_id = record_compile(report)
+    if report.artifact_id:
+        atomic_write_json(Path(out_dir) / "report.json", report.to_dict())
+    return report
+
+
+def check(model, target, *, min_coverage: float | None = None):
+    """`tflc check`: `model` a .tflite path or registry reference (NAME@current, an id);
+    returns the CheckResult."""
+    from tflc.check import check_model
+    from tflc.store import record_check, resolve_model_ref
+
+    model = resolve_model_ref(model)
+    result = check_model(model, target)
+    if isinstance(model, (str, os.PathLike)):
+        result.artifact_id = record_check(result, model, target, {"min_coverage": min_coverage})
+    return result
