@@ -23,7 +23,7 @@ stores weights uncompressed); median LiteRT latency of one inference (1 thread, 
 runs after warm-up). Pruned models run at dense speed in LiteRT's kernels: sparsity is reported
 as size here, not speed.
 
-Targets (issue 4): prune 80% + PQAT within 1 point of the float model's accuracy, with a gzip
+Targets: prune 80% + PQAT within 1 point of the float model's accuracy, with a gzip
 size at most 40% of the unpruned int8 (PTQ) model's; QAT at least as accurate as PTQ.
 """
 

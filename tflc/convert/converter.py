@@ -1,8 +1,9 @@
 """Convert: a loaded model and calibration data into a fully-integer TFLite flatbuffer.
 
 Every model flavour (Keras 3, tf_keras, a bare SavedModel signature) goes the same way: wrapped in
-a `tf.function` with fixed input shapes (batch 1, what microcontrollers and the Edge TPU need),
-its variables frozen into constants, then TFLiteConverter with the builtin int8 (or 16x8) op set
+a `tf.function` with the inputs' shapes (the batch dimension free by default, as
+`TFLiteConverter.from_keras_model` leaves it; pinned to 1 with `static_batch`, which the Edge
+TPU and microcontrollers need), its variables frozen into constants, then TFLiteConverter with the builtin int8 (or 16x8) op set
 only. Restricting the op set makes the converter fail loudly on anything it cannot lower to
 integer kernels instead of leaving float ops behind; that failure is translated into which layer
 and which op are at fault.
