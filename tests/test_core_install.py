@@ -22,6 +22,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 import zipfile
 from dataclasses import dataclass
@@ -264,6 +265,35 @@ def test_the_python_api_says_to_install_the_extra(core):
     )], cwd=core.work, env=core.env)
     assert done.stdout == ("2 this part of tflc needs TensorFlow, which is not installed: "
                            "pip install 'tflc[compile]'\n"), done.stderr
+
+
+@pytest.fixture(scope="session")
+def without_tf_keras(tmp_path_factory) -> Path:
+    """Python with this run's full install except tf_keras and TF-MOT: a new venv whose
+    site-packages links every other entry of ours, so TensorFlow imports and tf_keras is truly
+    not installed (no files, no metadata). Returns its python."""
+    root = tmp_path_factory.mktemp("without_tf_keras")
+    python = _fresh_venv(root / "venv")
+    (site,) = (root / "venv" / "lib").glob("python*/site-packages")
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if not entry.name.lower().startswith(("tf_keras", "tensorflow_model_optimization")):
+            (site / entry.name).symlink_to(entry)
+    return python
+
+
+def test_compile_without_tf_keras_says_to_install_the_extra(without_tf_keras, tmp_path):
+    model = need_mlperf(MLPERF / "vww" / "vww_96.h5")  # a tf_keras model
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TFLC_DEBUG")}
+    env["TFLC_REGISTRY"] = str(tmp_path / "registry")
+    probe = _run([without_tf_keras, "-c", "import importlib.util as u; "
+                  "print([bool(u.find_spec(n)) for n in ('tensorflow', 'tf_keras')])"],
+                 cwd=tmp_path, env=env)
+    assert probe.stdout == "[True, False]\n", probe.stderr
+    done = _run([without_tf_keras, "-m", "tflc", "compile", model, "-o", tmp_path / "out",
+                 "--calibration", "random", "--format", "json"], cwd=tmp_path, env=env)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", (
+        "tflc: error: tflc compile needs tf_keras, which is not installed: "
+        "pip install 'tflc[compile]'\n"))
 
 
 # ---------------------------------------------------------------------- the extra resolves
