@@ -190,3 +190,34 @@ def test_fidelity_without_a_host_reference():
     assert result["identical_outputs"] == pytest.approx(2 / 3)
     assert result["max_abs_output_diff"] == 6.0
     assert result["host_top1_accuracy"] == pytest.approx(1 / 3)  # one-hot labels understood
+
+
+def test_tflc_killed_outright_stops_the_local_runner(tiny_models, remote_tmp):
+    """SIGKILL gives tflc no chance to clean up: the runner, in its own session, sees its stdin
+    end and stops itself, its worker and its folder."""
+    import subprocess
+    from pathlib import Path
+
+    tflc = Path(sys.executable).with_name("tflc")
+    process = subprocess.Popen([str(tflc), "bench", str(tiny_models["int8"]), "--runs", "1",
+                                "--min-duration", "60", "--max-runs", str(10**7),
+                                "--remote-tmp", str(remote_tmp)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pgid_files = []
+    deadline = time.monotonic() + 30
+    while not pgid_files and time.monotonic() < deadline:
+        pgid_files = list(remote_tmp.glob("tflc-bench.*/pgid"))
+        time.sleep(0.05)
+    assert pgid_files, "no runner"
+    time.sleep(0.5)
+    group = int(pgid_files[0].read_text())
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 5
+    while live_members(group) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live_members(group) == []
+    deadline = time.monotonic() + 5
+    while list(remote_tmp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(remote_tmp.iterdir()) == []

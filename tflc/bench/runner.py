@@ -44,8 +44,8 @@ Protocol 1. The request is a JSON object:
     deadline_s      the runner gives up (kind "timeout") after this many seconds
     busy_load_per_core  load average per core above which the device counts as busy (0.5)
     remove_dir_on_exit  delete the folder holding this file when done (the host's temp folder)
-    stop_when_stdin_closes  the host holds stdin open while it listens (over SSH); its end means
-                    the host is gone: stop the workers, answer "host_gone", clean up, exit
+    stop_when_stdin_closes  the host holds stdin open while it listens; its end means the host
+                    is gone: stop the workers, answer "host_gone", clean up, exit
 
 The response is one JSON object on one line: {"protocol": 1, "ok": true, "device": {...},
 "runtime": {...}, "trials": [{"trial": 0, "conditions_before": {...}, "conditions_after": {...},

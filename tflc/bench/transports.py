@@ -6,9 +6,9 @@ remove the folder again, also when anything failed; one deadline (`--timeout`) c
 connecting included. SSH goes through the system's OpenSSH client so that `~/.ssh/config`,
 agents, jump hosts and keys work as users expect; one master connection (ControlMaster) carries
 every command of a run. Host keys are always verified: an unknown host is refused with the
-command to trust it, never accepted silently. Over SSH the runner's stdin stays open for as long
-as tflc listens: when tflc goes away (Ctrl-C, killed, disconnected) the runner sees its input
-end and stops itself and its workers.
+command to trust it, never accepted silently. The runner's stdin stays open for as long as tflc
+listens: when tflc goes away (Ctrl-C, killed, disconnected) the runner sees its input end and
+stops itself and its workers.
 
 Every failure becomes a `DeviceError` whose `kind` names what went wrong; `TransportError` marks
 the ones worth retrying (the host unreachable, the connection lost). Everything the device runs
@@ -284,7 +284,7 @@ class LocalTransport(Transport):
                 os.path.join(self.workdir, request_name)]
         try:
             return stream_process(argv, timeout_s=timeout_s, on_event=on_event,
-                                  new_session=True, cwd=self.workdir)
+                                  new_session=True, cwd=self.workdir, hold_stdin=True)
         except (FileNotFoundError, PermissionError) as exc:
             raise DeviceError("no_python", f"no Python at '{self.python}' on this machine "
                               f"({exc.strerror}); pass --python PATH") from None
@@ -544,7 +544,7 @@ def run_on_device(transport: Transport, uploads: list[Upload], request: dict, *,
     transport.deadline = time.monotonic() + timeout_s if deadline is None else deadline
     left = max(1.0, transport.time_left(timeout_s))
     request = dict(request, remove_dir_on_exit=True, pgid_file="pgid",
-                   stop_when_stdin_closes=isinstance(transport, SshTransport),
+                   stop_when_stdin_closes=True,
                    deadline_s=max(1.0, left - min(10.0, left * 0.1)))
     with tempfile.TemporaryDirectory(prefix="tflc-request-") as scratch:
         request_path = Path(scratch) / "request.json"
