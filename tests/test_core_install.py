@@ -267,18 +267,23 @@ def test_the_python_api_says_to_install_the_extra(core):
                            "pip install 'tflc[compile]'\n"), done.stderr
 
 
-@pytest.fixture(scope="session")
-def without_tf_keras(tmp_path_factory) -> Path:
-    """Python with this run's full install except tf_keras and TF-MOT: a new venv whose
-    site-packages links every other entry of ours, so TensorFlow imports and tf_keras is truly
-    not installed (no files, no metadata). Returns its python."""
-    root = tmp_path_factory.mktemp("without_tf_keras")
+def _linked_install(root: Path, leave_out: tuple[str, ...]) -> Path:
+    """Python with this run's full install less the named packages: a new venv whose
+    site-packages links every other entry of ours, so what is left out is truly not installed
+    (no files, no metadata). Returns its python."""
     python = _fresh_venv(root / "venv")
     (site,) = (root / "venv" / "lib").glob("python*/site-packages")
     for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
-        if not entry.name.lower().startswith(("tf_keras", "tensorflow_model_optimization")):
+        if not entry.name.lower().startswith(leave_out):
             (site / entry.name).symlink_to(entry)
     return python
+
+
+@pytest.fixture(scope="session")
+def without_tf_keras(tmp_path_factory) -> Path:
+    """TensorFlow imports; tf_keras and TF-MOT are not installed."""
+    return _linked_install(tmp_path_factory.mktemp("without_tf_keras"),
+                           ("tf_keras", "tensorflow_model_optimization"))
 
 
 def test_compile_without_tf_keras_says_to_install_the_extra(without_tf_keras, tmp_path):
@@ -294,6 +299,21 @@ def test_compile_without_tf_keras_says_to_install_the_extra(without_tf_keras, tm
     assert (done.returncode, done.stdout, done.stderr) == (2, "", (
         "tflc: error: tflc compile needs tf_keras, which is not installed: "
         "pip install 'tflc[compile]'\n"))
+
+
+def test_tf_env_without_tf_mot_says_to_install_the_extra(tmp_path):
+    python = _linked_install(tmp_path, ("tensorflow_model_optimization",))
+    done = _run([python, "-c", (
+        "from tflc.errors import BadInput\n"
+        "from tflc.tf_env import import_tf_keras, import_tfmot\n"
+        "import_tf_keras()\n"
+        "try:\n"
+        "    import_tfmot()\n"
+        "except BadInput as exc:\n"
+        "    print(exc.exit_code, exc.message)\n"
+    )], cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert done.stdout == ("2 this part of tflc needs TF-MOT (tensorflow-model-optimization), "
+                           "which is not installed: pip install 'tflc[compile]'\n"), done.stderr
 
 
 # ---------------------------------------------------------------------- the extra resolves
