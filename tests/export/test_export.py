@@ -250,3 +250,15 @@ def test_resolver_methods_cover_exactly_the_ops_tflite_micro_registers():
     # Both lists come from TFLite Micro's micro_mutable_op_resolver.h; they must agree.
     assert set(RESOLVER_METHODS) == set(load_target("cortex-m4").ops)
     assert all(m.startswith("Add") for m in RESOLVER_METHODS.values())
+
+
+def test_an_output_folder_given_as_a_symlink_stays_a_symlink(tmp_path):
+    real = tmp_path / "work" / "real"
+    real.parent.mkdir()
+    link = tmp_path / "work" / "link"
+    link.symlink_to(real, target_is_directory=True)
+    for name in ("first", "second"):
+        export_c(mlperf("ad"), link, name=name, measure=False, verify=False)
+    assert link.is_symlink() and (real / "second_model_data.cc").exists()
+    assert not (real / "first_model_data.cc").exists()
+    assert sorted(p.name for p in real.parent.iterdir()) == ["link", "real"]

@@ -244,3 +244,15 @@ def test_the_tflite_micro_child_cannot_write_to_the_users_terminal():
     assert session == pid != os.getsid(0)
     assert b"LIBC_FATAL_STDERR_=1" in environ
     assert "/dev/" not in stderr  # a file tflc reads, never the terminal
+
+
+def test_tflite_micro_that_never_finishes_is_stopped_with_one_line():
+    import numpy as np
+
+    from tflc.errors import PipelineError
+    from tflc.export.crosscheck import run_micro
+
+    pytest.importorskip("tflite_micro")
+    with pytest.raises(PipelineError, match="did not finish the sample inputs in 0.01 s"):
+        run_micro(mlperf("ad").read_bytes(), 1 << 20, [[np.ones((1, 640), np.int8)]] * 50,
+                  timeout=0.01)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,7 +91,7 @@ def _first_line(exc: Exception) -> str:
 
 
 def run_micro(model: bytes, arena_size: int, batches: list[list[np.ndarray]],
-              name: str = "the model") -> list[list[np.ndarray]]:
+              name: str = "the model", timeout: float = 900) -> list[list[np.ndarray]]:
     """TFLite Micro's outputs for each batch of inputs, computed in a child process.
 
     A malformed model can make a kernel read past its buffers and kill the process; in the
@@ -106,7 +107,7 @@ def run_micro(model: bytes, arena_size: int, batches: list[list[np.ndarray]],
                                            for i, array in enumerate(batch)})
         child = start_tflm_child([str(folder / "model.tflite"), "--invoke", str(arena_size),
                                   str(folder / "inputs.npz"), str(folder / "outputs.npz")], log)
-        answers, _ = child.communicate()
+        answers = _wait(child, timeout, name)
         lines = read_log(log, 0)
         states = [json.loads(line) for line in answers.splitlines() if line.startswith("{")]
         last = states[-1] if states else {}
@@ -122,6 +123,22 @@ def run_micro(model: bytes, arena_size: int, batches: list[list[np.ndarray]],
             return [[saved[f"s{k}_o{o}"] for o in range(sum(1 for key in saved.files
                                                              if key.startswith(f"s{k}_o")))]
                     for k in range(len(batches))]
+
+
+def _wait(child, timeout: float, name: str) -> str:
+    """The child's stdout once it ends; it is killed on a time-out or when tflc is interrupted
+    (in a session of its own, it does not get the terminal's Ctrl-C)."""
+    try:
+        return child.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise PipelineError(f"{name}: TFLite Micro did not finish the sample inputs in "
+                            f"{timeout:g} s; rerun with --no-verify") from None
+    except BaseException:
+        child.kill()
+        child.communicate()
+        raise
 
 
 def compare_interpreters(model: bytes, arena_size: int, samples: int = 4, seed: int = 0,

@@ -25,6 +25,7 @@ def check_replaceable(out: Path) -> None:
 
     Run before any slow work, so a bad -o is found in a second, not after the measurement.
     """
+    out = real_folder(out)
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out}: is a file, not a folder; choose another output folder with -o")
     if Path.cwd().resolve().is_relative_to(out.resolve()):
@@ -38,6 +39,11 @@ def check_replaceable(out: Path) -> None:
                            "replaces the whole folder; choose a new or empty folder with -o, or "
                            "move the file out")
     _check_creatable(out)
+
+
+def real_folder(out: Path) -> Path:
+    """Where a symlinked output folder points: the package replaces that folder, not the link."""
+    return out.resolve() if out.is_symlink() else out
 
 
 def _files_not_from_tflc(out: Path) -> list[str]:
@@ -65,6 +71,7 @@ def _check_creatable(out: Path) -> None:
 
 def write_package(out: Path, files: dict[str, str]) -> Path:
     """Write `files` (relative path -> text) as the folder `out`, replacing any earlier one."""
+    out = real_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tflc-new-", dir=out.parent))
     try:
