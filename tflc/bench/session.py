@@ -465,13 +465,14 @@ def name_user_files(message: str, uploads: list[Upload]) -> str:
     """The device only knows its private copies (`m0.tflite`, `eval.npz`, model `m0`): put the
     user's own paths back into its messages, and keep them on one line."""
     for upload in uploads:
-        name = re.escape(upload.name)
-        message = re.sub(rf"(?:/[^\s:'\"]*/)?(?<![\w.-]){name}(?![\w.-])", lambda _m, u=upload:
-                         str(u.source), message)
-        stem = upload.name.rsplit(".", 1)[0]
-        if re.fullmatch(r"m\d+", stem):
-            message = re.sub(rf"\bmodel {stem}\b", lambda _m, u=upload: f"model {u.source}",
-                             message)
+        user_path = str(upload.source)
+        # The copy's name, with any device folder before it, but not inside a longer name.
+        copy = rf"(?:/[^\s:'\"]*/)?(?<![\w.-]){re.escape(upload.name)}(?![\w.-])"
+        message = re.sub(copy, lambda _match, path=user_path: path, message)
+        model_id = upload.name.rsplit(".", 1)[0]
+        if re.fullmatch(r"m\d+", model_id):
+            message = re.sub(rf"\bmodel {model_id}\b",
+                             lambda _match, path=user_path: f"model {path}", message)
     return " ".join(message.split())
 
 
