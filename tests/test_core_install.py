@@ -226,6 +226,20 @@ def test_bench_runs_on_litert_in_the_core_install(core):
     assert "p50 [ms]" in table.stdout
 
 
+def test_the_registry_works_in_the_core_install(core, tmp_path):
+    env = dict(core.env, TFLC_REGISTRY=str(tmp_path / "registry"))
+    tflc = [core.tflc]
+    _checked(_run([*tflc, "check", kws(), "--target", "cortex-m4"], cwd=core.work, env=env), "check")
+    listed = json.loads(_checked(_run([*tflc, "runs", "list", "--format", "json"], cwd=core.work,
+                                      env=env), "tflc runs list").stdout)
+    assert [record["kind"] for record in listed] == ["check"]
+    shown = json.loads(_checked(_run([*tflc, "runs", "show", listed[0]["id"], "--format", "json"],
+                                     cwd=core.work, env=env), "tflc runs show").stdout)
+    versions = shown["manifest"]["versions"]
+    assert versions["tensorflow"] is None and versions["ai_edge_litert"]  # what ran, recorded
+    _checked(_run([*tflc, "runs", "verify"], cwd=core.work, env=env), "tflc runs verify")
+
+
 # -------------------------------------------------------------- what needs the compile extra
 def keras_model() -> Path:
     return need_mlperf(MLPERF / "kws" / "kws_ref_model_savedmodel")
