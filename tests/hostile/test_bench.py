@@ -3,7 +3,7 @@ that do not fit the model, absurd numbers, a model only the device refuses. Ever
 generated here; each bad input is one line on stderr and exit 2, before any measuring.
 
 Where a mistake could only be noticed late, the tests aim the run at a closed port
-(`UNREACHABLE`): refused up front, the error is exit 2 about the input; noticed after the
+(`unreachable()`): refused up front, the error is exit 2 about the input; noticed after the
 work had started, it would be exit 1 about the connection."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from tests.bench.conftest import free_port
-from tests.conftest import MLPERF_INT8, need_mlperf
+from tests.bench.conftest import tiny_models as tiny_models  # a fixture: the bench room's models
 from tflc.cli import main
 
-KWS_CLASSES = 12  # the MLPerf Tiny keyword-spotting model: 49x10x1 in, 12 classes out
+CLASSES = 10  # the tiny CNN: 8x8x1 in, 10 classes out
 
 
 def run(*args):
@@ -42,68 +42,68 @@ def assert_one_line_exit_2(result, *expected: str) -> str:
 
 
 @pytest.fixture
-def kws():
-    return need_mlperf(MLPERF_INT8["kws"])
+def model(tiny_models):
+    return tiny_models["int8"]
 
 
 def eval_file(tmp_path, y, samples: int = 6, name: str = "eval.npz"):
-    x = np.random.default_rng(0).random((samples, 49, 10, 1), dtype=np.float32)
+    x = np.random.default_rng(0).random((samples, 8, 8, 1), dtype=np.float32)
     path = tmp_path / name
     np.savez(path, x=x, y=y)
     return path
 
 
 # ----------------------------------------------------------------------------- output path
-def test_an_output_folder_that_cannot_hold_the_result_is_refused_first(kws, tmp_path):
+def test_an_output_folder_that_cannot_hold_the_result_is_refused_first(model, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a regular file where the folder should be\n")
     out = blocker / "out.json"
-    result = run("bench", kws, "-o", out, *unreachable())
+    result = run("bench", model, "-o", out, *unreachable())
     assert_one_line_exit_2(result, str(out))
     assert blocker.read_text().startswith("a regular file")
 
 
-def test_the_output_path_is_checked_by_the_library_too(kws, tmp_path):
+def test_the_output_path_is_checked_by_the_library_too(model, tmp_path):
     from tflc.bench import bench
     from tflc.errors import BadInput
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(BadInput, match="out.json"):
-        bench(kws, f"ssh://127.0.0.1:{free_port()}", retries=0, output=blocker / "out.json",
+        bench(model, f"ssh://127.0.0.1:{free_port()}", retries=0, output=blocker / "out.json",
               progress=False)
 
 
-def test_the_output_file_is_written_whole(kws, tmp_path):
+def test_the_output_file_is_written_whole(model, tmp_path):
     out = tmp_path / "new" / "bench.json"
-    result = run("bench", kws, "--runs", 2, "--warmup", 0, "-o", out, "--format", "json")
+    result = run("bench", model, "--runs", 2, "--warmup", 0, "-o", out, "--format", "json")
     assert result.exit_code == 0, result.output
-    assert json.loads(out.read_text())["records"][0]["model"] == str(kws)
+    assert json.loads(out.read_text())["records"][0]["model"] == str(model)
     assert [p.name for p in out.parent.iterdir()] == ["bench.json"]  # no temporary left
 
 
 # ------------------------------------------------------------------------------ eval labels
 @pytest.mark.parametrize("labels, words", [
     (np.zeros(5, np.int64), ["5 labels", "6 samples"]),  # one short
-    (np.arange(6) + KWS_CLASSES - 1, ["12", "out of range"]),  # the class after the last
+    (np.array([0, 1, 2, 3, 4, CLASSES]), ["holds 10,", "out of range"]),  # the class after the last
     (np.array([0, 1, -1, 2, 3, 4]), ["-1", "out of range"]),
     (np.array(["yes", "no", "up", "down", "left", "right"]), ["text"]),
     (np.array([0.5, 1, 2, 3, 4, 5]), ["whole numbers"]),
-    (np.eye(KWS_CLASSES + 1)[:6], ["13 columns", "12 classes"]),  # one-hot, one class too many
+    (np.eye(CLASSES + 1)[:6], ["11 columns", "10 classes"]),  # one-hot, one class too many
 ])
-def test_labels_that_do_not_fit_are_refused(kws, tmp_path, labels, words):
+def test_labels_that_do_not_fit_are_refused(model, tmp_path, labels, words):
     path = eval_file(tmp_path, labels)
-    result = run("bench", kws, "--eval-data", path, *unreachable())
+    result = run("bench", model, "--eval-data", path, *unreachable())
     message = assert_one_line_exit_2(result, str(path), "`y`", *words)
-    assert "kws_ref_model_int8.tflite" in message
+    assert "int8.tflite" in message
 
 
-def test_labels_that_fit_are_accepted(kws, tmp_path):
+def test_labels_that_fit_are_accepted(model, tmp_path):
     from tflc.bench.session import _tensor_infos, check_eval_labels
 
-    infos = {kws: _tensor_infos(kws)}
+    infos = {model: _tensor_infos(model)}
     for labels in (np.arange(6), np.arange(6).reshape(6, 1), np.arange(6.0),
-                   np.eye(KWS_CLASSES)[:6], np.arange(6, dtype=np.uint8)):
+                   np.eye(CLASSES)[:6], np.arange(6, dtype=np.uint8)):
         check_eval_labels(eval_file(tmp_path, labels), infos, "--eval-data")
 
 
@@ -116,12 +116,12 @@ def test_labels_that_fit_are_accepted(kws, tmp_path):
     ("--warmup", str(10**12), "at most"), ("--repeat", str(10**9), "at most"),
     ("--threads", str(10**6), "at most"),
 ])
-def test_absurd_numbers_are_refused_with_their_bound(kws, flag, value, words):
-    result = run("bench", kws, flag, value, *unreachable())
+def test_absurd_numbers_are_refused_with_their_bound(model, flag, value, words):
+    result = run("bench", model, flag, value, *unreachable())
     assert_one_line_exit_2(result, flag, words)
 
 
-def test_the_limits_are_not_too_tight(kws):
+def test_the_limits_are_not_too_tight(model):
     """A day of timing per model, a week of time-out, ten million runs: still accepted."""
     from tflc.bench.session import check_settings
 
@@ -130,16 +130,16 @@ def test_the_limits_are_not_too_tight(kws):
 
 
 # ------------------------------------------------------------------------------ messages
-def test_the_device_refusing_a_model_names_the_users_file(kws, tmp_path):
+def test_the_device_refusing_a_model_names_the_users_file(model, tmp_path):
     """A custom op this runtime does not have: only the interpreter on the device sees it."""
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(kws.read_bytes(), 0))
-    code = model.operatorCodes[-1]
+    tree = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model.read_bytes(), 0))
+    code = tree.operatorCodes[-1]
     code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
     code.customCode = b"TFLC_NO_SUCH_OP"
     builder = flatbuffers.Builder(0)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    builder.Finish(tree.Pack(builder), file_identifier=b"TFL3")
     custom = tmp_path / "my custom model.tflite"
     custom.write_bytes(bytes(builder.Output()))
     result = run("bench", custom, "--runs", 2, "--warmup", 0)
@@ -149,7 +149,7 @@ def test_the_device_refusing_a_model_names_the_users_file(kws, tmp_path):
     assert result.output.count("\n") == 1, result.output
 
 
-def test_one_attempt_is_counted_as_one(kws):
-    result = run("bench", kws, *unreachable())
+def test_one_attempt_is_counted_as_one(model):
+    result = run("bench", model, *unreachable())
     assert result.exit_code == 1, result.output
     assert result.output.rstrip().endswith("(after 1 attempt)"), result.output
