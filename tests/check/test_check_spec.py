@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import string
 
 import pytest
@@ -128,3 +129,81 @@ def test_constraint_docstrings_are_complete_sentences_with_known_placeholders():
 def test_shipped_descriptors_are_plain_yaml_mappings():
     for path in TARGETS_DIR.glob("*.yaml"):
         assert isinstance(yaml.safe_load(path.read_text()), dict), path
+
+
+def test_extends_appends_the_childs_provenance_to_the_parents():
+    """Children list only their own sources; inherited ones come first, unless all overridden."""
+    m4, m7, m55 = load_target("cortex-m4"), load_target("cortex-m7"), load_target("cortex-m55")
+    board_m4 = next(p for p in m4.provenance if "STM32L4R5" in p.source)
+    for child in (m7, m55):
+        sources = [p.source for p in child.provenance]
+        assert len(sources) == len(set(sources)), child.name
+        assert sources[:2] == [p.source for p in m4.provenance[:2]]  # op facts, parent's first
+        assert board_m4 not in child.provenance  # covers device and memory, which the child overrides
+    estimates = next(p for p in m4.provenance if "estimates" in p.source)
+    assert estimates in m7.provenance  # memory.runtime_overhead_bytes is still cortex-m4's figure
+    pi = load_target("raspberry-pi-4")
+    assert [p.source for p in pi.provenance][:2] == [p.source for p in load_target("cpu").provenance]
+
+
+def test_shipped_children_do_not_copy_their_parents_provenance():
+    for path in TARGETS_DIR.glob("*.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        if "extends" not in raw:
+            continue
+        parent = yaml.safe_load((TARGETS_DIR / f"{raw['extends']}.yaml").read_text())
+        copied = {p["source"] for p in raw.get("provenance", [])} & {
+            p["source"] for p in parent["provenance"]}
+        assert not copied, (path.name, copied)
+
+
+def test_lists_other_than_provenance_are_replaced(tmp_path):
+    path = tmp_path / "child.yaml"
+    path.write_text("extends: cortex-m4\nnotes: [mine]\nconstraints: []\n"
+                    "provenance: [{source: mine}]\n")
+    spec = load_target(str(path))
+    assert spec.notes == ("mine",) and spec.constraints == ()
+    assert spec.provenance[-1].source == "mine" and len(spec.provenance) > 1
+
+
+def test_targets_constraints_lists_the_vocabulary_with_parameters_and_sentences():
+    from click.testing import CliRunner
+
+    from tflc.cli import main
+
+    shown = CliRunner().invoke(main, ["targets", "constraints", "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    entries = {e["name"]: e for e in json.loads(shown.output)}
+    assert set(entries) == set(REGISTRY)
+    stride = entries["stride_range"]
+    assert stride["message"] == REGISTRY["stride_range"].message
+    assert stride["params"] == [
+        {"name": "min", "type": "int", "required": False, "default": 1},
+        {"name": "max", "type": "int | None", "required": False, "default": None}]
+    assert entries["max_rank"]["params"] == [{"name": "max", "type": "int", "required": True}]
+    assert entries["constant_weights"]["params"] == []
+    text = CliRunner().invoke(main, ["targets", "constraints"])
+    assert text.exit_code == 0
+    assert "stride_range(min: int = 1, max: int | None = null)" in text.output
+    for c in REGISTRY.values():
+        assert c.message in text.output, c.name
+
+
+def test_every_constraint_annotation_is_one_descriptors_are_checked_against():
+    """A parameter type the loader cannot check would let any value through to the check."""
+    from tflc.check.constraints import constraint
+
+    with pytest.raises(TypeError, match="annotation"):
+        @constraint
+        def takes_a_mapping(ctx, table: dict):
+            """Never registered."""
+    assert "takes_a_mapping" not in REGISTRY
+
+
+def test_every_constraint_in_the_library_is_named_by_a_shipped_descriptor():
+    """A constraint no descriptor names decides nothing: it is dead code or a missing fact."""
+    named = set()
+    for spec in list_targets():
+        for ref in (*spec.constraints, *(c for rule in spec.ops.values() for c in rule.constraints)):
+            named.add(ref.name)
+    assert set(REGISTRY) - named == set()

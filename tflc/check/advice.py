@@ -31,11 +31,6 @@ BY_RULE = {
                            "ReLU6, which every backend can fuse into the preceding op.",
     "no_fused_activation": "Apply the activation as a separate layer after pooling/concatenation "
                            "instead of fusing it, or drop it if the next layer already has one.",
-    "resize_flags": "Use UpSampling2D / Resizing with interpolation='nearest', or bilinear with "
-                    "align_corners=False and half_pixel_centers=False (tf.image.resize in TF2 "
-                    "sets half_pixel_centers=True; tf.compat.v1.image.resize_bilinear does not).",
-    "resize_integer_scale": "Resize by an integer factor (2x, 4x) so the output is a whole "
-                            "multiple of the input.",
     "stride_range": "Reduce the stride (use stride 1 or 2 and add a pooling layer for the rest).",
     "dilation_max": "Replace the dilated convolution by a plain one (dilation_rate=1) or a stack "
                     "of small convolutions with the same receptive field.",

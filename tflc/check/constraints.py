@@ -14,6 +14,9 @@ axes or paddings are read).
 from __future__ import annotations
 
 import inspect
+import json
+import math
+import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,32 +77,94 @@ class Constraint:
     check: Callable
     message: str  # the docstring's first paragraph: a sentence with {placeholders}
     params: dict  # parameter name -> default (inspect.Parameter.empty when required)
+    types: dict  # parameter name -> its annotation as written ("int | None", "list[str]")
+
+    def to_dict(self) -> dict:
+        """The entry `tflc targets constraints --format json` prints for this constraint."""
+        return {"name": self.name, "message": self.message, "params": [
+            {"name": key, "type": self.types[key], "required": default is inspect.Parameter.empty,
+             **({} if default is inspect.Parameter.empty else {"default": _plain(default)})}
+            for key, default in self.params.items()]}
+
+    def signature(self) -> str:
+        """`stride_range(min: int = 1, max: int | None = None)`, as the vocabulary lists it."""
+        shown = [f"{key}: {self.types[key]}" + (
+            "" if default is inspect.Parameter.empty else f" = {json.dumps(_plain(default))}")
+            for key, default in self.params.items()]
+        return f"{self.name}({', '.join(shown)})"
+
+
+def _plain(value):
+    """A default as YAML would write it (tuples are lists)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 REGISTRY: dict[str, Constraint] = {}
 
+# What a descriptor may give a parameter, by the word its annotation uses.
+_TYPES: dict[str, tuple[str, Callable]] = {
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+              and math.isfinite(v)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("text", lambda v: isinstance(v, str)),
+    "None": ("null", lambda v: v is None),
+}
+_LIST = re.compile(r"^list\[(\w+)\]$")
+
+
+def _alternatives(annotation: str) -> list[str]:
+    return [a.strip() for a in annotation.split("|")]
+
+
+def _accepts(word: str, value) -> bool:
+    item = _LIST.match(word)
+    if item:
+        return isinstance(value, list) and all(_TYPES[item.group(1)][1](v) for v in value)
+    return _TYPES[word][1](value)
+
+
+def _described(word: str) -> str:
+    item = _LIST.match(word)
+    return f"a list of {_TYPES[item.group(1)][0]}" if item else _TYPES[word][0]
+
+
+def _known_type(word: str) -> bool:
+    item = _LIST.match(word)
+    return (item.group(1) if item else word) in _TYPES
+
 
 def constraint(fn: Callable) -> Callable:
-    """Register `fn` under its own name; its docstring's first paragraph is the user message."""
+    """Register `fn` under its own name; its docstring's first paragraph is the user message.
+
+    Every parameter's annotation must be one `_TYPES` can check (`int`, `float`, `bool`, `str`,
+    `list[T]`, joined with `|`): descriptors are validated against it when they are loaded.
+    """
     doc = inspect.getdoc(fn) or ""
     message = " ".join(doc.split("\n\n")[0].split())
-    params = {
-        name: p.default
-        for name, p in list(inspect.signature(fn).parameters.items())[1:]
-    }
-    REGISTRY[fn.__name__] = Constraint(fn.__name__, fn, message, params)
+    parameters = list(inspect.signature(fn).parameters.items())[1:]
+    types = {name: str(p.annotation) for name, p in parameters}
+    for name, annotation in types.items():
+        if not all(_known_type(word) for word in _alternatives(annotation)):
+            raise TypeError(f"constraint {fn.__name__}: parameter {name} has annotation "
+                            f"{annotation!r}; use int, float, bool, str or list[T], joined by |")
+    params = {name: p.default for name, p in parameters}
+    REGISTRY[fn.__name__] = Constraint(fn.__name__, fn, message, params, types)
     return fn
 
 
-def validate_ref(name: str, params: dict, where: str) -> None:
-    """Check a descriptor's reference to a constraint: known name, known and required params."""
+def validate_ref(name: str, params: dict, path, field: str) -> None:
+    """Check a descriptor's reference to a constraint: known name, known and required
+    parameters, and each value of the type the function's signature states, so a wrong value is
+    reported when the descriptor is loaded rather than as a crash in the middle of a check."""
+    where = f"{path}: field '{field}'"
     found = REGISTRY.get(name)
     if found is None:
         import difflib
 
         near = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.6)
         hint = f"; did you mean '{near[0]}'?" if near else ""
-        raise BadInput(f"{where} names unknown constraint '{name}'{hint} (known: {', '.join(sorted(REGISTRY))})")
+        raise BadInput(f"{where} names unknown constraint '{name}'{hint} (see `tflc targets constraints`)")
     for key in params:
         if key not in found.params:
             allowed = ", ".join(found.params) or "none"
@@ -107,6 +172,16 @@ def validate_ref(name: str, params: dict, where: str) -> None:
     for key, default in found.params.items():
         if default is inspect.Parameter.empty and key not in params:
             raise BadInput(f"{where} must give constraint '{name}' its parameter '{key}'")
+    for key, value in params.items():
+        words = _alternatives(found.types[key])
+        if not any(_accepts(word, value) for word in words):
+            expected = " or ".join(_described(word) for word in words)
+            raise BadInput(f"{path}: field '{field}.{name}.{key}' must be {expected}, got {value!r}")
+
+
+def vocabulary() -> list[Constraint]:
+    """Every constraint a descriptor can name, in the order the library defines them."""
+    return list(REGISTRY.values())
 
 
 def evaluate(name: str, params: dict, ctx: OpContext) -> str | None:
@@ -200,13 +275,6 @@ def stride_range(ctx: OpContext, min: int = 1, max: int | None = None):
 
 
 @constraint
-def equal_strides(ctx: OpContext):
-    """Stride must be the same in x and y (found {found})."""
-    h, w = _hw(ctx.options, "stride")
-    return {"found": f"{w}x{h}"} if h != w else None
-
-
-@constraint
 def dilation_max(ctx: OpContext, max: int = 1):
     """Dilation must be at most {max} (found {found})."""
     h, w = _hw(ctx.options, "dilation")
@@ -220,35 +288,11 @@ def equal_dilation(ctx: OpContext):
     return {"found": f"{w}x{h}"} if h != w else None
 
 
-@constraint
-def filter_size_range(ctx: OpContext, min: int = 1, max: int | None = None):
-    """Pooling window must be between {min} and {max} in both directions (found {found})."""
-    h, w = _hw(ctx.options, "filter")
-    return {"found": f"{w}x{h}"} if _outside(h, w, min, max) else None
-
-
-@constraint
-def kernel_size_range(ctx: OpContext, min: int = 1, max: int | None = None):
-    """Kernel must be between {min} and {max} in both directions (found {found})."""
-    weights = weights_of(ctx)
-    if weights is None or len(weights.shape) != 4:
-        return None
-    h, w = weights.shape[1], weights.shape[2]
-    return {"found": f"{w}x{h}"} if _outside(h, w, min, max) else None
-
-
-@constraint
-def padding_in(ctx: OpContext, allowed: list):
-    """Padding must be one of {allowed} (found {found})."""
-    padding = str(ctx.options.get("padding", "VALID"))
-    return {"found": padding} if padding not in allowed else None
-
-
 # ------------------------------------------------------------------------- fused activations
 
 
 @constraint
-def fused_activation_in(ctx: OpContext, allowed: list):
+def fused_activation_in(ctx: OpContext, allowed: list[str]):
     """Fused activation must be one of {allowed} (found {found})."""
     act = _activation(ctx)
     return {"found": act} if act not in allowed else None
@@ -269,15 +313,6 @@ def max_rank(ctx: OpContext, max: int):
     """Tensors must have at most {max} dimensions (found {found}-D {name})."""
     for t in ctx.inputs + ctx.outputs:
         if t is not None and len(t.shape) > max:
-            return {"found": len(t.shape), "name": shown_name(t)}
-    return None
-
-
-@constraint
-def min_rank(ctx: OpContext, min: int):
-    """Feature maps must have at least {min} dimensions (found {found}-D {name})."""
-    for t in ctx.feature_maps:
-        if len(t.shape) < min:
             return {"found": len(t.shape), "name": shown_name(t)}
     return None
 
@@ -304,38 +339,12 @@ def static_shapes(ctx: OpContext, allow_dynamic_batch: bool = False):
 
 
 @constraint
-def max_tensor_elements(ctx: OpContext, max: int):
-    """Each tensor may hold at most {max} elements (found {found} in {name})."""
-    for t in ctx.feature_maps:
-        if t.num_elements > max:
-            return {"found": t.num_elements, "name": shown_name(t)}
-    return None
-
-
-@constraint
-def max_dimension(ctx: OpContext, max: int):
-    """Every feature-map dimension must be at most {max} (found {found} in {name})."""
-    for t in ctx.feature_maps:
-        for d in t.shape:
-            if d > max:
-                return {"found": d, "name": shown_name(t)}
-    return None
-
-
-@constraint
 def batch_one(ctx: OpContext):
     """Batch size must be 1 (found {found})."""
     for t in ctx.feature_maps:
         if len(t.shape) >= 2 and t.shape[0] > 1:
             return {"found": t.shape[0]}
     return None
-
-
-@constraint
-def input_count_max(ctx: OpContext, max: int):
-    """At most {max} inputs are supported (found {found})."""
-    n = sum(1 for t in ctx.op.inputs if t >= 0)
-    return {"found": n} if n > max else None
 
 
 # ------------------------------------------------------------------------- constant operands
@@ -362,15 +371,6 @@ def constant_input(ctx: OpContext, index: int, what: str = "parameter"):
     return {} if t is not None and not t.is_constant else None
 
 
-@constraint
-def weights_rank(ctx: OpContext, rank: int):
-    """Weights must have {rank} dimensions (found {found})."""
-    weights = weights_of(ctx)
-    if weights is not None and len(weights.shape) != rank:
-        return {"found": len(weights.shape)}
-    return None
-
-
 # ---------------------------------------------------------------------------- quantization
 
 
@@ -393,7 +393,7 @@ def per_tensor_activations(ctx: OpContext):
 
 
 @constraint
-def quantized_tensors(ctx: OpContext, exempt: list = ()):
+def quantized_tensors(ctx: OpContext, exempt: list[str] = ()):
     """Input, output and weight tensors must carry quantization parameters ({name} has none)."""
     if ctx.op.op in exempt:
         return None
@@ -404,27 +404,6 @@ def quantized_tensors(ctx: OpContext, exempt: list = ()):
             continue  # the dtype policy reports float tensors
         if t.quantization is None:
             return {"name": shown_name(t)}
-    return None
-
-
-@constraint
-def zero_weight_zero_point(ctx: OpContext):
-    """Weights must be symmetric (zero point 0), as the int8 quantization spec requires."""
-    weights = weights_of(ctx)
-    if weights is not None and weights.quantization and any(weights.quantization.zero_points):
-        return {}
-    return None
-
-
-@constraint
-def same_quantization_in_out(ctx: OpContext):
-    """Input and output must share scale and zero point (found {found})."""
-    a, b = ctx.input(0), ctx.output(0)
-    if a is None or b is None or a.quantization is None or b.quantization is None:
-        return None
-    if (a.quantization.scales, a.quantization.zero_points) != (b.quantization.scales, b.quantization.zero_points):
-        return {"found": f"in {a.quantization.scales[0]:.4g}/{a.quantization.zero_points[0]}, "
-                         f"out {b.quantization.scales[0]:.4g}/{b.quantization.zero_points[0]}"}
     return None
 
 
@@ -440,53 +419,11 @@ def _axes(ctx: OpContext, index: int = 1) -> list[int] | None:
 
 
 @constraint
-def reduce_axes_in(ctx: OpContext, allowed: list):
-    """Reduction must run over axes {allowed} of a 4-D tensor (found axes {found})."""
-    axes = _axes(ctx)
-    if axes is None:
-        return {"found": "not constant"}
-    if any(a not in allowed for a in axes):
-        return {"found": axes}
-    return None
-
-
-@constraint
 def no_batch_reduction(ctx: OpContext):
     """Reduction over the batch dimension is not supported (found axes {found})."""
     axes = _axes(ctx)
     if axes is not None and 0 in axes and len(ctx.input(0).shape) > 1:
         return {"found": axes}
-    return None
-
-
-@constraint
-def keep_dims(ctx: OpContext, required: bool = True):
-    """The reduction must keep reduced dimensions (keep_dims={required}; found {found})."""
-    found = bool(ctx.options.get("keep_dims", False))
-    return {"found": found} if found != required else None
-
-
-@constraint
-def resize_flags(ctx: OpContext, align_corners: bool | None = None,
-                 half_pixel_centers: bool | None = None):
-    """Resize must use align_corners={align_corners} and half_pixel_centers={half_pixel_centers} (found {found})."""
-    ac = bool(ctx.options.get("align_corners", False))
-    hp = bool(ctx.options.get("half_pixel_centers", False))
-    if (align_corners is not None and ac != align_corners) or (
-            half_pixel_centers is not None and hp != half_pixel_centers):
-        return {"found": f"align_corners={ac}, half_pixel_centers={hp}"}
-    return None
-
-
-@constraint
-def resize_integer_scale(ctx: OpContext):
-    """Output size must be an integer multiple of the input size (found {found})."""
-    a, b = ctx.input(0), ctx.output(0)
-    if a is None or b is None or len(a.shape) != 4 or len(b.shape) != 4:
-        return None
-    (ih, iw), (oh, ow) = a.shape[1:3], b.shape[1:3]
-    if ih == 0 or iw == 0 or oh % ih or ow % iw:
-        return {"found": f"{iw}x{ih} -> {ow}x{oh}"}
     return None
 
 
@@ -521,18 +458,6 @@ def fc_default_weights_format(ctx: OpContext):
     """Fully-connected weights must use the default format (found {found})."""
     fmt = ctx.options.get("weights_format", 0)
     return {"found": fmt} if fmt not in (0, "DEFAULT") else None
-
-
-@constraint
-def pad_spatial_only(ctx: OpContext):
-    """Padding is supported only in the height and width dimensions (found paddings {found})."""
-    values = ctx.values(ctx.input(1))
-    if values is None:
-        return {"found": "not constant"}
-    values = np.asarray(values).reshape(-1, 2)
-    if len(values) == 4 and (values[0].any() or values[3].any()):
-        return {"found": values.tolist()}
-    return None
 
 
 @constraint
@@ -629,7 +554,7 @@ def product_scale_ratio_range(ctx: OpContext, min: float, max: float):
 
 
 @constraint
-def resize_scale_factors(ctx: OpContext, allowed: list, half_pixel_allowed: list | None = None):
+def resize_scale_factors(ctx: OpContext, allowed: list[float], half_pixel_allowed: list[float] | None = None):
     """Resize must scale by one of {allowed} in both directions ({half_pixel_allowed} with half-pixel centers; found {found})."""
     a, b = ctx.input(0), ctx.output(0)
     if a is None or b is None or len(a.shape) != 4 or len(b.shape) != 4:
@@ -664,14 +589,14 @@ def depth_multiplier_one(ctx: OpContext, unless_single_channel: bool = True):
 
 
 @constraint
-def input_rank_in(ctx: OpContext, allowed: list):
+def input_rank_in(ctx: OpContext, allowed: list[int]):
     """The first input must have {allowed} dimensions (found {found})."""
     a = ctx.input(0)
     return {"found": len(a.shape)} if a is not None and len(a.shape) not in allowed else None
 
 
 @constraint
-def slice_masks_zero(ctx: OpContext, masks: list = ("ellipsis_mask", "new_axis_mask", "shrink_axis_mask")):
+def slice_masks_zero(ctx: OpContext, masks: list[str] = ("ellipsis_mask", "new_axis_mask", "shrink_axis_mask")):
     """STRIDED_SLICE must not use {masks} (found {found})."""
     used = [m for m in masks if int(ctx.options.get(m, 0) or 0)]
     return {"found": used} if used else None
@@ -689,7 +614,7 @@ def unit_slice_strides(ctx: OpContext):
 
 
 @constraint
-def mirror_pad_mode(ctx: OpContext, allowed: list):
+def mirror_pad_mode(ctx: OpContext, allowed: list[str]):
     """Mirror padding mode must be one of {allowed} (found {found})."""
     mode = ctx.options.get("mode", 0)
     name = {0: "REFLECT", 1: "SYMMETRIC"}.get(mode, str(mode))

@@ -29,6 +29,7 @@ PARTITION_MODES = ("delegate", "dataflow_cut", "whole_model")
 # Where the operators a target does not take run: the full TFLite CPU runtime ("cpu"), nowhere
 # ("none": the runtime rejects the model), or another target's name (checked against that one).
 FALLBACK_BUILTINS = ("cpu", "none")
+EXPORT_FORMATS = ("c",)  # what `tflc export --format` writes
 
 
 @dataclass(frozen=True)
@@ -66,16 +67,21 @@ class DeviceFacts:
 
 @dataclass(frozen=True)
 class RuntimeInfo:
-    """The runtime or compiler (and its version) that the descriptor's facts hold for."""
+    """The runtime or compiler (and its version) that the descriptor's facts hold for.
+
+    exports: the package formats `tflc export` can write for this runtime (`c`: TFLite Micro
+    C++ sources); empty when the runtime loads .tflite files itself.
+    """
 
     name: str
     version: str
+    exports: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.name} {self.version}"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"name": self.name, "version": self.version, "exports": list(self.exports)}
 
 
 @dataclass(frozen=True)
@@ -132,8 +138,8 @@ class Partitioning:
     mode: `delegate` (any set of ops, grouped into partitions the way TFLite's delegate
     partitioner does), `dataflow_cut` (one accelerator segment: every op that depends, directly
     or transitively, on an op the target cannot map also runs on the fallback, as the Edge TPU
-    compiler does) or `whole_model` (no partitioning: any unsupported op means the model does
-    not run).
+    compiler does) or `whole_model` (all or nothing: one op the target cannot run sends every
+    op to the fallback; TFLite Micro, whose fallback is `none`).
     max_segments: how many target partitions are delegated (the largest first); None: all.
     min_segment_ops: partitions with fewer ops than this are not delegated (Hexagon: 2).
     fallback: `cpu`, `none`, or the name of the target that runs the remaining ops.
@@ -188,9 +194,6 @@ class TargetSpec:
     def supports(self, op: str) -> bool:
         return op in self.ops
 
-    def summary_line(self) -> str:
-        return f"{self.name:<16} {self.kind:<4} {len(self.ops):>3} ops  {self.runtime}  {self.title}"
-
     def to_dict(self) -> dict:
         return {
             "name": self.name,
@@ -238,6 +241,9 @@ def _locate(ref: str, base: Path | None) -> Path:
     if looks_like_path:
         if not candidate.is_absolute() and base is not None:
             candidate = base / candidate
+        if candidate.is_dir():
+            raise BadInput(f"{candidate}: is a folder; a target is a name (see `tflc targets`) or "
+                           "the path of one .yaml descriptor file")
         if not candidate.is_file():
             raise BadInput(f"{candidate}: no such target descriptor file")
         return candidate
@@ -273,7 +279,10 @@ def _resolve(path: Path, seen: tuple[Path, ...]) -> tuple[dict, tuple[str, ...]]
     parent_path = _locate(parent, base=path.parent)
     base, chain = _resolve(parent_path, (*seen, path))
     base.pop("name", None)
-    return _merge(base, data), (_display_name(parent_path), *chain)
+    merged = _merge(base, data)
+    if isinstance(base.get("provenance"), list) and isinstance(data.get("provenance"), list):
+        merged["provenance"] = _inherited_provenance(base["provenance"], data) + data["provenance"]
+    return merged, (_display_name(parent_path), *chain)
 
 
 def _display_name(path: Path) -> str:
@@ -281,7 +290,11 @@ def _display_name(path: Path) -> str:
 
 
 def _merge(base: dict, override: dict) -> dict:
-    """Mappings merge key by key (a null value deletes the key); anything else is replaced."""
+    """Mappings merge key by key (a null value deletes the key); anything else is replaced.
+
+    Lists are replaced whole: a child that wants its parent's entries plus its own repeats them.
+    `provenance` is the one exception (see `_inherited_provenance`), merged by `_resolve`.
+    """
     out = copy.deepcopy(base)
     for key, value in override.items():
         if value is None:
@@ -291,6 +304,36 @@ def _merge(base: dict, override: dict) -> dict:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _inherited_provenance(entries: list, child: dict) -> list:
+    """The parent's provenance entries that still describe facts of the child.
+
+    A child inherits facts, so it inherits their sources too: it lists only its own. An inherited
+    entry is dropped when the child sets every field its `covers` names (a board datasheet once
+    the child has its own device and memory); an entry whose `covers` is absent or not a list of
+    field paths is kept.
+    """
+    return [e for e in entries if not (isinstance(e, dict) and _all_set(e.get("covers"), child))]
+
+
+_FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _all_set(covers, child: dict) -> bool:
+    """Whether `covers` ('device, memory.ram_bytes') lists field paths that `child` all sets."""
+    if not isinstance(covers, str):
+        return False
+    paths = [p.strip() for p in covers.split(",")]
+    return all(_FIELD_PATH.match(p) and _sets(child, p.split(".")) for p in paths)
+
+
+def _sets(data, keys: list[str]) -> bool:
+    for key in keys:
+        if not isinstance(data, dict) or data.get(key) is None:
+            return False
+        data = data[key]
+    return True
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -312,7 +355,8 @@ _TOP_FIELDS = {
     "notes": "list of remarks shown with `tflc targets show`",
     "anchors": "YAML anchors (&name) reused further down the file; not read otherwise",
 }
-_RUNTIME_FIELDS = {"name": "runtime name", "version": "version the facts hold for"}
+_RUNTIME_FIELDS = {"name": "runtime name", "version": "version the facts hold for",
+                   "exports": f"list of package formats tflc export writes for it ({', '.join(EXPORT_FORMATS)})"}
 _DEVICE_FIELDS = {"board": "text", "cores": "integer", "clock_mhz": "number",
                   "active_power_w": "number", "notes": "text"}
 _MEMORY_FIELDS = {k: "bytes (an integer or a size like '256 KiB')" for k in (
@@ -447,9 +491,18 @@ def _constraint_refs(items, path: Path, where: str) -> tuple[ConstraintRef, ...]
             raise BadInput(
                 f"{path}: field '{where}[{i}]' must be a constraint name or {{name: {{param: value}}}}"
             )
-        library.validate_ref(name, params, f"{path}: field '{where}[{i}]'")
+        library.validate_ref(name, params, path, f"{where}[{i}]")
         refs.append(ConstraintRef(name, dict(params)))
     return tuple(refs)
+
+
+def _exports(value, path: Path) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or any(v not in EXPORT_FORMATS for v in value):
+        raise BadInput(f"{path}: field 'runtime.exports' must be a list of package formats "
+                       f"({', '.join(EXPORT_FORMATS)}), got {value!r}")
+    return tuple(value)
 
 
 def _versions(value, path: Path, where: str) -> tuple[int, int] | None:
@@ -553,6 +606,7 @@ def _build(raw: dict, path: Path, chain: tuple[str, ...]) -> TargetSpec:
         runtime=RuntimeInfo(
             name=_text(runtime.get("name"), path, "runtime.name", required=True),
             version=_text(runtime.get("version"), path, "runtime.version", required=True),
+            exports=_exports(runtime.get("exports"), path),
         ),
         memory=MemoryBudget(
             ram_bytes=parse_bytes(memory.get("ram_bytes"), path, "memory.ram_bytes"),

@@ -52,3 +52,14 @@ def render_table(result) -> str:
             ops = ", ".join(f"#{i}" for i in a.ops)
             lines.append(f"  - ({ops}) {a.text}")
     return "\n".join(lines)
+
+
+def render_vocabulary(constraints) -> str:
+    """`tflc targets constraints`: each constraint's signature, then the sentence users see."""
+    lines = [
+        "Constraints a descriptor can name, as `- name` or `- {name: {param: value}}`; {braces} in",
+        "a sentence are filled from the parameters and from what the operator has.",
+    ]
+    for c in constraints:
+        lines += ["", c.signature(), f"    {c.message}"]
+    return "\n".join(lines)
