@@ -26,7 +26,8 @@ class Instance:
     model: str
     index: int
     op: str
-    tflc: bool | None  # True: on the target (TFLM: the model runs with this op)
+    tflc: bool | None  # True: on the target (TFLM: the op itself is runnable; tflc then keeps
+    # the whole model off when another op is not, as TFLite Micro does)
     backend: bool | None  # None: the backend says nothing about this op
 
     @property
@@ -66,8 +67,8 @@ def _tflc(model: bytes, target: str) -> dict[int, str]:
 
 
 def _tflc_supported(model: bytes, target: str) -> dict[int, bool]:
-    """Per-op support before partitioning (the GPU analyzer judges ops one by one)."""
-    return {v.index: not [r for r in v.reasons if r.code != "partition"]
+    """Per-op support before partitioning (the GPU analyzer and TFLite Micro judge ops one by one)."""
+    return {v.index: not [r for r in v.reasons if r.code not in ("partition", "fallback")]
             for v in check_model(model, target).ops if v.subgraph == 0}
 
 
@@ -94,8 +95,9 @@ def compare(backend: str, models: dict[str, Path], workdir: Path) -> Agreement:
                                  for op in ops]
         elif backend == "tflm":
             accepted, rejected, _ = oracles.tflm_verdict(data)
+            supported = _tflc_supported(data, target)
             for op in ops:
-                runs = mine[op.index] != "none"
+                runs = supported[op.index]
                 if accepted:
                     truth = True
                 elif op.index == rejected:

@@ -234,3 +234,73 @@ def test_model_io_dtype_policy(corpus, tmp_path):
     result = check_model(corpus["cnn_float_io"], str(strict))
     assert result.fully_on_target and len(result.io_issues) == 2 and result.exit_code() == 3
     assert "--io-type int8" in result.io_issues[0]
+
+
+def test_whole_model_sends_every_op_to_the_fallback_when_one_cannot_run(corpus, tmp_path):
+    """A backend that takes the model whole or not at all: one op it lacks moves all of them."""
+    whole = tmp_path / "whole-cpu.yaml"
+    whole.write_text("extends: cortex-m4\npartitioning: {mode: whole_model, fallback: cpu}\n"
+                     "ops: {TILE: null}\nprovenance: [{source: test}]\n")
+    result = check_model(corpus["tile"], str(whole))
+    tile = next(v for v in result.ops if v.op == "TILE")
+    assert result.ops_on_target == 0 and result.segments == 0 and result.runs
+    assert all(v.placement == "cpu" for v in result.ops)
+    others = [v for v in result.ops if v is not tile]
+    assert others and all(v.cut_by == tile.index for v in others)
+    assert all(f"op #{tile.index} (TILE)" in v.reasons[-1].text for v in others)
+    # Without the missing op the backend takes the whole model as one segment.
+    whole_cnn = check_model(corpus["cnn"], str(whole))
+    assert whole_cnn.fully_on_target and whole_cnn.segments == 1
+
+
+def test_tflite_micro_takes_the_model_whole_or_runs_nothing(corpus):
+    result = check_model(corpus["tile"], "cortex-m4")
+    tile = next(v for v in result.ops if v.op == "TILE")
+    assert result.ops_on_target == 0 and all(v.placement == "none" for v in result.ops)
+    assert tile.reasons[0].code == "unsupported_op"
+    others = [v for v in result.ops if v is not tile]
+    assert all({r.code for r in v.reasons} == {"partition", "fallback"} for v in others)
+    statuses = {row["op"]: row["status"] for row in result.operator_table()}
+    assert statuses["TILE"] == "Cannot run: no fallback supports it"
+    assert all(s.startswith("Supported, but") for op, s in statuses.items() if op != "TILE")
+
+
+def test_export_refusal_names_only_the_op_that_keeps_the_model_off(corpus, tmp_path):
+    from tflc.export import export_c
+
+    with pytest.raises(BadInput) as err:
+        export_c(corpus["tile"], tmp_path / "out", target="cortex-m4", measure=False, verify=False)
+    message = str(err.value)
+    assert "TILE" in message and "more ops like it" not in message, message
+
+
+def test_check_and_export_add_up_budgets_with_one_formula(corpus):
+    from tflc.export.budget import check_budget
+    from tflc.tflite.planner import plan_memory
+
+    spec, view = load_target("cortex-m4"), read_model(corpus["cnn"])
+    plan = plan_memory(view)
+    checked = check_model(view, spec).memory.budgets
+    exported = check_budget(view, plan.arena_bytes, plan, spec).lines
+    assert [(b.name, b.needed_bytes, b.budget_bytes, b.ok) for b in checked] == [
+        (b.name, b.needed_bytes, b.budget_bytes, b.ok) for b in exported]
+    overhead = spec.memory.runtime_overhead_bytes
+    assert checked[0].what == f"tensor arena {plan.arena_bytes} B + runtime overhead {overhead} B"
+    assert exported[0].what == (f"tensor arena {plan.arena_bytes} B (margin included) + runtime "
+                                f"overhead {overhead} B")
+
+
+def test_export_eligibility_is_the_descriptors_runtime_exports(corpus, tmp_path):
+    from tflc.export import export_c
+
+    renamed = tmp_path / "vendor-port.yaml"  # a TFLite Micro port under its vendor's name
+    renamed.write_text("extends: cortex-m4\nruntime: {name: vendor-nn-runtime}\n"
+                       "provenance: [{source: test}]\n")
+    assert load_target(str(renamed)).runtime.exports == ("c",)
+    report = export_c(corpus["cnn"], tmp_path / "out", target=str(renamed), measure=False,
+                      verify=False)
+    assert report.target == "vendor-port"
+    closed = tmp_path / "no-c.yaml"
+    closed.write_text("extends: cortex-m4\nruntime: {exports: []}\nprovenance: [{source: test}]\n")
+    with pytest.raises(BadInput, match="not TFLite Micro"):
+        export_c(corpus["cnn"], tmp_path / "out2", target=str(closed), measure=False, verify=False)

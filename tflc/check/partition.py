@@ -12,7 +12,8 @@ the backends tflc describes (chosen by a descriptor's `partitioning.mode`):
   transitively, on an op the accelerator cannot map runs on the CPU, while parallel branches
   that do not depend on it stay. Ops named in `leading_cpu_ops` (a float->int8 QUANTIZE) that
   read only model inputs run on the CPU before the segment without cutting it.
-- `whole_model`: no partitioning at all (TFLite Micro): each op either runs or the model fails.
+- `whole_model`: the backend takes the model whole or not at all (TFLite Micro, which has no
+  partitioner): one op it cannot run sends every op, in every subgraph, to the fallback.
 
 The functions take plain data (operators, which of them the target supports) and return plain
 data, so they are easy to test on hand-made graphs.
@@ -40,9 +41,38 @@ class Placement:
     moved: dict[int, tuple[str, int | None]] = field(default_factory=dict)
 
 
+def place_model(subgraphs: list[SubgraphInfo], supported: list[dict[int, bool]],
+                rule: Partitioning, target_name: str) -> list[Placement]:
+    """Apply the descriptor's partitioning rule to every subgraph (`supported[k]` is subgraph k's).
+
+    Only `whole_model` looks across subgraphs: an op missing anywhere keeps the whole model off.
+    """
+    if rule.mode == "whole_model":
+        return _whole_model(subgraphs, supported, target_name)
+    return [place(sg, ok, rule, target_name) for sg, ok in zip(subgraphs, supported)]
+
+
+def _whole_model(subgraphs: list[SubgraphInfo], supported: list[dict[int, bool]],
+                 target_name: str) -> list[Placement]:
+    blocker = next(((sg, i) for sg, ok in zip(subgraphs, supported)
+                    for i in sorted(ok) if not ok[i]), None)
+    if blocker is None:
+        return [Placement(on_target=set(ok), segments=[sorted(ok)] if ok else [])
+                for ok in supported]
+    where, index = blocker
+    label = f"#{index}" if where.index == 0 else f"#{where.index}:{index}"
+    placements = []
+    for sg, ok in zip(subgraphs, supported):
+        text = (f"supported, but {target_name} takes the model whole or not at all, and op "
+                f"{label} ({where.operators[index].op}) cannot run there")
+        cause = index if sg.index == where.index else None
+        placements.append(Placement(moved={i: (text, cause) for i in ok if ok[i]}))
+    return placements
+
+
 def place(sg: SubgraphInfo, supported: dict[int, bool], rule: Partitioning,
           target_name: str) -> Placement:
-    """Apply the descriptor's partitioning rule to one subgraph."""
+    """Apply a per-subgraph partitioning rule (`delegate` or `dataflow_cut`) to one subgraph."""
     if rule.mode == "dataflow_cut":
         placement = _dataflow_cut(sg, supported, rule, target_name)
     else:

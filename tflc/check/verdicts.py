@@ -29,9 +29,11 @@ from dataclasses import asdict, dataclass, field
 
 from tflc.check import constraints as library
 from tflc.check.advice import Advice, advise
-from tflc.check.partition import place
+from tflc.check.budget import BudgetLine, budget_lines
+from tflc.check.partition import place_model
 from tflc.check.spec import DtypePolicy, TargetSpec, load_target
 from tflc.errors import BadInput
+from tflc.tflite.planner import plan_or_note
 from tflc.tflite.reader import ModelView, read_model
 
 PLACEMENTS = ("target", "cpu", "none")
@@ -65,20 +67,6 @@ class OpVerdict:
             "reasons": [r.text for r in self.reasons],
             "cut_by": self.cut_by,
         }
-
-
-@dataclass
-class BudgetLine:
-    """One memory figure against one budget of the target."""
-
-    name: str  # "ram", "flash", "parameter_cache"
-    needed_bytes: int
-    budget_bytes: int
-    ok: bool
-    what: str  # how `needed_bytes` was computed
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -184,9 +172,11 @@ class CheckResult:
 def _status(v: OpVerdict, target: str) -> str:
     if v.placement == "target":
         return f"Mapped to {target}"
+    codes = {r.code for r in v.reasons}
+    if v.placement == "none" and codes <= {"partition", "fallback"}:
+        return "Supported, but cannot run: the model holds an op that cannot"
     if v.placement == "none":
         return "Cannot run: no fallback supports it"
-    codes = {r.code for r in v.reasons}
     if codes <= {"partition"}:
         return "Supported, but falls back because of partitioning"
     if "unsupported_op" in codes:
@@ -213,9 +203,12 @@ def check_model(model: str | os.PathLike | bytes | ModelView, target: str | os.P
     verdicts: list[OpVerdict] = []
     segments = 0
     on_target_params: set[int] = set()
-    for sg in view.subgraphs:
-        reasons = {op.index: op_reasons(spec, library.OpContext(view, sg, op)) for op in sg.operators}
-        placement = place(sg, {i: not r for i, r in reasons.items()}, spec.partitioning, spec.name)
+    reasons_of = [{op.index: op_reasons(spec, library.OpContext(view, sg, op)) for op in sg.operators}
+                  for sg in view.subgraphs]
+    placements = place_model(view.subgraphs, [{i: not r for i, r in reasons.items()}
+                                              for reasons in reasons_of],
+                             spec.partitioning, spec.name)
+    for sg, reasons, placement in zip(view.subgraphs, reasons_of, placements):
         segments += len(placement.segments)
         for op in sg.operators:
             verdict = OpVerdict(op.index, sg.index, op.op, op.version, "target",
@@ -278,8 +271,10 @@ def _fall_back(verdict: OpVerdict, spec: TargetSpec, fallback: TargetSpec | None
     """Place an op the target does not run: on the CPU, on the fallback target, or nowhere."""
     if spec.partitioning.fallback == "none":
         verdict.placement = "none"
-        verdict.reasons.append(Reason(
-            "fallback", f"{spec.name} has no fallback: the model does not run while this op is in it"))
+        own = any(r.code != "partition" for r in verdict.reasons)
+        verdict.reasons.append(Reason("fallback", (
+            f"{spec.name} has no fallback: the model does not run while this op is in it" if own
+            else f"{spec.name} has no fallback, so this op does not run either")))
         return
     if fallback is None:
         verdict.placement = "cpu"
@@ -367,32 +362,16 @@ def _memory(view: ModelView, spec: TargetSpec, on_target_params: set) -> MemoryR
         peak_activation_bytes=None,
         arena_bytes=None,
     )
-    try:
-        from tflc.tflite.planner import plan_memory
-
-        plan = plan_memory(view)
+    plan, why_not = plan_or_note(view)
+    if plan is None:
+        report.notes.append(why_not)  # the verdicts stand without the estimate
+    else:
         report.peak_activation_bytes = plan.peak_activation_bytes
         report.arena_bytes = plan.arena_bytes
         if plan.approximate_ops:
             report.notes.append(
                 "arena estimate uses a default size for " + ", ".join(plan.approximate_ops))
-    except Exception as exc:  # the estimate is optional: the verdicts stand without it
-        report.notes.append(f"no activation-memory estimate ({type(exc).__name__}: {exc})")
-    budget = spec.memory
-    if budget.ram_bytes is not None and report.arena_bytes is not None:
-        needed = report.arena_bytes + budget.runtime_overhead_bytes
-        report.budgets.append(BudgetLine(
-            "ram", needed, budget.ram_bytes, needed <= budget.ram_bytes,
-            "tensor arena (activations + runtime bookkeeping) + runtime overhead"))
-    if budget.flash_bytes is not None:
-        needed = view.size_bytes + (budget.kernel_code_bytes or 0)
-        report.budgets.append(BudgetLine(
-            "flash", needed, budget.flash_bytes, needed <= budget.flash_bytes,
-            "model file + runtime and kernel code"))
-    if budget.parameter_cache_bytes is not None:
-        report.budgets.append(BudgetLine(
-            "parameter_cache", on_target, budget.parameter_cache_bytes,
-            on_target <= budget.parameter_cache_bytes,
-            "parameters of the ops on the target (beyond the cache they stream from host memory "
-            "on every inference)"))
+    report.budgets = budget_lines(spec.memory, arena_bytes=report.arena_bytes,
+                                  model_bytes=view.size_bytes,
+                                  parameter_bytes_on_target=on_target)
     return report

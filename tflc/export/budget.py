@@ -1,16 +1,15 @@
-"""Does the exported package fit the target's RAM and flash?
+"""Does the exported package fit the target's RAM and flash, and what to try when it does not?
 
-RAM holds the tensor arena (the recommended size, margin included) plus the runtime overhead the
-target descriptor states (stack, interpreter objects outside the arena); flash holds the model
-array plus the descriptor's estimate of runtime and kernel code. The figures come from the
-descriptor (`targets/*.yaml`, `memory:`); nothing here knows any particular board.
+The lines come from `tflc.check.budget.budget_lines`, the formula `tflc check` uses too, given
+the recommended arena (margin included) instead of the static estimate; this module adds the
+advice for a package over budget.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tflc.check.verdicts import BudgetLine
+from tflc.check.budget import BudgetLine, budget_lines
 from tflc.tflite.planner import MemoryPlan
 from tflc.tflite.reader import ModelView
 
@@ -43,20 +42,9 @@ def kib(n: int) -> str:
 
 def check_budget(view: ModelView, arena_bytes: int, plan: MemoryPlan, target) -> BudgetReport:
     """RAM and flash needs of the package against `target` (a TargetSpec), with advice if over."""
-    memory = target.memory
-    report = BudgetReport(target.name)
-    if memory.ram_bytes is not None:
-        overhead = memory.runtime_overhead_bytes or 0
-        needed = arena_bytes + overhead
-        report.lines.append(BudgetLine(
-            "ram", needed, memory.ram_bytes, needed <= memory.ram_bytes,
-            f"tensor arena {arena_bytes} B (margin included) + runtime overhead {overhead} B"))
-    if memory.flash_bytes is not None:
-        code = memory.kernel_code_bytes or 0
-        needed = view.size_bytes + code
-        report.lines.append(BudgetLine(
-            "flash", needed, memory.flash_bytes, needed <= memory.flash_bytes,
-            f"model array {view.size_bytes} B + runtime and kernel code {code} B"))
+    report = BudgetReport(target.name, budget_lines(
+        target.memory, arena_bytes=arena_bytes, model_bytes=view.size_bytes,
+        arena_note=" (margin included)", model_what="model array"))
     for line in report.lines:
         if not line.ok:
             report.advice += ram_advice(view, plan) if line.name == "ram" else flash_advice(view)

@@ -23,6 +23,10 @@ ships (64-bit pointers; built with compression support), so the figure is compar
 measurement in that interpreter (`tflc.export.arena`). On a 32-bit MCU the bookkeeping is
 smaller; the export stage adds a stated margin instead of guessing per target. Operators missing
 from `KERNEL_COSTS` get a generous default and are listed in `MemoryPlan.approximate_ops`.
+
+`plan_or_note` is the entry callers use: it returns the plan, or no plan and one sentence saying
+why (a graph TFLite Micro's allocator could not set up either), so that no caller has to guess
+which exceptions the replay can raise.
 """
 
 from __future__ import annotations
@@ -138,6 +142,25 @@ def align_down(value: int, alignment: int = ALIGNMENT) -> int:
     return value // alignment * alignment
 
 
+class PlanError(ValueError):
+    """The model is shaped so that TFLite Micro's allocator could not set it up either."""
+
+
+def plan_or_note(view: ModelView, subgraph: int = 0) -> tuple[MemoryPlan | None, str | None]:
+    """`plan_memory`, guarded: (plan, None), or (None, a sentence saying why there is none).
+
+    The estimate is optional for `tflc check` (its verdicts stand without it) and required for
+    an export, so callers decide what a missing plan means; both read the same reason.
+    """
+    try:
+        return plan_memory(view, subgraph), None
+    except PlanError as exc:
+        return None, f"no arena estimate: {exc}"
+    except (IndexError, KeyError, ValueError, ZeroDivisionError, RecursionError) as exc:
+        return None, ("no arena estimate: the planner cannot follow this graph "
+                      f"({type(exc).__name__}: {exc})")
+
+
 @dataclass
 class PlannedBuffer:
     """One buffer in the non-persistent head: a tensor or a kernel's scratch buffer."""
@@ -196,11 +219,20 @@ class _Lifetimes:
         self.first: dict[tuple[int, int], int] = {}
         self.last: dict[tuple[int, int], int] = {}
         self.op_scopes: dict[tuple[int, int], tuple[int, int]] = {}
+        self.calling: list[int] = []  # subgraphs being walked, outermost first
 
     def _created(self, key, scope):
         self.first.setdefault(key, scope)
 
     def mark(self, s: int) -> None:
+        if s in self.calling:
+            raise PlanError(f"subgraph {s} calls itself (through subgraphs "
+                            f"{' -> '.join(map(str, self.calling))}); TFLite Micro cannot plan it")
+        self.calling.append(s)
+        self._mark(s)
+        self.calling.pop()
+
+    def _mark(self, s: int) -> None:
         sg = self.view.subgraphs[s]
         for t in sg.inputs:
             self._created((s, t), self.scope)
@@ -353,11 +385,21 @@ def _op_setup(view: ModelView, sg: SubgraphInfo, op) -> tuple[_OpSetup, bool]:
     if cost.temps is None:
         held = [t for t in (*op.inputs, *op.outputs) if t >= 0]
     else:
-        held = [(op.inputs if k[0] == "i" else op.outputs)[int(k[1:])] for k in cost.temps]
+        held = [_operand(op, k) for k in cost.temps]
     temps = [_quant_channels(sg.tensors[t]) for t in held if t >= 0]
     params = (cost.params, cost.params_align) if cost.params else None
     return _OpSetup(sg.index, op.index, params, cost.op_data, per_channel, temps,
                     _scratch(sg, op, cost)), known
+
+
+def _operand(op, key: str) -> int:
+    """The tensor index behind 'i1' / 'o0', or PlanError when the op lacks that operand."""
+    operands, role = (op.inputs, "input") if key[0] == "i" else (op.outputs, "output")
+    k = int(key[1:])
+    if k >= len(operands):
+        raise PlanError(f"op #{op.index} ({op.op}) has {len(operands)} {role}(s), but TFLite "
+                        f"Micro's {op.op} kernel reads {role} {k}")
+    return operands[k]
 
 
 def _scratch(sg: SubgraphInfo, op, cost: KernelCost) -> list[int]:
