@@ -85,13 +85,23 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+YAML_MAX_DEPTH = 50  # descriptors and pipeline configs nest a handful of levels
+
+
 def read_yaml(path: str | os.PathLike, what: str):
-    """Parse a YAML file; any problem becomes one `BadInput` naming the file (and line)."""
+    """Parse a YAML file; any problem becomes one `BadInput` naming the file (and line).
+
+    Only plain data is built (`safe_load`: tags such as `!!python/object` are refused), and a
+    document nested deeper than `YAML_MAX_DEPTH` is refused here, so that neither the parser nor
+    the code reading the result runs out of stack on it.
+    """
     import yaml
 
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise BadInput(_too_deep(path, what)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -100,6 +110,44 @@ def read_yaml(path: str | os.PathLike, what: str):
         raise BadInput(f"{path}: not a text file; expected a {what} in YAML") from None
     except OSError as exc:
         raise BadInput(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if _depth(data) > YAML_MAX_DEPTH:
+        raise BadInput(_too_deep(path, what))
+    return data
+
+
+def _too_deep(path: Path, what: str) -> str:
+    return (f"{path}: nested more than {YAML_MAX_DEPTH} levels deep; a {what} nests a few levels "
+            "at most (check the brackets and indentation)")
+
+
+def _depth(data) -> int:
+    """How deeply lists and mappings nest in `data`, without recursion.
+
+    Aliases can make one list appear many times (or inside itself), so each container is
+    measured once and a container met again on its own path counts as too deep.
+    """
+    heights: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack = [(data, False)]
+    while stack:
+        node, done = stack.pop()
+        if not isinstance(node, (list, dict)):
+            continue
+        key = id(node)
+        children = [c for c in (node.values() if isinstance(node, dict) else node)
+                    if isinstance(c, (list, dict))]
+        if done:
+            on_path.discard(key)
+            heights[key] = 1 + max((heights[id(c)] for c in children), default=0)
+            continue
+        if key in heights:
+            continue
+        if key in on_path:
+            return YAML_MAX_DEPTH + 1  # a container inside itself: infinitely deep
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in heights)
+    return heights.get(id(data), 0)
 
 
 def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
