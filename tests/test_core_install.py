@@ -287,8 +287,9 @@ def _linked_install(root: Path, leave_out: tuple[str, ...]) -> Path:
     (no files, no metadata). Returns its python."""
     python = _fresh_venv(root / "venv")
     (site,) = (root / "venv" / "lib").glob("python*/site-packages")
-    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
-        if not entry.name.lower().startswith(leave_out):
+    ours = dict.fromkeys(Path(sysconfig.get_paths()[key]) for key in ("purelib", "platlib"))
+    for entry in (entry for folder in ours for entry in folder.iterdir()):
+        if not entry.name.lower().startswith(leave_out) and not (site / entry.name).exists():
             (site / entry.name).symlink_to(entry)
     return python
 
