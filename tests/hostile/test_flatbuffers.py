@@ -301,6 +301,32 @@ def test_the_real_command_prints_one_line_and_no_traceback(kws_bytes, tmp_path):
         assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+def _unterminated(data: bytes, text: bytes) -> bytes:
+    """`data` with the zero that ends the string `text` overwritten (flatbuffers strings keep one)."""
+    assert data.count(text + b"\0") == 1, text
+    end = data.index(text + b"\0") + len(text)
+    return data[:end] + b"X" + data[end + 1:]
+
+
+STRUCTURE = [  # byte patches that only LiteRT's flatbuffers verifier notices: nothing reads there
+    ("tensor-name-unterminated", lambda d: _unterminated(d, read_model(d).main.tensors[22].name.encode())),
+    ("metadata-name-unterminated", lambda d: _unterminated(d, b"min_runtime_version")),
+]
+
+
+@pytest.mark.parametrize("case", STRUCTURE, ids=[c[0] for c in STRUCTURE])
+def test_a_damaged_flatbuffer_is_refused_like_litert_does(case, kws_bytes, tmp_path):
+    name, patch = case
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(patch(kws_bytes))
+    assert "not a valid Flatbuffer" in _litert(_INTERPRETER, path)
+    with pytest.raises(BadInput, match="the string at byte [0-9]+ has no terminating zero") as info:
+        read_model(path)
+    assert str(info.value).startswith(f"{path}: ")
+    result = CliRunner().invoke(main, ["check", str(path), "--target", "cpu"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+
+
 def _if_model(then_index: int, else_index: int) -> bytes:
     """A float model whose main graph is one IF choosing between two subgraphs (x + 1, x - 1)."""
     m = schema.ModelT()

@@ -11,9 +11,11 @@ schema). A corrupt or truncated file makes those accessors raise assorted low-le
 or promise vectors billions of entries long; every length is bounded by the file size before it
 is iterated, and every low-level failure becomes one `BadInput` naming the file.
 
-What LiteRT itself refuses (dangling indices, buffers past the file, negative shapes, unknown
-types, short constants, bad quantization, operators out of order) is refused here too, by the
-rules in `tflc.tflite.validate`, so no command works on a model that cannot run.
+What LiteRT itself refuses is refused here too, before anything else reads the model: a damaged
+flatbuffer (`tflc.tflite.structure`, the same checks as LiteRT's flatbuffers verifier), then
+dangling indices, buffers past the file, negative shapes, unknown types, short constants, bad
+quantization and operators out of order (`tflc.tflite.validate`). No command works on a model
+that cannot run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 import tflite
 
 from tflc.errors import BadInput
-from tflc.tflite import validate
+from tflc.tflite import structure, validate
 
 FLOAT_TYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
 
@@ -257,6 +259,10 @@ def _parse(data, name: str) -> ModelView:
     root = struct.unpack_from("<I", data, 0)[0]
     if root >= size:
         raise BadInput(f"{name}: corrupt TFLite file (root table offset beyond the end)")
+    try:
+        structure.verify_model(data, tflite.Model)
+    except structure.Invalid as exc:
+        raise validate.refuse(name, f"the flatbuffer is damaged: {exc}") from None
     model = tflite.Model.GetRootAs(data, 0)
     validate.check_version(name, model.Version())
     bounds = _Bounds(size, name)
