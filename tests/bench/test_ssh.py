@@ -36,6 +36,13 @@ def runner_processes(server) -> list[int]:
     return found
 
 
+def processes_using(folder: Path) -> str:
+    """`pgrep -f` of the folder the runner's temporary files are in: the runner, its worker and
+    the shell that started them, wherever they were reparented."""
+    return subprocess.run(["pgrep", "-a", "-f", str(folder)], capture_output=True,
+                          text=True).stdout
+
+
 def wait_until(condition, seconds: float = 20.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -171,6 +178,7 @@ def test_timeout_stops_the_runner_and_cleans_up(tiny_models, sshd, remote_tmp):
               max_runs=10**7, timeout_s=4, progress=False)
     assert slow.value.kind == "timeout" and "--timeout" in slow.value.message
     assert wait_until(lambda: not runner_processes(sshd), 10)
+    assert wait_until(lambda: not processes_using(remote_tmp), 10), processes_using(remote_tmp)
     assert list(remote_tmp.iterdir()) == []
 
 
@@ -304,9 +312,9 @@ def test_ctrl_c_stops_the_runner_on_the_device(tiny_models, sshd, remote_tmp, wh
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 130 and "interrupted" in err, err
+    # Orphaned, a runner would no longer be below sshd: look for it by its folder too.
     assert wait_until(lambda: not runner_processes(sshd), 5), runner_processes(sshd)
-    pgrep = subprocess.run(["pgrep", "-f", str(remote_tmp)], capture_output=True, text=True)
-    assert pgrep.stdout == "", pgrep.stdout
+    assert wait_until(lambda: not processes_using(remote_tmp), 5), processes_using(remote_tmp)
     assert list(remote_tmp.iterdir()) == []
 
 
@@ -326,11 +334,7 @@ def test_tflc_killed_outright_still_stops_the_runner(tiny_models, sshd, remote_t
         os.killpg(process.pid, signal.SIGKILL)  # tflc and its ssh client for the run
         process.wait()
 
-    def runner_gone():
-        found = subprocess.run(["pgrep", "-f", str(remote_tmp)], capture_output=True, text=True)
-        return found.stdout == ""
-
-    assert wait_until(runner_gone, 5), "the runner outlived its connection"
+    assert wait_until(lambda: not processes_using(remote_tmp), 5), processes_using(remote_tmp)
     assert wait_until(lambda: list(remote_tmp.iterdir()) == [], 5)
 
 
