@@ -143,6 +143,14 @@ def _opcode_index(m, sg):
     sg.operators[2].opcodeIndex = 99
 
 
+def _operator_version_zero(m, sg):
+    m.operatorCodes[0].version = 0
+
+
+def _negative_builtin_code(m, sg):
+    m.operatorCodes[0].builtinCode = m.operatorCodes[0].deprecatedBuiltinCode = -5
+
+
 def _zero_points_fewer_than_scales(m, sg):
     q = _weights(m).quantization
     q.zeroPoint = q.zeroPoint[:-1]
@@ -200,6 +208,8 @@ CASES = [
     ("unknown-tensor-type", _unknown_tensor_type, "unknown type -6", _INTERPRETER),
     ("schema-version", _schema_version, "schema version 2", _INTERPRETER),
     ("opcode-index", _opcode_index, "operator 2 names operator code 99", _INTERPRETER),
+    ("operator-version-zero", _operator_version_zero, "operator code 0 (CONV_2D) has version 0", _INTERPRETER),
+    ("negative-builtin-code", _negative_builtin_code, "operator code 0 has builtin code -5", _INTERPRETER),
     ("zero-points-fewer-than-scales", _zero_points_fewer_than_scales, "64 scales but 63 zero points", _INTERPRETER),
     ("zero-points-missing", _zero_points_missing, "64 scales but 0 zero points", _INTERPRETER),
     ("quantized-dimension-out-of-range", _quantized_dimension_out_of_range, "quantized dimension 7",

@@ -266,7 +266,7 @@ def _parse(data, name: str) -> ModelView:
     model = tflite.Model.GetRootAs(data, 0)
     validate.check_version(name, model.Version())
     bounds = _Bounds(size, name)
-    opcodes = [_opcode(model.OperatorCodes(i))
+    opcodes = [_opcode(model.OperatorCodes(i), i, name)
                for i in range(bounds.count(model.OperatorCodesLength(), "operator codes"))]
     n_buffers = bounds.count(model.BuffersLength(), "buffers")
     buffer_bytes = _buffer_sizes(model, n_buffers, size, name)
@@ -330,9 +330,10 @@ def _text(raw) -> str:
     return raw.decode("utf-8", errors="replace") if raw else ""
 
 
-def _opcode(code) -> tuple[str, int, str | None]:
+def _opcode(code, index: int, file_name: str) -> tuple[str, int, str | None]:
     builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
     name = _BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
+    validate.check_operator_code(file_name, index, builtin, name, code.Version())
     custom = _text(code.CustomCode()) if name == "CUSTOM" else None
     return (custom or "CUSTOM") if custom is not None else name, code.Version(), custom
 

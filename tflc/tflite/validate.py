@@ -1,7 +1,8 @@
 """The rules a .tflite model must keep before anything reads it further, as LiteRT enforces them.
 
 LiteRT's interpreter builder, its allocator and its C++ verifier (`tflite::Verify`) refuse a model
-whose indices point nowhere (buffers, tensors, operator codes), whose buffers reach past the file,
+whose indices point nowhere (buffers, tensors, operator codes, subgraphs), whose operator codes
+name no kernel (a negative builtin code, version 0), whose buffers reach past the file,
 whose tensors have negative or overflowing shapes, unknown types, constants shorter than their
 shape or inconsistent quantization, and whose operators do not form a graph that runs in file
 order. Every tflc command reads models through `read_model`, so checking the same rules here once
@@ -94,6 +95,15 @@ def check_quantization(name: str, sg: int, tensor, n_scales: int, n_zero_points:
         size = f"dimension {axis} of its shape {list(tensor.shape)}" if rank else "its shape []"
         raise refuse(name, f"{where} has {n_scales} scales, but {size} needs 1 or "
                            f"{tensor.shape[axis] if rank else 1}")
+
+
+def check_operator_code(name: str, index: int, builtin: int, op: str, version: int) -> None:
+    """Builtin codes are not negative and builtin operators' versions start at 1: LiteRT finds
+    no kernel otherwise. (Custom operators' versions are their own business.)"""
+    if builtin < 0:
+        raise refuse(name, f"operator code {index} has builtin code {builtin}")
+    if op != "CUSTOM" and version < 1:
+        raise refuse(name, f"operator code {index} ({op}) has version {version}; versions start at 1")
 
 
 def check_operator(name: str, sg: int, index: int, opcode: int, n_opcodes: int) -> None:
