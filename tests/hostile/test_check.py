@@ -80,6 +80,25 @@ def test_a_folder_given_as_target_says_it_is_a_folder(tmp_path):
     assert "is a folder" in one_line_exit_2("targets", "show", str(named))
 
 
+def test_a_bare_folder_name_as_target_says_it_is_a_folder(tmp_path, monkeypatch):
+    (tmp_path / "boards").mkdir()
+    monkeypatch.chdir(tmp_path)
+    line = one_line_exit_2("check", "model.tflite", "--target", "boards")
+    assert "boards: is a folder" in line and "unknown target" not in line, line
+
+
+def test_compile_refuses_a_wrong_parameter_type_before_loading_the_model(tmp_path):
+    """The descriptor is read first: a wrong value costs no loading and no conversion."""
+    path = descriptor(tmp_path, "extends: cortex-m4\nconstraints: [{stride_range: {max: two}}]\n"
+                                "provenance: [{source: s}]\n")
+    not_a_model = tmp_path / "notes.txt"
+    not_a_model.write_text("not a model")
+    line = one_line_exit_2("compile", not_a_model, "-o", tmp_path / "out", "--target", path,
+                           "--calibration", "random")
+    assert f"{path}: field 'constraints[0].stride_range.max' must be an integer" in line, line
+    assert not (tmp_path / "out" / "model.tflite").exists()
+
+
 def _nested(depth: int) -> str:
     return "notes: " + "[" * depth + "]" * depth + "\n"
 

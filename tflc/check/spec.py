@@ -252,6 +252,9 @@ def _locate(ref: str, base: Path | None) -> Path:
     builtin = TARGETS_DIR / f"{ref}.yaml"
     if builtin.is_file():
         return builtin
+    if base is None and candidate.is_dir():
+        raise BadInput(f"{ref}: is a folder, not a target; a target is a name (see `tflc "
+                       "targets`) or the path of one .yaml descriptor file")
     known = ", ".join(sorted(p.stem for p in TARGETS_DIR.glob("*.yaml")))
     raise BadInput(f"unknown target '{ref}' (known: {known}); or pass the path of a .yaml descriptor")
 
