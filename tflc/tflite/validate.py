@@ -22,9 +22,8 @@ _MAX_BYTES = (1 << 63) - 1  # LiteRT counts bytes in a 64-bit size_t; more canno
 
 
 def refuse(name: str, what: str) -> BadInput:
-    """The one-line error for a model LiteRT would refuse too."""
-    return BadInput(f"{name}: invalid TFLite model: {what}; LiteRT refuses it too: "
-                    "re-export it from the converter")
+    """The one-line error for a model that breaks a rule of LiteRT's: where, what, what to do."""
+    return BadInput(f"{name}: invalid TFLite model: {what}; re-export it from the converter")
 
 
 def check_version(name: str, version: int) -> None:
