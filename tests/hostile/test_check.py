@@ -166,3 +166,21 @@ def test_a_model_the_arena_planner_cannot_follow_gets_a_note_saying_why(tmp_path
     result = check_model(data, "cortex-m4")
     assert result.memory.arena_bytes is None and result.memory.notes == [note]
     assert not [b for b in result.memory.budgets if b.name == "ram"]
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("ops: {CONV_2D: {constraints: [{5: {}}]}}", "field 'ops.CONV_2D.constraints[0]' must be a constraint name"),
+    ("ops: {CONV_2D: {constraints: [{null: {}}]}}", "field 'ops.CONV_2D.constraints[0]' must be a constraint name"),
+    ("ops: {CONV_2D: {dtypes: {activations: [[int8]]}}}", "field 'ops.CONV_2D.dtypes.activations'"),
+    ("ops: {CONV_2D: null}", "field 'ops.CONV_2D' must be a mapping (or {}), got null"),
+    ("device: {clock_mhz: .nan}", "field 'device.clock_mhz' must be a number above 0"),
+    ("device: {clock_mhz: -1}", "field 'device.clock_mhz' must be a number above 0"),
+    ("device: {active_power_w: .inf}", "field 'device.active_power_w' must be a number"),
+    ("device: {cores: 0}", "field 'device.cores' must be an integer of at least 1"),
+    ("partitioning: {min_segment_ops: -3}", "field 'partitioning.min_segment_ops' must be an integer of at least 1"),
+    ("partitioning: {max_segments: 0}", "field 'partitioning.max_segments' must be an integer of at least 1"),
+])
+def test_descriptor_values_no_runtime_could_have_are_refused(tmp_path, extra, expected):
+    path = descriptor(tmp_path, BASE + extra + "\n")
+    line = one_line_exit_2("targets", "show", path)
+    assert f"{path}: {expected}" in line, line

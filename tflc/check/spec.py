@@ -14,6 +14,7 @@ is allowed, before any model is looked at.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -407,7 +408,7 @@ def _mapping(data: dict, key: str, path: Path, where: str = "") -> dict:
 
 def _kind(value) -> str:
     return {dict: "a mapping", list: "a list", str: "text", bool: "true/false", int: "a number",
-            float: "a number"}.get(type(value), type(value).__name__)
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
@@ -435,12 +436,18 @@ def parse_bytes(value, path: Path, field_name: str) -> int | None:
     return int(float(number) * _UNITS[(unit or "b").lower()])
 
 
-def _number(value, path: Path, field_name: str, integer: bool = False):
+def _number(value, path: Path, field_name: str, integer: bool = False, at_least=None,
+            above=None):
+    """A finite number (an integer with `integer`) within the bounds a real device has."""
     if value is None:
         return None
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if not ok or isinstance(value, bool):
+    ok = ok and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (at_least is None or value >= at_least) and (above is None or value > above)
+    if not ok:
         expected = "an integer" if integer else "a number"
+        expected += f" of at least {at_least}" if at_least is not None else ""
+        expected += f" above {above}" if above is not None else ""
         raise BadInput(f"{path}: field '{field_name}' must be {expected}, got {value!r}")
     return value
 
@@ -482,7 +489,7 @@ def _constraint_refs(items, path: Path, where: str) -> tuple[ConstraintRef, ...]
     for i, item in enumerate(items):
         if isinstance(item, str):
             name, params = item, {}
-        elif isinstance(item, dict) and len(item) == 1:
+        elif isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item)), str):
             name, params = next(iter(item.items()))
             params = params or {}
             if not isinstance(params, dict):
@@ -541,7 +548,7 @@ def _op_rules(data: dict, path: Path) -> dict[str, OpRule]:
             op=str(name),
             versions=_versions(body.get("versions"), path, where + "versions"),
             constraints=_constraint_refs(body.get("constraints"), path, where + "constraints"),
-            dtypes=_dtype_policy(_mapping(body, "dtypes", path, where), path, where + "dtypes")
+            dtypes=_dtype_policy(_mapping(body, "dtypes", path, where), path, where + "dtypes.")
             if body.get("dtypes") is not None else None,
             note=_text(body.get("note"), path, where + "note"),
         )
@@ -623,17 +630,18 @@ def _build(raw: dict, path: Path, chain: tuple[str, ...]) -> TargetSpec:
         ),
         device=DeviceFacts(
             board=_text(device.get("board"), path, "device.board"),
-            cores=_number(device.get("cores"), path, "device.cores", integer=True),
-            clock_mhz=_number(device.get("clock_mhz"), path, "device.clock_mhz"),
-            active_power_w=_number(device.get("active_power_w"), path, "device.active_power_w"),
+            cores=_number(device.get("cores"), path, "device.cores", integer=True, at_least=1),
+            clock_mhz=_number(device.get("clock_mhz"), path, "device.clock_mhz", above=0),
+            active_power_w=_number(device.get("active_power_w"), path, "device.active_power_w",
+                                   above=0),
         ),
         dtypes=_dtype_policy(_mapping(raw, "dtypes", path), path, "dtypes."),
         partitioning=Partitioning(
             mode=mode,
             max_segments=_number(partition.get("max_segments"), path, "partitioning.max_segments",
-                                 integer=True),
+                                 integer=True, at_least=1),
             min_segment_ops=_number(partition.get("min_segment_ops", 1), path,
-                                    "partitioning.min_segment_ops", integer=True),
+                                    "partitioning.min_segment_ops", integer=True, at_least=1),
             fallback=fallback,
             leading_cpu_ops=tuple(leading),
         ),
