@@ -85,6 +85,7 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
     from tflc.fileio import atomic_write_bytes, atomic_write_json, sha256_bytes, staged_outputs
     from tflc.load import data as data_io
     from tflc.load.models import load_model
+    from tflc.tf_env import import_tensorflow
     from tflc.tflite.reader import read_model
 
     if options is None:
@@ -97,6 +98,7 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
     convert_options = ConvertOptions(o.weights, o.activations, o.io_type, o.static_batch).validate()
     target_spec = _load_target(o)
     pipeline_config = _resolve_pipeline(o)  # a mistake in it costs no model loading
+    import_tensorflow()  # a missing compile extra is one line, before any output or progress
     timings: dict[str, float] = {}
     warnings: list[str] = []
 

@@ -93,14 +93,14 @@ def load_model(
     """
     path = Path(path)
     kind = detect_format(path)
+    from tflc.tf_env import import_tensorflow, quiet_native_output
+
+    import_tensorflow()  # first: reading any model needs the compile extra, and this says so
     if kind == "saved_model":
         configs = saved_model_configs(path)
     else:
         configs = [parse_config(path, _keras_config_text(path))]
     refuse_code(path, configs, allow_unsafe)
-    from tflc.tf_env import import_tensorflow, quiet_native_output
-
-    import_tensorflow()  # before user modules, which usually import TensorFlow themselves
     with quiet_native_output():
         objects = resolve_custom_objects(custom_objects)
         model, kind = _load(path, kind, objects, allow_unsafe, configs)

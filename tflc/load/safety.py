@@ -91,11 +91,10 @@ def saved_model_configs(path: Path) -> list:
     `keras_metadata.pb` (TF 2.5 and later) or, in older folders, the user objects' metadata in
     `saved_model.pb`'s object graph. A folder with neither holds no Keras layers (a plain
     TensorFlow graph, which loads as ops without running Python)."""
-    from google.protobuf.message import DecodeError
-
     from tflc.tf_env import import_tensorflow
 
-    import_tensorflow()  # the protobuf classes below live in TensorFlow's packages
+    import_tensorflow()  # the protobuf classes below come with TensorFlow
+    from google.protobuf.message import DecodeError
     metadata = path / "keras_metadata.pb"
     try:
         if metadata.exists():

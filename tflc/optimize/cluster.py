@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tflc.optimize.layers import import_tfmot, kernels, select_layers, wrapped_copy
+from tflc.optimize.layers import kernels, select_layers, wrapped_copy
 from tflc.optimize.training import fit
+from tflc.tf_env import import_tfmot
 
 _INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR", "density": "DENSITY_BASED",
           "random": "RANDOM"}

@@ -21,16 +21,6 @@ from tflc.errors import BadInput
 KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
 
 
-def import_tfmot():
-    """TF-MOT, imported after tf_env has made tf.keras mean tf_keras."""
-    from tflc.tf_env import import_tf_keras, quiet_native_output
-
-    import_tf_keras()
-    with quiet_native_output():
-        import tensorflow_model_optimization as tfmot
-    return tfmot
-
-
 def kernels(layer) -> list:
     """The layer's weight tensors a stage compresses (kernels, not biases or BN statistics)."""
     return [getattr(layer, a) for a in KERNEL_ATTRIBUTES if getattr(layer, a, None) is not None]

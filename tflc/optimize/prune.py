@@ -21,8 +21,9 @@ import math
 from dataclasses import dataclass, field
 
 from tflc.errors import BadInput
-from tflc.optimize.layers import import_tfmot, select_layers, wrapped_copy, zero_fractions
+from tflc.optimize.layers import select_layers, wrapped_copy, zero_fractions
 from tflc.optimize.training import fit
+from tflc.tf_env import import_tfmot
 
 _STRUCTURED_TYPES = ("Conv2D", "Dense")
 

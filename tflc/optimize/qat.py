@@ -27,8 +27,9 @@ import re
 from dataclasses import dataclass, field
 
 from tflc.errors import BadInput
-from tflc.optimize.layers import copy_model, first_line, import_tfmot, in_memory_cloning
+from tflc.optimize.layers import copy_model, first_line, in_memory_cloning
 from tflc.optimize.training import fit
+from tflc.tf_env import import_tfmot
 
 RANGE_SAMPLES = 256
 _EMA_DECAY = 0.999  # MovingAverageQuantizer's decay in TF-MOT 0.8 (checked at run time below)
