@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tflc.errors import BadInput
 from tflc.options import CompileOptions
+from tflc.units import format_bytes
 from tflc.version import __version__
 
 
@@ -274,8 +275,8 @@ def format_summary(report: CompileReport) -> str:
     sizes = report.sizes
     lines = [
         f"model       {report.model['path']} ({report.model['format']}, {report.model['params']:,} parameters)",
-        f"size        float {_kb(sizes['float_tflite_bytes'])} -> {report.options['activations']} "
-        f"{_kb(sizes['int8_tflite_bytes'])} ({sizes['ratio']:.2f}x smaller)",
+        f"size        float {format_bytes(sizes['float_tflite_bytes'], unit='KiB')} -> {report.options['activations']} "
+        f"{format_bytes(sizes['int8_tflite_bytes'], unit='KiB')} ({sizes['ratio']:.2f}x smaller)",
         "operators   " + ", ".join(f"{op} x{n}" for op, n in report.op_histogram.items()),
     ]
     for role, entries in (("input", report.inputs), ("output", report.outputs)):
@@ -320,8 +321,6 @@ def format_summary(report: CompileReport) -> str:
     return "\n".join(lines)
 
 
-def _kb(n: int) -> str:
-    return f"{n / 1024:,.1f} KiB"
 
 
 def _num(value) -> str:

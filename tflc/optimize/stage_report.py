@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 
+from tflc.units import format_bytes
+
 
 def stage_table(stages: list[dict]) -> str:
     """One row per stage: accuracy, change against float, int8 accuracy, sizes, sparsity, time."""
@@ -20,7 +22,7 @@ def stage_table(stages: list[dict]) -> str:
             str(s["index"]), s["label"], s["status"], f"{s['accuracy']:.2f}%",
             "-" if s["index"] == 0 else f"{s['accuracy_change']:+.2f}",
             "-" if s.get("int8_accuracy") is None else f"{s['int8_accuracy']:.2f}%",
-            _kib(s["tflite_bytes"]), _kib(s["gzip_bytes"]), f"{s['sparsity']:.0%}",
+            format_bytes(s["tflite_bytes"], unit="KiB"), format_bytes(s["gzip_bytes"], unit="KiB"), f"{s['sparsity']:.0%}",
             f"{s['seconds']:.1f}s",
         ])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -65,7 +67,3 @@ def stage_plot_png(stages: list[dict]) -> bytes:
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
-
-
-def _kib(n: int) -> str:
-    return f"{n / 1024:,.1f} KiB"
