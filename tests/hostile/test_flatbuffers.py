@@ -418,7 +418,9 @@ def _valid_models() -> list[Path]:
 @pytest.mark.parametrize("path", _valid_models(), ids=lambda p: p.name)
 def test_valid_models_are_not_refused(path):
     """MLPerf Tiny's int8 and float files and the Coral pairs (Edge TPU custom ops included)."""
-    view = read_model(need_mlperf(path))
+    if not path.exists():
+        pytest.skip(f"shared model fixtures not found at {path.parent} (expected ../shared beside the repo)")
+    view = read_model(path)
     assert view.main.operators
     if path.name.endswith("_edgetpu.tflite"):
         assert "edgetpu-custom-op" in view.op_set()

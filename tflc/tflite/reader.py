@@ -272,7 +272,7 @@ def _parse(data, name: str) -> ModelView:
     buffer_bytes = _buffer_sizes(model, n_buffers, size, name)
     n_subgraphs = bounds.count(model.SubgraphsLength(), "subgraphs")
     if not n_subgraphs:
-        raise BadInput(f"{name}: corrupt TFLite file (no subgraphs)")
+        raise validate.refuse(name, "the model has no subgraphs")
     model_tables = _ModelTables(opcodes, n_buffers, buffer_bytes, bounds)
     subgraphs = [_subgraph(model.Subgraphs(s), s, model_tables) for s in range(n_subgraphs)]
     validate.check_calls(name, subgraphs)

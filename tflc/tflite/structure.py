@@ -39,6 +39,7 @@ class Invalid(Exception):
 
 @dataclass(frozen=True)
 class Field:
+    name: str  # the accessor's name in the generated class
     slot: int  # byte offset of the field's entry in the vtable
     kind: str  # scalar, string, table, union, scalars, strings, tables, struct
     width: int = 0  # bytes of a scalar or of a scalar vector's element
@@ -101,7 +102,7 @@ class _Walk:
                 self.field(pos, pos + rel, f, cls, depth)
 
     def field(self, table: int, at: int, f: Field, cls, depth: int) -> None:
-        what = f"field at slot {f.slot} of {cls.__name__}"
+        what = f"{cls.__name__}.{f.name}"
         if f.kind == "scalar":
             self.need(at, f.width, what)
             self.aligned(at, f.width, what)
@@ -147,7 +148,7 @@ class _Walk:
         holder = cls()
         holder.Init(self.data, table)
         member = members.get(getattr(holder, type_accessor)())
-        what = f"union at slot {f.slot} of {cls.__name__}"
+        what = f"{cls.__name__}.{f.name}"
         target = self.offset(at, what)
         if member is not None:  # an unknown member passes, as in the generated C++ verifiers
             self.table(target, member, depth + 1)
@@ -228,16 +229,16 @@ def _trace(cls, name: str) -> Field | None:
         return _union_field(cls, name, tracer.slot)
     if "vector" in calls:
         if "string" in calls:
-            return Field(tracer.slot, "strings")
+            return Field(name, tracer.slot, "strings")
         if sub is not None:
-            return Field(tracer.slot, "tables", table=sub) if "indirect" in calls else None
-        return Field(tracer.slot, "scalars", width=tracer.width) if "get" in calls else None
+            return Field(name, tracer.slot, "tables", table=sub) if "indirect" in calls else None
+        return Field(name, tracer.slot, "scalars", width=tracer.width) if "get" in calls else None
     if "string" in calls:
-        return Field(tracer.slot, "string")
+        return Field(name, tracer.slot, "string")
     if sub is not None:
-        return Field(tracer.slot, "table", table=sub) if "indirect" in calls else Field(tracer.slot, "struct")
+        return Field(name, tracer.slot, "table", table=sub) if "indirect" in calls else Field(name, tracer.slot, "struct")
     if "get" in calls:
-        return Field(tracer.slot, "scalar", width=tracer.width)
+        return Field(name, tracer.slot, "scalar", width=tracer.width)
     return None
 
 
@@ -258,4 +259,4 @@ def _union_field(cls, name: str, slot: int) -> Field | None:
                 members[code] = getattr(importlib.import_module(f"tflite.{member}"), member)
             except (ImportError, AttributeError):
                 continue
-    return Field(slot, "union", union=(name + "Type", members))
+    return Field(name, slot, "union", union=(name + "Type", members))
