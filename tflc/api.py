@@ -43,3 +43,21 @@ def check(model, target, *, min_coverage: float | None = None):
     if isinstance(model, (str, os.PathLike)):
         result.artifact_id = record_check(result, model, target, {"min_coverage": min_coverage})
     return result
+
+
+def bench(models, device: str = "local", *, output=None, **settings):
+    """`tflc bench`: `models` are .tflite paths or registry references; see `tflc.bench.bench`
+    for the settings. `output`: a JSON file for the result (with its artifact id), checked for
+    writability before anything is measured. Returns the BenchResult."""
+    from tflc.bench import bench as run_bench
+    from tflc.bench.session import check_output_path
+    from tflc.store import record_bench, resolve_model_ref
+
+    if output is not None:
+        check_output_path(output)
+    names = [models] if isinstance(models, (str, os.PathLike)) else list(models)
+    result = run_bench([resolve_model_ref(m) for m in names], device, **settings)
+    result.artifact_id = record_bench(result)
+    if output is not None:
+        result.write(output)
+    return result

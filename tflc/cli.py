@@ -396,12 +396,11 @@ def bench_command(models, device, target, python, threads, warmup, runs, min_dur
     Several models run interleaved (A B A B ...) in one invocation; the table shows each figure
     with its ratio to the first model. Exit codes: 0 measured; 1 the device failed; 2 bad input.
     """
-    from tflc.bench import bench
+    from tflc.api import bench
     from tflc.bench.summary import render_table
-    from tflc.store import resolve_model_ref
 
     result = bench(
-        [resolve_model_ref(m) for m in models], device, target=target, python=python,
+        models, device, target=target, python=python,
         threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration,
         max_runs=max_runs, repeat=repeat, delegate=delegate, delegate_options=delegate_options,
         inputs=inputs, eval_data=eval_data,

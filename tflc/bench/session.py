@@ -404,10 +404,6 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
         target=getattr(target_spec, "name", None), settings=settings, records=records,
         models=summarize_models(records), warnings=warnings, started_at=round(started, 3),
         seconds=round(time.time() - started, 3), attempts=attempts)
-    # Run registry (tflc/store, issue 7): keep this result as a versioned artifact.
-    from tflc.store import record_bench
-
-    result.artifact_id = record_bench(result)
     if output is not None:
         result.write(output)
     return result
