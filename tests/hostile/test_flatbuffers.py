@@ -493,6 +493,67 @@ def _fuzz_base() -> bytes:
     return need_mlperf(small if small.exists() else KWS).read_bytes()
 
 
+# Judges many files in one process, each in a forked child (a file may crash LiteRT): one line
+# per file, "ACCEPTED", "REFUSED <message>" or "CRASHED".
+_FORKING_ORACLE = r"""
+import os, sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+def judge(path):
+    try:
+        it = Interpreter(model_content=open(path, "rb").read())
+        it.allocate_tensors()
+        for d in it.get_input_details():
+            it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        it.invoke()
+    except Exception as exc:
+        return "REFUSED " + str(exc).replace("\n", " ")
+    return "ACCEPTED"
+
+for path in sys.argv[1:]:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.write(w, judge(path).encode()[:2000])
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        verdict = pipe.read().decode(errors="replace")
+    os.waitpid(pid, 0)
+    print(verdict or "CRASHED", flush=True)
+"""
+
+
+def test_flipped_bytes_agree_with_litert(tmp_path):
+    """Seeded byte flips of a small valid model, judged by LiteRT and by tflc: whatever LiteRT's
+    flatbuffers verifier refuses, tflc refuses; whatever LiteRT loads and runs, tflc reads, except
+    operators put out of order (LiteRT runs them on unwritten memory; its C++ verifier refuses)."""
+    data = _fuzz_base()
+    paths = []
+    for label, blob in _fuzz_inputs(data, seed=21, flips=120, cuts=0):
+        paths.append(tmp_path / f"{label}.tflite")
+        paths[-1].write_bytes(blob)
+    proc = subprocess.run([sys.executable, "-c", _FORKING_ORACLE, *map(str, paths)],
+                          capture_output=True, text=True, timeout=600)
+    verdicts = proc.stdout.splitlines()
+    assert len(verdicts) == len(paths), proc.stderr[-2000:]
+    damaged = 0
+    for path, verdict in zip(paths, verdicts):
+        try:
+            read_model(path)
+            ours = None
+        except BadInput as exc:
+            ours = str(exc)
+        if "not a valid Flatbuffer" in verdict:
+            damaged += 1
+            assert ours is not None, f"{path.name}: LiteRT says {verdict}"
+        if verdict == "ACCEPTED" and ours is not None:
+            assert " before operator " in ours or "already wrote" in ours, f"{path.name}: {ours}"
+    assert damaged >= 3, "the seed no longer damages the flatbuffer structure: pick another"
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fuzzed_models_give_a_result_or_one_clean_error(seed, tmp_path):
     """In-process, through the same library call `tflc check` makes: only BadInput may escape."""
