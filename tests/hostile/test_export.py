@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.export.conftest import mlperf, need_tool, run
+from tests.export.conftest import mixed_ops_models, mlperf, need_tool, run
 from tflc.export import export_c
+
+__all__ = ["mixed_ops_models"]  # the shared fixture, used below
 
 WARNINGS = ["-Wall", "-Wextra", "-Werror"]
 INJECTED = "injected_backdoor"
@@ -256,3 +258,28 @@ def test_tflite_micro_that_never_finishes_is_stopped_with_one_line():
     with pytest.raises(PipelineError, match="did not finish the sample inputs in 0.01 s"):
         run_micro(mlperf("ad").read_bytes(), 1 << 20, [[np.ones((1, 640), np.int8)]] * 50,
                   timeout=0.01)
+
+
+def test_a_model_the_planner_cannot_follow_is_one_line_naming_the_op(
+        mixed_ops_models, tmp_path):
+    from tests.export.conftest import tflc
+
+    def mean_without_axis(obj):
+        """MEAN keeps only its data operand: the planner's kernel table expects the axis too."""
+        schema = pytest.importorskip("tflite_micro.tensorflow.lite.micro.python.schema_py_generated")
+        codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in obj.operatorCodes]
+        for op in obj.subgraphs[0].operators:
+            if codes[op.opcodeIndex] == schema.BuiltinOperator.MEAN:
+                op.inputs = list(op.inputs)[:1]
+
+    pytest.importorskip("tflite_micro")
+    work = tmp_path / "work"
+    work.mkdir()
+    model = rewritten(mixed_ops_models["int8"], work / "mean.tflite", mean_without_axis)
+    done = tflc("export", str(model), "-o", str(work / "out"), "--no-verify")
+    err = done.stderr.strip()
+    # TFLite Micro dies of it; the planner's reason names the op.
+    assert done.returncode == 1 and len(err.splitlines()) == 1, err
+    assert str(model) in err and "internal error" not in err and "crashed (SIGSEGV)" in err
+    assert "op #9 (MEAN)" in err
+    assert sorted(p.name for p in work.iterdir()) == ["mean.tflite"]

@@ -23,7 +23,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tflc.errors import BadInput, GateFailed
+from tflc.errors import BadInput, GateFailed, TflcError
 from tflc.export.arena import ArenaFigures, arena_figures, render_arena_header
 from tflc.export.budget import BudgetReport, check_budget, kib
 from tflc.export.c_source import is_c_identifier, parse_model_array, render_model_data, user_text
@@ -31,7 +31,7 @@ from tflc.export.crosscheck import Verification, compare_interpreters
 from tflc.export.op_resolver import ResolverOp, render_op_resolver_header, resolver_ops
 from tflc.export.staging import REPORT_FILE, check_replaceable, write_package
 from tflc.fileio import _json_default, atomic_write_json, sha256_bytes
-from tflc.tflite.planner import MemoryPlan, plan_memory
+from tflc.tflite.planner import MemoryPlan, plan_or_note
 from tflc.tflite.reader import ModelView, read_model
 
 LAYOUTS = ("plain", "arduino")
@@ -135,8 +135,8 @@ def export_c(model_path: str | os.PathLike, out_dir: str | os.PathLike, target=N
     ops = resolver_ops(view, str(model_path))
     check_replaceable(out)
 
-    plan, plan_note = static_plan(view)
-    arena = arena_figures(model, plan, measure=measure, name=str(model_path))
+    plan, plan_note = plan_or_note(view)  # no plan: TFLite Micro's measurement alone sizes it
+    arena = _arena(model, plan, plan_note, measure, model_path)
     budget = check_budget(view, arena.recommended_bytes, plan or empty_plan(), spec) if spec else None
     files = _render(model, model_path, name, layout, ops, arena, view)
     verification = _verify(model, files[_source_name(name, layout)], arena, model_path,
@@ -167,16 +167,16 @@ def _check_name_and_layout(name: str, layout: str) -> None:
         raise BadInput(f"--layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
 
 
-def static_plan(view: ModelView) -> tuple[MemoryPlan | None, str | None]:
-    """(tflc's static arena plan, None), or (None, a note) when the planner fails.
-
-    The estimate is a hint for the measurement and a basis for advice, not a verdict: a model
-    it cannot plan is still exported when TFLite Micro measures the arena.
-    """
+def _arena(model: bytes, plan: MemoryPlan | None, plan_note: str | None, measure: bool,
+           model_path: Path) -> ArenaFigures:
+    """`arena_figures`; when TFLite Micro fails on a model the planner could not follow either,
+    the planner's reason goes into the one line too: it names the op, TFLite Micro often cannot."""
     try:
-        return plan_memory(view), None
-    except Exception as exc:  # the planner's own defect must not stop an export it only assists
-        return None, f"no static arena estimate (planner failed: {type(exc).__name__}: {exc})"
+        return arena_figures(model, plan, measure=measure, name=str(model_path))
+    except TflcError as exc:
+        if plan_note:
+            exc.message = f"{exc.message}; tflc's planner: {plan_note}"
+        raise
 
 
 def empty_plan() -> MemoryPlan:
