@@ -1,0 +1,1 @@
+"""Real-world fidelity: models nobody here designed, with the real backends as oracles."""
