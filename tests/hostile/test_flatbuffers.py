@@ -554,16 +554,17 @@ def test_flipped_bytes_agree_with_litert(tmp_path):
     assert damaged >= 3, "the seed no longer damages the flatbuffer structure: pick another"
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_fuzzed_models_give_a_result_or_one_clean_error(seed, tmp_path):
-    """In-process, through the same library call `tflc check` makes: only BadInput may escape."""
+@pytest.mark.parametrize("seed, target", [(0, "cpu"), (1, "cortex-m4")])
+def test_fuzzed_models_give_a_result_or_one_clean_error(seed, target, tmp_path):
+    """In-process, through the same library call `tflc check` makes (for TFLite Micro with the
+    arena planner too): only BadInput may escape."""
     data = _fuzz_base() if seed == 0 else need_mlperf(KWS).read_bytes()
     start = time.perf_counter()
     path = tmp_path / "fuzzed.tflite"
     for label, blob in _fuzz_inputs(data, seed, flips=150, cuts=20):
         path.write_bytes(blob)
         try:
-            check_model(path, "cpu")
+            check_model(path, target)
         except BadInput as exc:
             assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc), (label, str(exc))
     assert time.perf_counter() - start < 120

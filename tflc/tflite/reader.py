@@ -250,7 +250,7 @@ class _Bounds:
 
     def count(self, n: int, what: str) -> int:
         if n < 0 or n * 4 > self.size:
-            raise BadInput(f"{self.name}: corrupt TFLite file ({what} claims {n} entries)")
+            raise validate.refuse(self.name, f"the {what} claim {n} entries, more than the file holds")
         return n
 
 
