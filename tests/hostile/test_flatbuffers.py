@@ -286,6 +286,21 @@ def test_check_exits_2_with_one_line(case, kws_bytes, tmp_path):
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("command", ["export", "bench"])
+def test_every_command_refuses_through_the_reader(command, kws_bytes, tmp_path):
+    """export and bench read the model through the same reader: one line naming the user's file
+    (not a private copy), exit 2, and no output folder left behind."""
+    name, mutate, fragment, _ = CASES[0]
+    path = _hostile(kws_bytes, mutate, tmp_path, name)
+    out = tmp_path / "out"
+    args = ["export", str(path), "-o", str(out)] if command == "export" else ["bench", str(path), "--runs", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and fragment in lines[0], result.stderr
+    assert not out.exists()
+
+
 def test_a_tensor_read_before_it_is_written_is_refused(kws_bytes, tmp_path):
     """Operators run in the order the file lists them. With the first two swapped, LiteRT's
     interpreter runs the depthwise convolution on a tensor nothing has written yet (uninitialised
