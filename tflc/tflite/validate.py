@@ -53,25 +53,25 @@ def check_tensor(name: str, sg: int, tensor, n_buffers: int, buffer_bytes: int |
         raise refuse(name, f"{where} names buffer {tensor.buffer}, but the model has {n_buffers} buffers")
     if any(d < 0 for d in tensor.shape):
         raise refuse(name, f"{where} has a negative dimension in its shape {list(tensor.shape)}")
-    need = _bytes_needed(tensor)
-    if need > _MAX_BYTES:
-        raise refuse(name, f"{where} has shape {list(tensor.shape)}, more elements than a 64-bit size can count")
-    if buffer_bytes is not None and not sparse and need >= 0 and buffer_bytes < need:
+    count = _element_count(tensor.shape)
+    bits = DTYPE_BITS.get(tensor.dtype)
+    need = None if bits is None else (count * bits + 7) // 8
+    if count > _MAX_BYTES or (need or 0) > _MAX_BYTES:
+        raise refuse(name, f"{where} has shape {list(tensor.shape)}, more bytes than a 64-bit size can count")
+    if buffer_bytes is not None and not sparse and need is not None and buffer_bytes < need:
         raise refuse(name, f"{where} ({tensor.dtype} {list(tensor.shape)}) needs {need} bytes, "
                            f"but buffer {tensor.buffer} holds {buffer_bytes}")
 
 
-def _bytes_needed(tensor) -> int:
-    """Exact bytes of a dense tensor in Python integers (no wrap-around); -1 when not fixed (strings)."""
+def _element_count(shape) -> int:
+    """The product of the dimensions in Python integers: no wrap-around, however large."""
     count = 1
-    for d in tensor.shape:
+    for d in shape:
         count *= d
-    width = DTYPE_BITS.get(tensor.dtype)
-    if width is None:
-        return -1 if count <= _MAX_BYTES else count
-    return (count * width + 7) // 8
+    return count
 
 
+# Bits per element of the types with a fixed width (strings, resources and variants have none).
 DTYPE_BITS = {
     "float32": 32, "float16": 16, "float64": 64, "bfloat16": 16, "int8": 8, "uint8": 8,
     "int16": 16, "uint16": 16, "int32": 32, "uint32": 32, "int64": 64, "uint64": 64, "bool": 8,
@@ -90,10 +90,11 @@ def check_quantization(name: str, sg: int, tensor, n_scales: int, n_zero_points:
     rank = len(tensor.shape)
     if axis < 0 or (rank and axis >= rank):
         raise refuse(name, f"{where} has quantized dimension {axis}, outside its {rank} dimensions")
-    if n_scales != 1 and (not rank or tensor.shape[axis] != n_scales):
-        size = f"dimension {axis} of its shape {list(tensor.shape)}" if rank else "its shape []"
-        raise refuse(name, f"{where} has {n_scales} scales, but {size} needs 1 or "
-                           f"{tensor.shape[axis] if rank else 1}")
+    if n_scales != 1 and not rank:
+        raise refuse(name, f"{where} has {n_scales} scales but no dimension to spread them over")
+    if n_scales != 1 and tensor.shape[axis] != n_scales:
+        raise refuse(name, f"{where} has {n_scales} scales, but dimension {axis} of its shape "
+                           f"{list(tensor.shape)} needs 1 or {tensor.shape[axis]}")
 
 
 def check_operator_code(name: str, index: int, builtin: int, op: str, version: int) -> None:
