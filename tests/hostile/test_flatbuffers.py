@@ -6,8 +6,11 @@ the rest of the file stays valid and only the named defect is under test. LiteRT
 each case is first shown to be refused by LiteRT (in a subprocess, since a hostile model may crash
 it), then `read_model` and `tflc check` must refuse it naming the file and the place.
 
-The fuzz tests flip and cut bytes of valid models: whatever comes out, `tflc check` ends with a
-result or one clean error, never a traceback, an "internal error" or a hang.
+Byte patches break the flatbuffer's structure where nothing reads (a string's terminating zero),
+which only LiteRT's flatbuffers verifier notices; hand-built control-flow models call missing
+subgraphs or themselves. The fuzz tests flip and cut bytes of valid models: whatever comes out,
+`tflc check` ends with a result or one clean error, never a traceback, an "internal error" or a
+hang, and on seeded flips tflc and LiteRT agree about what is damaged and what runs.
 """
 
 from __future__ import annotations
