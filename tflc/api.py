@@ -45,6 +45,24 @@ def check(model, target, *, min_coverage: float | None = None):
     return result
 
 
+def export(model, out_dir, *, target=None, name: str = "model", layout: str = "plain",
+           measure: bool = True, verify: bool = True, samples: int = 4, seed: int = 0):
+    """`tflc export`: `model` a .tflite path or registry reference; see `tflc.export.export_c`.
+    Returns the ExportReport; over the target's budget, `report.passed` is False."""
+    from tflc.export import export_c
+    from tflc.export.staging import REPORT_FILE
+    from tflc.fileio import atomic_write_json
+    from tflc.store import record_export, resolve_model_ref
+
+    report = export_c(resolve_model_ref(model), out_dir, target=target, name=name, layout=layout,
+                      measure=measure, verify=verify, samples=samples, seed=seed)
+    report.artifact_id = record_export(report, {"measure": measure, "verify": verify,
+                                                "samples": samples, "seed": seed})
+    if report.artifact_id:
+        atomic_write_json(Path(out_dir) / REPORT_FILE, report.to_dict())
+    return report
+
+
 def bench(models, device: str = "local", *, output=None, **settings):
     """`tflc bench`: `models` are .tflite paths or registry references; see `tflc.bench.bench`
     for the settings. `output`: a JSON file for the result (with its artifact id), checked for

@@ -34,10 +34,10 @@ class TflcGroup(click.Group):
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
             where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
-            click.echo(f"tflc: error: {exc.format_message()}{where}", err=True)
+            click.echo(f"tflc: error: {one_line(exc.format_message())}{where}", err=True)
             code = exc.exit_code
         except click.ClickException as exc:
-            click.echo(f"tflc: error: {exc.format_message()}", err=True)
+            click.echo(f"tflc: error: {one_line(exc.format_message())}", err=True)
             code = exc.exit_code
         except click.exceptions.Abort:
             click.echo("tflc: interrupted; nothing was written, earlier results are intact", err=True)
@@ -55,7 +55,7 @@ class TflcGroup(click.Group):
         except TflcError as exc:
             if debug:
                 traceback.print_exc()
-            click.echo(f"tflc: error: {exc.message}", err=True)
+            click.echo(f"tflc: error: {one_line(exc.message)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("tflc: interrupted; nothing was written, earlier results are intact", err=True)
@@ -66,10 +66,17 @@ class TflcGroup(click.Group):
             if debug:
                 traceback.print_exc()
             click.echo(
-                f"tflc: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                f"tflc: internal error: {type(exc).__name__}: {one_line(exc)} (rerun with --debug for the "
+                "traceback)",
                 err=True,
             )
             ctx.exit(1)
+
+
+def one_line(text: str) -> str:
+    """A message as one terminal line: control characters a file name may carry (a newline, an
+    escape sequence) are shown escaped instead of acting on the terminal."""
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in str(text))
 
 
 def _reader_went_away() -> int:
@@ -311,11 +318,10 @@ def export_command(model, package_format, out_dir, target, name, layout, no_meas
     written and within budget; 3 over the target's RAM or flash budget (package still
     written); 2 bad input (nothing written); 1 TFLite Micro failed.
     """
-    from tflc.export import export_c
-    from tflc.store import resolve_model_ref
+    from tflc.api import export
 
-    report = export_c(resolve_model_ref(model), out_dir, target=target, name=name, layout=layout,
-                      measure=not no_measure, verify=not no_verify)
+    report = export(model, out_dir, target=target, name=name, layout=layout,
+                    measure=not no_measure, verify=not no_verify)
     if fmt == "json" or as_json:
         emit_json(report)
     else:

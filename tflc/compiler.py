@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tflc.errors import BadInput
@@ -40,6 +40,7 @@ class CompileReport:
     check: dict | None = None
     export: dict | None = None
     stages: list | None = None
+    lowering: dict | None = None  # recurrent layers rebuilt, unrolled or fused for TFLite
     pipeline: dict | None = None  # the stages' settings as run: the request with defaults filled in
     warnings: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
@@ -140,10 +141,21 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
             timings["optimize"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
+        user_model = loaded  # what the int8 model is compared with (before lowering)
+        loaded, lowering = _lower(loaded, o, say)
+        float_source = original
+        if lowering is not None:
+            convert_options = replace(convert_options, static_batch=True)
+            warnings.extend(f"lowering: {note}" for note in lowering.notes)
+            float_source = loaded if original is user_model else _lower(original, o, say)[0]
+            timings["lower"] = time.perf_counter() - clock
+            clock = time.perf_counter()
         say("converting to float TFLite (size baseline)")
-        frozen = frozen_function(loaded, o.static_batch)
+        static_batch = convert_options.static_batch
+        frozen = frozen_function(loaded, static_batch)
         # the baseline is the user's float model, not what optimization stages made of it
-        float_bytes = convert_float(original, o.static_batch, frozen if original is loaded else None)
+        float_bytes = convert_float(float_source, static_batch,
+                                    frozen if float_source is loaded else None)
         timings["convert_float"] = time.perf_counter() - clock
         clock = time.perf_counter()
         say(f"calibrating on {len(calib)} samples and converting to {o.activations} TFLite")
@@ -163,9 +175,13 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
             clock = time.perf_counter()
             from tflc.convert.evaluate import evaluate
 
-            baseline = original if original is not loaded else None
-            evaluation = evaluate(loaded, tflite_bytes, evaluation_set, baseline).to_dict()
+            baseline = original if original is not user_model else None
+            evaluation = evaluate(user_model, tflite_bytes, evaluation_set, baseline).to_dict()
             timings["evaluate"] = time.perf_counter() - clock
+        if lowering is not None:  # the lowered model, checked against the user's on real runs
+            from tflc.convert.lowering import measure_fidelity
+
+            lowering.fidelity = measure_fidelity(user_model, tflite_bytes, calib.x)
 
         gate = _accuracy_gate(evaluation, o.max_accuracy_drop)
         check = None
@@ -197,6 +213,7 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
             gate=gate,
             check=check,
             stages=stages,
+            lowering=lowering.to_dict() if lowering is not None else None,
             pipeline=pipeline_config.to_dict() if pipeline_config is not None else None,
             warnings=warnings,
             timings={k: round(v, 3) for k, v in timings.items()},
@@ -215,9 +232,20 @@ def _export(stage: Path, target_spec, report: CompileReport) -> dict:
     from tflc.export import export_c
 
     exported = export_c(stage / "model.tflite", stage / "c", target=target_spec)
-    if not exported.passed:
-        report.gate = _fail(report.gate, "export", exported.gate_reason)
+    failure = exported.gate_failure()
+    if failure is not None:
+        report.gate = _fail(report.gate, "export", failure.message)
     return exported.to_dict()
+
+
+def _lower(loaded, options: CompileOptions, say):
+    """The model in a form the converter lowers to integer ops (`tflc.convert.lowering`)."""
+    from tflc.convert.lowering import lower
+
+    lowered, report = lower(loaded, options.activations, options.seed)
+    if report is not None:
+        say(f"lowering {len(report.layers)} recurrent layer(s): {report.route}")
+    return lowered, report
 
 
 def _fail(gate: dict | None, key: str, reason: str) -> dict:

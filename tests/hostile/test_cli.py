@@ -53,3 +53,14 @@ def test_a_reader_that_closes_the_pipe_early_ends_the_command_quietly(tmp_path):
     err = writer.stderr.read().decode()
     assert writer.wait(timeout=120) == 0, err
     assert err == "", err
+
+
+def test_a_file_name_with_a_newline_keeps_the_error_on_one_line(tmp_path):
+    path = tmp_path / "bad\nname\x1b[2J.tflite"
+    path.write_bytes(b"not a flatbuffer at all")
+    proc = subprocess.run([*TFLC, "check", str(path), "--target", "cpu"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tflc: error:"), proc.stderr
+    assert "\x1b" not in proc.stderr and "bad\\nname" in lines[0]

@@ -30,7 +30,7 @@ from tflc.export.c_source import is_c_identifier, parse_model_array, render_mode
 from tflc.export.crosscheck import Verification, compare_interpreters
 from tflc.export.op_resolver import ResolverOp, render_op_resolver_header, resolver_ops
 from tflc.export.staging import REPORT_FILE, check_replaceable, write_package
-from tflc.fileio import _json_default, atomic_write_json, sha256_bytes
+from tflc.fileio import _json_default, sha256_bytes
 from tflc.tflite.planner import MemoryPlan, plan_or_note
 from tflc.tflite.reader import ModelView, read_model
 
@@ -150,12 +150,6 @@ def export_c(model_path: str | os.PathLike, out_dir: str | os.PathLike, target=N
     if spec is None:
         report.notes.append("no --target: RAM and flash budgets not checked")
     write_package(out, {**files, REPORT_FILE: _json_text(report)})
-    from tflc.store import record_export
-
-    report.artifact_id = record_export(report, {"measure": measure, "verify": verify,
-                                                "samples": samples, "seed": seed})
-    if report.artifact_id:
-        atomic_write_json(out / REPORT_FILE, report.to_dict())
     return report
 
 
