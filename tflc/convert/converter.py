@@ -83,8 +83,40 @@ def frozen_function(loaded, static_batch: bool = False):
             return model(list(args) if len(args) > 1 else args[0], training=False)
 
     function = tf.function(call, input_signature=specs)
+    if fused_composites(loaded):  # the converter fuses them before it freezes the variables
+        return function.get_concrete_function()
     with quiet_native_output():
         return convert_variables_to_constants_v2(function.get_concrete_function())
+
+
+# tf_keras layers whose TensorFlow function carries an `_implements` attribute that the converter
+# fuses into one TFLite op (UNIDIRECTIONAL_SEQUENCE_LSTM): only on a function it freezes itself.
+_COMPOSITE_LAYERS = frozenset({"LSTM"})
+
+
+def fused_composites(loaded) -> list[str]:
+    """The layers (by class) the converter lowers to fused ops; empty for most models.
+
+    For these the concrete function is handed over unfrozen, with the model as its trackable
+    object: freezing it first inlines the function the fusion looks for (and the calibrator then
+    crashes on the TensorList loop left behind).
+    """
+    if loaded.format != "tf_keras":
+        return []
+    return [layer.name for layer in _all_layers(loaded.model)
+            if type(layer).__name__ in _COMPOSITE_LAYERS and not getattr(layer, "unroll", False)]
+
+
+def _all_layers(model):
+    """Every layer, wrapped and nested ones included (Bidirectional's two directions)."""
+    for layer in getattr(model, "layers", []) or []:
+        yield layer
+        for attribute in ("forward_layer", "backward_layer", "layer"):
+            inner = getattr(layer, attribute, None)
+            if inner is not None and hasattr(inner, "name") and inner is not layer:
+                yield inner
+        if getattr(layer, "layers", None):
+            yield from _all_layers(layer)
 
 
 def convert_float(loaded, static_batch: bool = False, frozen=None) -> bytes:
@@ -95,8 +127,7 @@ def convert_float(loaded, static_batch: bool = False, frozen=None) -> bytes:
     """
     tf = import_tensorflow()
     frozen = frozen or frozen_function(loaded, static_batch)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    return _run(converter, loaded)
+    return _run(_converter(tf, loaded, frozen), loaded)
 
 
 def convert_int8(loaded, calibration: list[np.ndarray], options: ConvertOptions = ConvertOptions(),
@@ -105,7 +136,7 @@ def convert_int8(loaded, calibration: list[np.ndarray], options: ConvertOptions 
     options.validate()
     tf = import_tensorflow()
     frozen = frozen or frozen_function(loaded, options.static_batch)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter = _converter(tf, loaded, frozen)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     count = len(calibration[0])
 
@@ -128,6 +159,13 @@ def convert_int8(loaded, calibration: list[np.ndarray], options: ConvertOptions 
     if options.weights == "per-tensor":
         converter._experimental_disable_per_channel = True
     return _run(converter, loaded)
+
+
+def _converter(tf, loaded, function):
+    """A converter of the concrete function; with the model as trackable for fused composites."""
+    if fused_composites(loaded):
+        return tf.lite.TFLiteConverter.from_concrete_functions([function], loaded.model)
+    return tf.lite.TFLiteConverter.from_concrete_functions([function])
 
 
 def _run(converter, loaded) -> bytes:

@@ -5,6 +5,11 @@ own flags do not guarantee it (a layer can quietly stay float). This reads the p
 flatbuffer and says exactly what is float and where. Float tensors that only carry a model input
 into its first QUANTIZE, or a last DEQUANTIZE into a model output, are the I/O boundary that
 `--io-type float32` asks for; anything else is a float op inside the graph.
+
+A float tensor that no operator reads or writes and that is no graph input or output carries
+no computation: the fused int8 LSTM lists such tensors as "intermediates", holding only
+quantization parameters its kernel reads. They are counted (`unused_float_tensors`), not listed
+as float.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class VerifyResult:
     integer_core: bool
     float_tensors: list[FloatTensor] = field(default_factory=list)
     float_ops: list[FloatOp] = field(default_factory=list)
+    unused_float_tensors: int = 0  # float tensors no op reads or writes (fused-op intermediates)
 
     @property
     def verdict(self) -> str:
@@ -56,10 +62,14 @@ class VerifyResult:
 def verify_integer(view: ModelView) -> VerifyResult:
     tensors: list[FloatTensor] = []
     ops: list[FloatOp] = []
+    unused = 0
     for sg in view.subgraphs:
         inputs, outputs = set(sg.inputs), set(sg.outputs)
+        used = inputs | outputs | {i for op in sg.operators for i in op.inputs + op.outputs}
         for t in sg.tensors:
-            if t.is_float:
+            if t.is_float and t.index not in used and not t.is_constant:
+                unused += 1
+            elif t.is_float:
                 role = ("input" if t.index in inputs else "output" if t.index in outputs
                         else "constant" if t.is_constant else "activation")
                 tensors.append(FloatTensor(sg.index, t.index, t.name, t.dtype, role))
@@ -78,4 +88,5 @@ def verify_integer(view: ModelView) -> VerifyResult:
         integer_core=boundary_tensors_only and all(op.boundary for op in ops),
         float_tensors=tensors,
         float_ops=ops,
+        unused_float_tensors=unused,
     )

@@ -46,17 +46,20 @@ class CannotRebuild(BadInput):
 
 
 def rebuild_as_tf_keras(model, sample_inputs: list[np.ndarray] | None = None, source: str = "",
-                        seed: int = 0, tolerance: float = 1e-4):
+                        seed: int = 0, tolerance: float = 1e-4,
+                        overrides: dict[str, dict] | None = None):
     """A tf_keras model equal to Keras 3 `model`; returns (tf_keras model, RebuildReport).
 
     `sample_inputs` (one array per input) are used to verify both models agree; without them,
-    random normal inputs of the model's input shapes are used.
+    random normal inputs of the model's input shapes are used. `overrides` maps a layer class
+    name to config values set on every layer of that class (`{"GRU": {"unroll": True}}`): how
+    the lowering for TFLite asks for a form the converter can lower, still verified here.
     """
     from tflc.tf_env import import_tf_keras
 
     keras2 = import_tf_keras()
     where = f"{source}: " if source else ""
-    builder = _Builder(keras2, where)
+    builder = _Builder(keras2, where, overrides or {})
     rebuilt = builder.model(model)
     for layer, made in builder.copies:  # every layer is built now: it was called on inputs
         _copy_weights(layer, made, where)
@@ -82,8 +85,8 @@ def rebuild_as_tf_keras(model, sample_inputs: list[np.ndarray] | None = None, so
 
 
 class _Builder:
-    def __init__(self, keras2, where: str):
-        self.keras2, self.where = keras2, where
+    def __init__(self, keras2, where: str, overrides: dict[str, dict] | None = None):
+        self.keras2, self.where, self.overrides = keras2, where, overrides or {}
         self.layers: dict[int, object] = {}  # id(Keras 3 layer) -> tf_keras layer
         self.copies: list[tuple] = []  # (Keras 3 layer, tf_keras layer) whose weights to copy
         self.dropped: dict[str, list[str]] = {}
@@ -137,6 +140,8 @@ class _Builder:
 
         if isinstance(layer, keras3.Model):
             made = self.model(layer)  # a nested model is rebuilt whole and used as one layer
+        elif not isinstance(layer, keras3.layers.Layer):
+            made = _operation(layer)  # `x + y` on Keras 3 tensors: an op node, no weights
         else:
             made = self._from_config(layer)
             self.copies.append((layer, made))
@@ -145,36 +150,67 @@ class _Builder:
 
     def _from_config(self, layer):
         kind = type(layer).__name__
+        return self._make(kind, layer.get_config(), layer.name)
+
+    def _make(self, kind: str, raw_config: dict, name: str):
+        """A tf_keras layer of class `kind` from a Keras 3 config; wrapped layers made first."""
         cls = getattr(self.keras2.layers, kind, None)
         if cls is None:
             raise CannotRebuild(
-                f"{self.where}layer '{layer.name}' ({kind}) has no tf_keras equivalent, so TF-MOT "
+                f"{self.where}layer '{name}' ({kind}) has no tf_keras equivalent, so TF-MOT "
                 "stages cannot run on this model; compile without a pipeline (post-training "
                 "quantization works on Keras 3 models) or replace the layer")
-        config = _translate(layer.get_config())
+        config = _translate(raw_config)
+        config.update(self.overrides.get(kind, {}))
+        config.update(_MISSING_DEFAULTS.get(kind, {}))
         dropped = [k for k in list(config) if _INITIALIZER_KEY.search(k)]
         for key in dropped:  # weights are copied over; initializers never run
             config.pop(key)
+        wrapped = {k: self._make(v["class_name"], v["config"], v["config"].get("name", k))
+                   for k, v in raw_config.items() if _is_layer_config(v)}
         for _ in range(20):
             try:
-                made = cls.from_config(config)
+                made = cls(**{**config, **wrapped}) if wrapped else cls.from_config(dict(config))
                 break
             except TypeError as exc:
                 match = _UNEXPECTED.search(str(exc))
                 key = match and (match.group(1) or match.group(2))
                 if not key or key not in config or config[key] not in _DEFAULTISH:
                     raise CannotRebuild(
-                        f"{self.where}layer '{layer.name}' ({kind}) cannot be rebuilt as tf_keras "
+                        f"{self.where}layer '{name}' ({kind}) cannot be rebuilt as tf_keras "
                         f"({exc}); compile without a pipeline (post-training quantization works on "
                         "Keras 3 models)") from None
                 config.pop(key)
-                self.dropped.setdefault(layer.name, []).append(key)
+                self.dropped.setdefault(name, []).append(key)
             except ValueError as exc:
                 raise CannotRebuild(
-                    f"{self.where}layer '{layer.name}' ({kind}) cannot be rebuilt as tf_keras "
+                    f"{self.where}layer '{name}' ({kind}) cannot be rebuilt as tf_keras "
                     f"({str(exc).splitlines()[0]}); compile without a pipeline (post-training "
                     "quantization works on Keras 3 models)") from None
         return made
+
+
+# Config keys tf_keras requires that Keras 3 no longer writes (None: known when first called).
+_MISSING_DEFAULTS = {"MultiHeadAttention": {"query_shape": None, "key_shape": None, "value_shape": None}}
+
+
+def _is_layer_config(value) -> bool:
+    """A wrapped layer (Bidirectional's `layer`, `backward_layer`), serialised inside a config."""
+    return (isinstance(value, dict) and isinstance(value.get("config"), dict)
+            and isinstance(value.get("class_name"), str) and "module" in value
+            and "layers" in str(value.get("module")))
+
+
+def _operation(operation):
+    """A callable standing for a Keras 3 op node that is not a layer (`x + y`, `ops.mean`).
+
+    Applied to tf_keras tensors it runs the op's TensorFlow implementation, which tf_keras
+    records as a TensorFlow-op layer: no code from the file runs, the op is Keras' own.
+    """
+    def call(*args, **kwargs):
+        return operation.call(*args, **kwargs)
+
+    return call
 
 
 def _copy_weights(layer, made, where: str) -> None:
