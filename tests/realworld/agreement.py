@@ -291,11 +291,32 @@ def is_expected(instance: Instance, target: str, expectations: list[dict]) -> bo
                for e in expectations)
 
 
+MECHANISMS = (  # (words in a cause, the mechanism it belongs to), first match wins
+    ("partitioning (cut by", "partitioning: a consequence of another op's verdict"),
+    ("custom op", "custom op the runtime implements (or not) itself"),
+    ("DENSIFY", "weights from DENSIFY of a constant sparse tensor (graph normalization)"),
+    ("DEQUANTIZE of a constant", "weights from DEQUANTIZE of a constant (graph normalization)"),
+    ("weights from DEQUANTIZE", "weights from DEQUANTIZE of a constant (graph normalization)"),
+    ("QUANTIZE ", "QUANTIZE: requantization or integer type change"),
+    ("hybrid", "hybrid (dynamic-range) kernel: float activations, int8 weights"),
+)
+
+
+def mechanism(cause_text: str) -> str:
+    """The broad mechanism a cause belongs to (what the next step would change)."""
+    head = cause_text.split(":")[0] if "partitioning" not in cause_text else cause_text
+    for words, name in MECHANISMS:
+        if words in (cause_text if words.startswith("partitioning") else head):
+            return name
+    return "an op rule of the descriptor (dtype, version, constraint, missing op)"
+
+
 def group_disagreements(backend: Backend) -> list[dict]:
     """[{op, cause, count, models: [...], examples: [(model, index, reasons)]}], largest first."""
     groups: dict[tuple, dict] = {}
     for i in backend.disagreements:
-        row = groups.setdefault((i.op, i.cause), {"op": i.op, "cause": i.cause, "count": 0,
+        row = groups.setdefault((i.op, i.cause), {"op": i.op, "cause": i.cause,
+                                                  "mechanism": mechanism(i.cause), "count": 0,
                                                   "models": [], "examples": []})
         row["count"] += 1
         if i.model not in row["models"]:

@@ -20,6 +20,7 @@ cached too, as its one-line reason, so it is reported rather than retried.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import os
@@ -142,15 +143,20 @@ class Corpus:
         return {n: m.path for n, m in self.models.items() if source in (None, m.source)}
 
 
-def build_corpus(subset: str = "ci", cache: Path | None = None, log=None) -> Corpus:
-    """Every source's models; `subset` "ci" converts only each family's `ci` variants."""
+def build_corpus(subset: str = "ci", cache: Path | None = None, log=None,
+                 convert: bool = True) -> Corpus:
+    """Every source's models; `subset` "ci" converts only each family's `ci` variants.
+
+    `convert=False` takes only what the cache holds (the rest is listed in `missing`): a report
+    can be regenerated without converting anything.
+    """
     start = time.monotonic()
     cache = Path(cache or CACHE)
     cache.mkdir(parents=True, exist_ok=True)
     corpus = Corpus()
     _add_fixtures(corpus)
     _add_pypi(corpus, cache, log)
-    _add_keras_applications(corpus, cache, subset, log)
+    _add_keras_applications(corpus, cache, subset, log, convert)
     corpus.seconds = time.monotonic() - start
     return corpus
 
@@ -239,18 +245,24 @@ def _versions() -> str:
     return ",".join(found)
 
 
+@functools.cache
+def _builder_source() -> str:
+    """The code that decides a converted file's bytes, read once per process (so editing this
+    file while a build runs cannot mix two versions' keys)."""
+    return "".join(inspect.getsource(f) for f in
+                   (_application, _settle_statistics, _pruned, _calibration, _freeze, _convert))
+
+
 def _key(family: Family, variant: str, versions: str) -> str:
     """Content hash of what decides the converted bytes: this builder, the family, the variant and
     the converter's versions."""
-    h = hashlib.sha256()
-    for function in (_application, _pruned, _calibration, _freeze, _convert):
-        h.update(inspect.getsource(function).encode())
+    h = hashlib.sha256(_builder_source().encode())
     h.update(repr((family.ctor, family.size, family.kwargs, family.keras, variant,
                    CALIBRATION_SAMPLES, SEED, versions)).encode())
     return h.hexdigest()[:16]
 
 
-def _add_keras_applications(corpus: Corpus, cache: Path, subset: str, log) -> None:
+def _add_keras_applications(corpus: Corpus, cache: Path, subset: str, log, convert: bool) -> None:
     versions = _versions()
     for family in FAMILIES:
         variants = family.ci if subset == "ci" else family.variants
@@ -265,8 +277,11 @@ def _add_keras_applications(corpus: Corpus, cache: Path, subset: str, log) -> No
                 corpus.refused[name] = refused.read_text()
             else:
                 todo.append((variant, name, path))
-        if todo:
+        if todo and convert:
             _convert_family(family, todo, corpus, log)
+        elif todo:
+            for _, name, _ in todo:
+                corpus.missing[name] = "not in the cache (built without converting)"
 
 
 def _convert_family(family: Family, todo: list, corpus: Corpus, log) -> None:
@@ -327,14 +342,35 @@ def _keras(which: str):
 
 def _application(keras, family: Family):
     ctor = getattr(keras.applications, family.ctor)
-    return ctor(weights=None, input_shape=(family.size, family.size, 3), **dict(family.kwargs))
+    model = ctor(weights=None, input_shape=(family.size, family.size, 3), **dict(family.kwargs))
+    _settle_statistics(keras, model, family)
+    return model
+
+
+def _settle_statistics(keras, model, family: Family) -> None:
+    """Set every BatchNormalization's moving statistics from the calibration data.
+
+    With untrained weights and unit moving variances, activations shrink layer after layer until
+    the logits are ~1e-8: the quantized scales degenerate (TFLite Micro aborts preparing such a
+    SOFTMAX, LiteRT refuses such 16x8 convolutions), which no trained model shows. One training-
+    mode pass with momentum 0 stores each layer's batch statistics, as training would, so every
+    normalized activation has about unit variance.
+    """
+    layers = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
+    saved = [la.momentum for la in layers]
+    for la in layers:
+        la.momentum = 0.0
+    model(_calibration(family), training=True)
+    for la, momentum in zip(layers, saved):
+        la.momentum = momentum
 
 
 def _pruned(keras, model, family: Family):
     """The model with 80% of its conv and dense kernels zeroed by TF-MOT's own pruning.
 
     prune_low_magnitude sets its masks during training steps, so one step at learning rate 0 on
-    random data applies the ConstantSparsity schedule without changing any other weight.
+    random data applies the ConstantSparsity schedule without changing any other weight (the
+    BatchNormalization layers are the original's, frozen so that the step keeps their statistics).
     """
     from tflc.tf_env import import_tfmot
 
@@ -346,9 +382,12 @@ def _pruned(keras, model, family: Family):
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and not isinstance(
                 layer, keras.layers.DepthwiseConv2D):
             return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
-        return layer.__class__.from_config(layer.get_config())
+        return layer  # shared, with its weights and settled statistics
 
     wrapped = keras.models.clone_model(model, clone_function=wrap)
+    for layer in wrapped.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
     wrapped.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0), loss="mse")
     x = _calibration(family)
     y = np.zeros((len(x),) + tuple(wrapped.output_shape[1:]), np.float32)
