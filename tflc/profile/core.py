@@ -1,0 +1,253 @@
+"""`profile()`: where a model's time, memory and energy go, op by op, on one target.
+
+One entry function taking plain data (`ProfileOptions`) and returning a `ProfileResult` whose
+`to_dict()` is the documented JSON. The pieces: counts (`counts.py`), placement (`tflc.check`),
+the arena timeline (`tflc.tflite.planner`), latency measured by the bench runner
+(`measure.py`) or estimated (vela for Ethos-U, `cyclemodel.py` for Cortex-M), energy
+(`energy.py`), and the bottlenecks (`bottlenecks.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tflc.errors import BadInput
+from tflc.profile import counts, cyclemodel, energy
+from tflc.tflite.reader import ModelView, read_model
+
+
+@dataclass
+class ProfileOptions:
+    """Everything `tflc profile` takes; `device` None means: measure here for CPU targets,
+    estimate for MCU and NPU targets (a device given always measures there)."""
+
+    model: str
+    target: str
+    device: str | None = None
+    python: str | None = None
+    threads: int | None = 1
+    runs: int = 100
+    min_duration_s: float = 0.02
+    rate: float | None = None
+    battery: str | None = None
+    timeout_s: float = 600.0
+
+    def __post_init__(self):
+        if self.rate is not None and not (0 < self.rate <= 1e6):
+            raise BadInput(f"--rate {self.rate}: inferences per second must be above 0")
+        if self.battery is not None:
+            energy.parse_battery(self.battery)
+        if not (1 <= int(self.runs) <= 10**6):
+            raise BadInput(f"--runs {self.runs}: use 1 to 1000000")
+
+
+@dataclass
+class OpProfile:
+    index: int
+    subgraph: int
+    op: str
+    placement: str
+    macs: int
+    param_bytes: int
+    input_bytes: int
+    output_bytes: int
+    arena_live_bytes: int | None
+    latency_ms: float | None
+    cycles: int | None
+    energy_uj: float | None
+
+
+@dataclass
+class ProfileTotal:
+    macs: int
+    latency_ms: float | None
+    sum_op_latency_ms: float | None
+    peak_arena_bytes: int | None
+    energy_mj_per_inference: float | None
+    battery_life_h: float | None
+
+
+@dataclass
+class ProfileDetails:
+    """What the table and HTML show beyond the JSON schema (not part of `to_dict()`)."""
+
+    method: str = ""
+    latency_source: str = ""
+    notes: list[str] = field(default_factory=list)
+    timeline: list[dict] = field(default_factory=list)  # per main op: used/live arena bytes
+    arena_limited_by: str | None = None
+    invoke_overhead_ms: float | None = None
+    power: dict | None = None
+    average_power_w: float | None = None
+    duty: str | None = None
+    bottlenecks: dict = field(default_factory=dict)
+    vela: dict[int, dict] = field(default_factory=dict)
+
+
+@dataclass
+class ProfileResult:
+    model: str
+    target: str
+    device: str
+    ops: list[OpProfile]
+    total: ProfileTotal
+    details: ProfileDetails = field(default_factory=ProfileDetails)
+
+    def to_dict(self) -> dict:
+        """Exactly the documented JSON: model, target, device, ops, total."""
+        return {"model": self.model, "target": self.target, "device": self.device,
+                "ops": [asdict(op) for op in self.ops], "total": asdict(self.total)}
+
+    @property
+    def method_error(self) -> float | None:
+        """Sum of per-op latencies against the whole model, as a relative error."""
+        whole, parts = self.total.latency_ms, self.total.sum_op_latency_ms
+        return None if not whole or parts is None else parts / whole - 1.0
+
+
+def _timeline(view: ModelView) -> tuple[list[dict], int | None, str | None, str | None]:
+    """Per main-graph op: arena bytes in use (planned high water + persistent tail) and live."""
+    from tflc.tflite.planner import _Lifetimes, plan_or_note
+
+    plan, note = plan_or_note(view)
+    if plan is None:
+        return [], None, None, note
+    marks = _Lifetimes(view)
+    marks.mark(0)
+    rows = []
+    for op in view.main.operators:
+        first, last = marks.op_scopes.get((0, op.index), (op.index + 1, op.index + 1))
+        live = [b for b in plan.buffers if b.first_used <= last and b.last_used >= first]
+        high = max((b.offset + b.size for b in live), default=0)
+        rows.append({"index": op.index, "op": op.op,
+                     "used_bytes": high + plan.persistent_bytes,
+                     "live_bytes": sum(b.size for b in live),
+                     "tensors": [(b.name, b.size) for b in live]})
+    return rows, plan.arena_bytes, plan.limited_by, None
+
+
+def _estimate_mcu(rows: list[OpProfile], clock_mhz: float, only=None) -> None:
+    for row in rows:
+        if row.placement == "none" or (only is not None and row.placement != only):
+            continue
+        cycles = cyclemodel.op_cycles(row.op, row.macs, row.output_bytes)
+        row.cycles = int(round(cycles))
+        row.latency_ms = cycles / (clock_mhz * 1e3)
+
+
+def _apply_vela(rows, path: Path, spec, details: ProfileDetails, view) -> str:
+    from tflc.profile import vela
+
+    accelerator = vela.accelerator_of(getattr(spec.runtime, "version", ""), spec.name)
+    try:
+        vela_rows, system = vela.run_vela(path, accelerator)
+    except (FileNotFoundError, RuntimeError, OSError) as exc:
+        details.notes.append(f"no vela figures: {exc}")
+        return "vela unavailable"
+    joined = vela.join(view, vela_rows)
+    details.vela = joined
+    clock = float(spec.device.clock_mhz or 0)
+    for row in rows:
+        if row.subgraph != 0 or row.placement != "target":
+            continue
+        figures = joined.get(row.index)
+        row.cycles = figures["cycles"] if figures else 0
+        if figures is None:
+            details.notes.append(f"op #{row.index} {row.op}: no NPU operation in vela's plan "
+                                 "(removed as a view of its input): 0 cycles")
+        row.latency_ms = row.cycles / (clock * 1e3) if clock else None
+    return f"vela {accelerator}, {system}, cycles at the descriptor's {clock:g} MHz (estimate)"
+
+
+def _measure(rows, options: ProfileOptions, details: ProfileDetails) -> tuple[str, float]:
+    from tflc.profile.measure import measure
+
+    timing = measure(Path(options.model), options.device or "local", python=options.python,
+                     threads=options.threads, runs=options.runs,
+                     min_duration_s=options.min_duration_s, timeout_s=options.timeout_s)
+    for row in rows:
+        if row.subgraph == 0:
+            row.latency_ms = _round(timing.op_ms.get(row.index))
+    details.invoke_overhead_ms = timing.empty_ms
+    details.notes.extend(timing.notes)
+    runtime = timing.runtime or {}
+    details.method = ("measured: single-op models cut from the flatbuffer, timed by the bench "
+                      f"runner in one process ({runtime.get('name')} {runtime.get('version')}, "
+                      f"threads {options.threads}), minus an empty model's invoke() time "
+                      f"({timing.empty_ms * 1e3:.2f} us)")
+    return timing.device, timing.whole_ms
+
+
+def profile(options: ProfileOptions) -> ProfileResult:
+    """Profile one model on one target; see the module docstring."""
+    from tflc.check import check_model, load_target
+    from tflc.profile.bottlenecks import bottlenecks
+
+    path = Path(options.model)
+    view = read_model(path)
+    spec = load_target(options.target)
+    verdicts = {(v.subgraph, v.index): v.placement for v in check_model(view, spec).ops}
+    rows = [OpProfile(placement=verdicts.get((c["subgraph"], c["index"]), "cpu"),
+                      arena_live_bytes=None, latency_ms=None, cycles=None, energy_uj=None, **c)
+            for c in counts.count_ops(view)]
+    details = ProfileDetails()
+    timeline, arena, limited_by, note = _timeline(view)
+    details.timeline, details.arena_limited_by = timeline, limited_by
+    if note:
+        details.notes.append(note)
+    for point in timeline:
+        rows[point["index"]].arena_live_bytes = point["live_bytes"]
+
+    whole = None
+    clock = float(getattr(spec.device, "clock_mhz", 0) or 0)
+    if options.device is None and spec.kind == "mcu":
+        _estimate_mcu(rows, clock or cyclemodel.CLOCK_MHZ)
+        device = f"{spec.name} cycle model (estimate)"
+        details.method = cyclemodel.describe()
+    elif options.device is None and spec.kind == "npu":
+        device = _apply_vela(rows, path, spec, details, view)
+        fallback = load_target(spec.partitioning.fallback) if getattr(
+            spec.partitioning, "fallback", None) not in (None, "none", "cpu") else spec
+        _estimate_mcu(rows, float(fallback.device.clock_mhz or clock or 1), only="cpu")
+        details.method = (f"NPU ops: {device}; ops left on the CPU: "
+                          + cyclemodel.describe())
+    else:
+        device, whole = _measure(rows, options, details)
+        if spec.kind not in ("cpu",):
+            details.notes.append(f"measured with LiteRT on {device}, not on {spec.name}'s own "
+                                 "hardware")
+    details.latency_source = device
+    timed = [r.latency_ms for r in rows if r.latency_ms is not None]
+    total_sum = sum(timed) if timed else None
+    if whole is None:
+        whole = total_sum
+    _energy(rows, spec, options, details, whole)
+    total = ProfileTotal(
+        macs=sum(r.macs for r in rows), latency_ms=_round(whole), sum_op_latency_ms=_round(total_sum),
+        peak_arena_bytes=arena, energy_mj_per_inference=None, battery_life_h=None)
+    power = energy.Power(**details.power) if details.power else None
+    if power and power.active_w is not None and whole is not None:
+        total.energy_mj_per_inference = _round(whole * power.active_w)
+        battery = energy.parse_battery(options.battery) if options.battery else None
+        total.battery_life_h = _round(energy.battery_life_h(battery, details.average_power_w))
+    result = ProfileResult(str(options.model), spec.name, device, rows, total, details)
+    details.bottlenecks = bottlenecks(result, view)
+    return result
+
+
+def _energy(rows, spec, options, details: ProfileDetails, whole) -> None:
+    power = energy.power_of(spec)
+    details.power = asdict(power)
+    if power.active_w is None:
+        details.notes.append(f"target {spec.name} gives no power figure: no energy estimate")
+        return
+    for row in rows:
+        if row.latency_ms is not None:
+            row.energy_uj = _round(row.latency_ms * power.active_w * 1000.0)
+    if whole is not None:
+        details.average_power_w, details.duty = energy.average_power_w(power, whole, options.rate)
+
+
+def _round(value, digits: int = 6):
+    return None if value is None else round(float(value), digits)

@@ -1,0 +1,98 @@
+"""Per-op latency measured by the bench runner, from single-op models.
+
+Method (chosen by measurement, `benchmarks/profile_fidelity.py`): every main-graph op is cut
+out as a model of its own (`cut.single_op_model`: its real tensors, quantization and
+constants), and the runner that `tflc bench` uses times all of them, the whole model and an
+empty model (no operators: the cost of one `invoke()` call itself) in ONE worker process on the
+device, interleaved in slices so that drift and heat hit all alike (`one_process` in the
+runner's protocol). An op's latency is its model's median minus the empty model's median.
+Prefix models (ops 0..k, differences of consecutive medians) were measured too: their sum is
+the whole model by construction, but each difference carries the noise of two medians of
+growing models, and a 300-op model needs 300 ever larger models.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tflc.bench import runner as runner_module
+from tflc.bench.transports import DeviceError, Upload, make_transport, parse_device, run_on_device
+from tflc.profile import cut
+
+
+@dataclass
+class Timing:
+    """What the runner measured: per main-graph op (None where not measurable), the whole."""
+
+    device: str
+    whole_ms: float
+    empty_ms: float
+    op_ms: dict[int, float | None]
+    notes: list[str] = field(default_factory=list)
+    device_facts: dict = field(default_factory=dict)
+    runtime: dict = field(default_factory=dict)
+
+
+def _write_models(data: bytes, folder: Path) -> tuple[list[Upload], dict[str, int | None], list[str]]:
+    """The whole model, the empty model and one model per op, as uploads with fixed names."""
+    model = cut.unpack(data)
+    sg = model.subgraphs[0]
+    files = {"whole": data, "empty": cut.empty_model(model)}
+    ids: dict[str, int | None] = {"whole": None, "empty": None}
+    notes = []
+    for index in range(len(sg.operators)):
+        single = cut.single_op_model(model, 0, index)
+        if single is None:
+            notes.append(f"op #{index} calls other subgraphs: not timed on its own")
+            continue
+        files[f"op{index}"] = single
+        ids[f"op{index}"] = index
+    uploads = []
+    for name, blob in files.items():
+        path = folder / f"{name}.tflite"
+        path.write_bytes(blob)
+        uploads.append(Upload(path, f"{name}.tflite"))
+    return uploads, ids, notes
+
+
+def measure(model_path: Path, device: str = "local", *, python: str | None = None,
+            threads: int | None = 1, runs: int = 100, min_duration_s: float = 0.02,
+            timeout_s: float = 600.0, rounds: int = 5) -> Timing:
+    """Time every op of the main graph and the whole model on `device` (see the docstring)."""
+    data = Path(model_path).read_bytes()
+    with tempfile.TemporaryDirectory(prefix="tflc-profile-") as scratch:
+        uploads, ids, notes = _write_models(data, Path(scratch))
+        request = {
+            "protocol": runner_module.PROTOCOL, "one_process": True,
+            "models": [{"id": u.name[:-7], "path": u.name} for u in uploads],
+            "runtime": "auto", "threads": threads, "delegate": {"kind": "default"},
+            "warmup": 5, "runs": runs, "min_duration_s": min_duration_s, "max_runs": 100000,
+            "repeat": 1, "rounds": rounds, "inputs": {"kind": "random", "seed": 0},
+            "eval": None, "return_outputs": False, "busy_load_per_core": 0.5,
+        }
+        transport = make_transport(device, python)
+        response = run_on_device(transport, uploads, request, timeout_s=timeout_s,
+                                 deadline=time.monotonic() + timeout_s)
+    medians: dict[str, float | None] = {}
+    for entry in response["trials"][0]["models"]:
+        if "error" in entry:
+            medians[entry["id"]] = None
+            notes.append(f"{entry['id']}: {entry['error']['message']}")
+        else:
+            medians[entry["id"]] = statistics.median(entry["latencies_ms"])
+    if medians.get("whole") is None:
+        raise DeviceError("model_load", f"on {parse_device(device).label}: the model itself "
+                          "did not load in the runner")
+    empty = medians.get("empty") or 0.0
+    op_ms = {}
+    for key, index in ids.items():
+        if index is not None:
+            value = medians.get(key)
+            op_ms[index] = None if value is None else max(value - empty, 0.0)
+    notes.extend(response.get("warnings") or [])
+    return Timing(parse_device(device).label, medians["whole"], empty, op_ms, notes,
+                  response.get("device") or {}, response.get("runtime") or {})
