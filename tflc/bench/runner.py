@@ -46,6 +46,10 @@ Protocol 1. The request is a JSON object:
     remove_dir_on_exit  delete the folder holding this file when done (the host's temp folder)
     stop_when_stdin_closes  the host holds stdin open while it listens; its end means the host
                     is gone: stop the workers, answer "host_gone", clean up, exit
+    one_process     (optional, default false; `tflc profile`) all models load into ONE worker,
+                    one after the other, and are timed interleaved there: hundreds of single-op
+                    models cost one process start, not hundreds. A model that cannot load is
+                    answered as {"id", "error": {"kind", "message"}} and not timed; the others run
 
 The response is one JSON object on one line: {"protocol": 1, "ok": true, "device": {...},
 "runtime": {...}, "trials": [{"trial": 0, "conditions_before": {...}, "conditions_after": {...},
@@ -669,6 +673,8 @@ def outputs_as_json(arrays: list, infos: list) -> list:
 def _worker_reply(state: dict, command: dict) -> dict:
     name = command.get("cmd")
     session = state.get("session")
+    if command.get("id") is not None and name != "load":  # one_process: pick the model by id
+        session = state.setdefault("sessions", {}).get(command["id"])
     if name == "load":
         runtime = load_runtime(command.get("runtime") or "auto")
         import numpy as np
@@ -676,6 +682,8 @@ def _worker_reply(state: dict, command: dict) -> dict:
         session = ModelSession(runtime, command["path"], command.get("threads"),
                                command.get("delegate"))
         state["session"] = session
+        if command.get("id") is not None:
+            state.setdefault("sessions", {})[command["id"]] = session
         inputs = command.get("inputs") or {"kind": "random", "seed": 0}
         shares = None
         if inputs.get("kind") == "npz":
@@ -818,6 +826,8 @@ def _split(total: int, parts: int) -> list:
 
 def run_trial(request: dict, trial: int, base: str, progress: dict) -> dict:
     """Fresh workers, load and warm up each model, then timed slices A B A B ..."""
+    if request.get("one_process"):
+        return run_trial_one_process(request, trial, base, progress)
     models = request["models"]
     runs, min_seconds = int(request.get("runs", 50)), float(request.get("min_duration_s", 0.0))
     rounds = 1 if len(models) == 1 else max(1, int(request.get("rounds") or 10))
@@ -867,6 +877,63 @@ def run_trial(request: dict, trial: int, base: str, progress: dict) -> dict:
             "models": entries}
 
 
+def _load_in_one(worker: Worker, request: dict, model: dict, base: str, inputs: dict,
+                 trial: int) -> dict:
+    """Load and warm up one model in the shared worker; a model that fails is an entry with
+    `error`, so one unloadable single-op model does not sink a whole profile."""
+    entry = {"id": model["id"], "trial": trial, "latencies_ms": []}
+    try:
+        loaded = worker.call({
+            "cmd": "load", "id": model["id"], "path": os.path.join(base, model["path"]),
+            "runtime": request.get("runtime", "auto"), "threads": request.get("threads"),
+            "delegate": request.get("delegate"), "inputs": inputs})
+        loaded.pop("ok", None)
+        entry.update(loaded)
+        warm = worker.call({"cmd": "warmup", "id": model["id"],
+                            "count": int(request.get("warmup", 5))})
+    except RunnerError as exc:
+        if exc.kind in ("killed", "worker_crashed", "host_gone"):
+            raise
+        entry["error"] = {"kind": exc.kind, "message": exc.message}
+        return entry
+    entry.update(first_inference_ms=warm["first_inference_ms"], warmup_ms=warm["warmup_ms"])
+    return entry
+
+
+def run_trial_one_process(request: dict, trial: int, base: str, progress: dict) -> dict:
+    """`one_process`: every model in one worker, timed in interleaved slices as run_trial does."""
+    models = request["models"]
+    runs, min_seconds = int(request.get("runs", 50)), float(request.get("min_duration_s", 0.0))
+    rounds = 1 if len(models) == 1 else max(1, int(request.get("rounds") or 10))
+    inputs = dict(request.get("inputs") or {"kind": "random", "seed": 0})
+    if inputs.get("kind") == "npz":
+        inputs["path"] = os.path.join(base, inputs["path"])
+    before = conditions()
+    worker = Worker("all models")
+    try:
+        entries = [_load_in_one(worker, request, model, base, inputs, trial) for model in models]
+        live = [entry for entry in entries if "error" not in entry]
+        cap = max(runs, int(request.get("max_runs") or 100000))
+        for count, most in zip(_split(runs, rounds), _split(cap, rounds)):
+            for entry in live:
+                reply = worker.call({"cmd": "run", "id": entry["id"], "count": count,
+                                     "cap": most, "min_seconds": min_seconds / rounds})
+                entry["latencies_ms"].extend(reply["latencies_ms"])
+            progress["done"] += len(models)
+            emit_event(event="progress", done=progress["done"], total=progress["total"],
+                       trial=trial, model=None)
+        for entry in live:
+            reply = worker.call({"cmd": "finish", "id": entry["id"],
+                                 "return_outputs": bool(request.get("return_outputs"))})
+            reply.pop("ok", None)
+            entry.update(reply)
+        after = conditions()
+    finally:
+        worker.stop()
+    return {"trial": trial, "conditions_before": before, "conditions_after": after,
+            "models": entries}
+
+
 def run_request(request: dict, base: str) -> dict:
     """The whole benchmark a request describes, as the response object."""
     if request.get("protocol") != PROTOCOL:
@@ -884,7 +951,8 @@ def run_request(request: dict, base: str) -> dict:
     rounds = 1 if len(request["models"]) == 1 else max(1, int(request.get("rounds") or 10))
     progress = {"done": 0, "total": repeat * rounds * len(request["models"])}
     trials = [run_trial(request, trial, base, progress) for trial in range(repeat)]
-    first = trials[0]["models"][0]
+    loaded = [entry for entry in trials[0]["models"] if "error" not in entry]
+    first = loaded[0] if loaded else trials[0]["models"][0]
     facts["numpy"] = first.get("numpy")
     warnings = []
     for trial in trials:
