@@ -349,8 +349,10 @@ def _key_values(_ctx, param, values) -> dict:
 
 @main.command("bench")
 @click.argument("models", nargs=-1, required=True)
-@click.option("--device", "-d", default="local", show_default=True,
-              help="local, ssh://user@host[:port], or a host alias from your ssh_config.")
+@click.option("--device", "-d", "devices", multiple=True, default=("local",), show_default=True,
+              help="local, ssh://user@host[:port], or a host alias from your ssh_config; "
+              "?python=PATH after it names that device's Python. Repeat for a fleet: the "
+              "devices run in parallel, one column each.")
 @click.option("--target", "-t", help="Target name or descriptor; its device.active_power_w gives "
               "an energy estimate.")
 @click.option("--python", help="Python on the device, e.g. a venv with tflite-runtime "
@@ -393,32 +395,99 @@ def _key_values(_ctx, param, values) -> dict:
 @click.option("--output", "-o", type=click.Path(dir_okay=False),
               help="Write the results (JSON) to this file.")
 @FORMAT_OPTION
-def bench_command(models, device, target, python, threads, warmup, runs, min_duration, max_runs,
+def bench_command(models, devices, target, python, threads, warmup, runs, min_duration, max_runs,
                   repeat, delegate, delegate_options, inputs, eval_data, return_outputs, runtime,
                   seed, timeout_s, retries, ssh_config, ssh_options, remote_tmp, output,
                   fmt) -> None:
     """Time MODEL(s) (.tflite, or a registry reference such as kws@current) on a device.
 
     Several models run interleaved (A B A B ...) in one invocation; the table shows each figure
-    with its ratio to the first model. Exit codes: 0 measured; 1 the device failed; 2 bad input.
+    with its ratio to the first model. Several --device run in parallel (a fleet), one column
+    per device. Exit codes: 0 measured (on every device); 1 the device failed (in a fleet: at
+    least one did; the others' results are still printed and written); 2 bad input.
     """
     from tflc.api import bench
-    from tflc.bench.summary import render_table
 
     result = bench(
-        models, device, target=target, python=python,
+        models, list(devices), target=target, python=python,
         threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration,
         max_runs=max_runs, repeat=repeat, delegate=delegate, delegate_options=delegate_options,
         inputs=inputs, eval_data=eval_data,
         seed=seed, return_outputs=return_outputs, runtime=runtime, timeout_s=timeout_s,
         retries=retries, ssh_config=ssh_config, ssh_options=ssh_options, remote_tmp=remote_tmp,
         output=output)
+    if len(devices) > 1:
+        _show_fleet(result, fmt)
+        return
+    from tflc.bench.summary import render_table
+
     if fmt == "json":
         emit_json(result)
     else:
         click.echo(render_table(result))
         if result.artifact_id:  # the run registry's id for this result (tflc runs show ID)
             click.echo(f"artifact  {result.artifact_id}")
+
+
+def _show_fleet(fleet, fmt) -> None:
+    """The fleet's table (or JSON); a failed device then makes the exit code 1, in one line
+    naming every device that failed, after the others' figures are out."""
+    from tflc.bench.summary import render_fleet_table
+    from tflc.errors import PipelineError
+
+    if fmt == "json":
+        emit_json(fleet)
+    else:
+        click.echo(render_fleet_table(fleet))
+        for outcome in fleet.devices:
+            if outcome.ok and outcome.result.artifact_id:
+                click.echo(f"artifact  {outcome.result.artifact_id}  {outcome.device}")
+    if fleet.failed:
+        reasons = "; ".join(f"{o.device}: {o.error.message}" for o in fleet.failed)
+        raise PipelineError(f"{len(fleet.failed)} of {len(fleet.devices)} devices failed "
+                            f"({reasons})")
+
+
+# --------------------------------------------------------------------------------------- profile
+# (tflc profile: see tflc/profile/)
+
+
+@main.command("profile")
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--target", "-t", required=True, help="Target name (see `tflc targets`) or a descriptor YAML path.")
+@click.option("--device", "-d", help="Measure on this device (local, ssh://user@host[:port], an ssh_config alias) "
+              "[default: here for CPU targets; vela or the cycle model for NPU and MCU targets].")
+@click.option("--python", help="Python on the device [default: python3 over SSH, this Python locally].")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1, max=10**6), default=100, show_default=True,
+              help="Timed runs per op model (and more until --min-duration).")
+@click.option("--min-duration", type=click.FloatRange(min=0, max=3600), default=0.02, show_default=True,
+              help="Seconds each op model is timed for at least.")
+@click.option("--rate", type=float, help="Inferences per second: average power and battery life at that duty cycle.")
+@click.option("--battery", help="MAH@V, e.g. 1000@3.7: battery life at --rate.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1, max=7 * 86400), default=600.0,
+              show_default=True, help="Seconds before the device run counts as hung.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "html"]), default="table", show_default=True,
+              help="Table, the documented JSON, or a self-contained HTML report.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report to this file instead of stdout.")
+def profile_command(models, target, device, python, threads, runs, min_duration, rate, battery, timeout_s,
+                    fmt, output) -> None:
+    """Where MODEL's time, memory and energy go, op by op, on a target (several: side by side).
+
+    Exit codes: 0 profiled; 1 the device failed; 2 bad input (corrupt model, unknown target).
+    """
+    from tflc.fileio import atomic_write_text
+    from tflc.profile import profile_models, render
+
+    results = profile_models(list(models), target, output=output, device=device, python=python,
+                             threads=threads, runs=runs, min_duration_s=min_duration, rate=rate,
+                             battery=battery, timeout_s=timeout_s)
+    text = render(results, fmt)
+    if output:
+        atomic_write_text(output, text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
 
 
 # ----------------------------------------------------------------------------- optimize pipeline

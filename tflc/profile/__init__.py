@@ -4,6 +4,15 @@
 documented JSON, `report.to_text` the table, `html.to_html` the self-contained report.
 """
 
-from tflc.profile.core import OpProfile, ProfileOptions, ProfileResult, ProfileTotal, profile
+from tflc.profile.core import (
+    OpProfile,
+    ProfileOptions,
+    ProfileResult,
+    ProfileTotal,
+    profile,
+    profile_models,
+    render,
+)
 
-__all__ = ["OpProfile", "ProfileOptions", "ProfileResult", "ProfileTotal", "profile"]
+__all__ = ["OpProfile", "ProfileOptions", "ProfileResult", "ProfileTotal", "profile",
+           "profile_models", "render"]

@@ -133,7 +133,7 @@ def _estimate_mcu(rows: list[OpProfile], clock_mhz: float, only=None) -> None:
             continue
         cycles = cyclemodel.op_cycles(row.op, row.macs, row.output_bytes)
         row.cycles = int(round(cycles))
-        row.latency_ms = cycles / (clock_mhz * 1e3)
+        row.latency_ms = _round(cycles / (clock_mhz * 1e3))
 
 
 def _apply_vela(rows, path: Path, spec, details: ProfileDetails, view) -> str:
@@ -156,7 +156,7 @@ def _apply_vela(rows, path: Path, spec, details: ProfileDetails, view) -> str:
         if figures is None:
             details.notes.append(f"op #{row.index} {row.op}: no NPU operation in vela's plan "
                                  "(removed as a view of its input): 0 cycles")
-        row.latency_ms = row.cycles / (clock * 1e3) if clock else None
+        row.latency_ms = _round(row.cycles / (clock * 1e3)) if clock else None
     return f"vela {accelerator}, {system}, cycles at the descriptor's {clock:g} MHz (estimate)"
 
 
@@ -251,3 +251,40 @@ def _energy(rows, spec, options, details: ProfileDetails, whole) -> None:
 
 def _round(value, digits: int = 6):
     return None if value is None else round(float(value), digits)
+
+
+def profile_models(models, target: str, output=None, **settings) -> list[ProfileResult]:
+    """Profile several models on one target (`tflc profile a.tflite b.tflite`).
+
+    Every model and the target are read before anything is measured, and `output`'s folder is
+    checked, so a typo fails fast with exit 2.
+    """
+    from tflc.bench.session import check_output_path
+    from tflc.check import load_target
+
+    if not models:
+        raise BadInput("no model given; name one or more .tflite files")
+    if output is not None:
+        check_output_path(output)
+    load_target(target)
+    for model in models:
+        read_model(model)
+    return [profile(ProfileOptions(model=str(model), target=target, **settings))
+            for model in models]
+
+
+def render(results: list[ProfileResult], fmt: str) -> str:
+    """The chosen format as text: table (side by side for several), json or html."""
+    import json
+
+    from tflc.profile import html, report
+
+    if fmt == "json":
+        data = results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results]
+        return json.dumps(data, indent=2) + "\n"
+    if fmt == "html":
+        return html.to_html(results)
+    texts = [report.to_text(r) for r in results]
+    if len(results) > 1:
+        texts.append(report.compare_text(results))
+    return "\n\n".join(texts) + "\n"
