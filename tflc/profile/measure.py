@@ -37,8 +37,8 @@ class Timing:
     runtime: dict = field(default_factory=dict)
 
 
-def _write_models(data: bytes, folder: Path) -> tuple[list[Upload], dict[str, int | None], list[str]]:
-    """The whole model, the empty model and one model per op, as uploads with fixed names."""
+def op_models(data: bytes) -> tuple[dict[str, bytes], dict[str, int | None], list[str]]:
+    """The whole model, the empty model and one model per main-graph op, by upload name."""
     model = cut.unpack(data)
     sg = model.subgraphs[0]
     files = {"whole": data, "empty": cut.empty_model(model)}
@@ -51,24 +51,25 @@ def _write_models(data: bytes, folder: Path) -> tuple[list[Upload], dict[str, in
             continue
         files[f"op{index}"] = single
         ids[f"op{index}"] = index
-    uploads = []
-    for name, blob in files.items():
-        path = folder / f"{name}.tflite"
-        path.write_bytes(blob)
-        uploads.append(Upload(path, f"{name}.tflite"))
-    return uploads, ids, notes
+    return files, ids, notes
 
 
-def measure(model_path: Path, device: str = "local", *, python: str | None = None,
-            threads: int | None = 1, runs: int = 100, min_duration_s: float = 0.02,
-            timeout_s: float = 600.0, rounds: int = 5) -> Timing:
-    """Time every op of the main graph and the whole model on `device` (see the docstring)."""
-    data = Path(model_path).read_bytes()
+def time_models(files: dict[str, bytes], device: str = "local", *, python: str | None = None,
+                threads: int | None = 1, runs: int = 100, min_duration_s: float = 0.02,
+                timeout_s: float = 600.0, rounds: int = 5) -> tuple[dict, dict, list[str]]:
+    """Median latency of each model (None: it did not load), the runner's response, notes.
+
+    All models run in one worker of the bench runner (`one_process`), interleaved.
+    """
     with tempfile.TemporaryDirectory(prefix="tflc-profile-") as scratch:
-        uploads, ids, notes = _write_models(data, Path(scratch))
+        uploads = []
+        for name, blob in files.items():
+            path = Path(scratch) / f"{name}.tflite"
+            path.write_bytes(blob)
+            uploads.append(Upload(path, f"{name}.tflite"))
         request = {
             "protocol": runner_module.PROTOCOL, "one_process": True,
-            "models": [{"id": u.name[:-7], "path": u.name} for u in uploads],
+            "models": [{"id": name, "path": f"{name}.tflite"} for name in files],
             "runtime": "auto", "threads": threads, "delegate": {"kind": "default"},
             "warmup": 5, "runs": runs, "min_duration_s": min_duration_s, "max_runs": 100000,
             "repeat": 1, "rounds": rounds, "inputs": {"kind": "random", "seed": 0},
@@ -77,13 +78,25 @@ def measure(model_path: Path, device: str = "local", *, python: str | None = Non
         transport = make_transport(device, python)
         response = run_on_device(transport, uploads, request, timeout_s=timeout_s,
                                  deadline=time.monotonic() + timeout_s)
-    medians: dict[str, float | None] = {}
+    medians, notes = {}, []
     for entry in response["trials"][0]["models"]:
         if "error" in entry:
             medians[entry["id"]] = None
             notes.append(f"{entry['id']}: {entry['error']['message']}")
         else:
             medians[entry["id"]] = statistics.median(entry["latencies_ms"])
+    return medians, response, notes
+
+
+def measure(model_path: Path, device: str = "local", *, python: str | None = None,
+            threads: int | None = 1, runs: int = 100, min_duration_s: float = 0.02,
+            timeout_s: float = 600.0, rounds: int = 5) -> Timing:
+    """Time every op of the main graph and the whole model on `device` (see the docstring)."""
+    files, ids, notes = op_models(Path(model_path).read_bytes())
+    medians, response, problems = time_models(
+        files, device, python=python, threads=threads, runs=runs,
+        min_duration_s=min_duration_s, timeout_s=timeout_s, rounds=rounds)
+    notes.extend(problems)
     if medians.get("whole") is None:
         raise DeviceError("model_load", f"on {parse_device(device).label}: the model itself "
                           "did not load in the runner")
