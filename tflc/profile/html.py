@@ -13,12 +13,15 @@ from tflc.profile.report import to_text
 
 BAR = "#3b6fb6"
 PEAK = "#d62728"
+MEMORY = "#6a9f58"
 WIDTH, HEIGHT = 900, 220
 
 
-def _bars(values: list[float], color: str, marked: int | None = None) -> str:
-    """One bar per op, scaled to the largest; the `marked` bar in the peak colour."""
-    top = max(values, default=0) or 1.0
+def _bars(values: list[float], color: str, marked: int | None = None,
+          line_at: float | None = None) -> str:
+    """One bar per op, scaled to the largest; the `marked` bar in the peak colour; a dashed
+    line at `line_at` (the planned arena)."""
+    top = max(max(values, default=0), line_at or 0) or 1.0
     step = WIDTH / max(len(values), 1)
     parts = []
     for i, value in enumerate(values):
@@ -27,21 +30,14 @@ def _bars(values: list[float], color: str, marked: int | None = None) -> str:
         parts.append(f'<rect x="{i * step + 1:.1f}" y="{HEIGHT - height:.1f}" '
                      f'width="{max(step - 2, 1):.1f}" height="{height:.1f}" fill="{fill}">'
                      f"<title>#{i}: {value:g}</title></rect>")
+    if line_at:
+        y = HEIGHT - (HEIGHT - 20) * line_at / top
+        parts.append(f'<line x1="0" x2="{WIDTH}" y1="{y:.1f}" y2="{y:.1f}" stroke="{PEAK}" '
+                     'stroke-width="3" stroke-dasharray="8 4"/>')
     return (f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
             f'height="{HEIGHT}" xmlns="http://www.w3.org/2000/svg">'
             f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#f7f7f7"/>' + "".join(parts)
             + "</svg>")
-
-
-def _peak_line(peak_bytes: int | None, used: list[int]) -> str:
-    if not peak_bytes or not used:
-        return ""
-    top = max(max(used), peak_bytes)
-    y = HEIGHT - (HEIGHT - 20) * peak_bytes / top
-    return (f'<svg class="chart-overlay" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-            f'height="{HEIGHT}" xmlns="http://www.w3.org/2000/svg" style="margin-top:-{HEIGHT + 4}px">'
-            f'<line x1="0" x2="{WIDTH}" y1="{y:.1f}" y2="{y:.1f}" stroke="{PEAK}" '
-            f'stroke-width="3" stroke-dasharray="8 4"/></svg>')
 
 
 def _table(result) -> str:
@@ -65,8 +61,8 @@ def section(result) -> str:
             f"{escape(str(result.total.peak_arena_bytes))} B</p>"
             f'<h3>Time per op [ms]</h3><div id="time-chart">{_bars(times, BAR)}</div>'
             f'<h3>Arena in use per op [B] (peak in red, dashed: the planned arena)</h3>'
-            f'<div id="memory-chart">{_bars(used, "#6a9f58", peak)}'
-            f"{_peak_line(result.total.peak_arena_bytes, used)}</div>"
+            f'<div id="memory-chart">{_bars(used, MEMORY, peak, result.total.peak_arena_bytes)}'
+            "</div>"
             f"<h3>Per op</h3>{_table(result)}"
             f"<h3>Summary</h3><pre>{escape(to_text(result))}</pre></section>")
 
