@@ -470,8 +470,11 @@ def _show_fleet(fleet, fmt) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "html"]), default="table", show_default=True,
               help="Table, the documented JSON, or a self-contained HTML report.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report to this file instead of stdout.")
+@click.option("--ssh-config", type=click.Path(dir_okay=False), help="ssh_config file (ssh -F).")
+@click.option("--ssh-option", "ssh_options", multiple=True, help="Extra OpenSSH option KEY=VALUE (ssh -o, repeatable).")
+@click.option("--remote-tmp", help="Folder on the device for the temporary files [default: $TMPDIR or /tmp].")
 def profile_command(models, target, device, python, threads, runs, min_duration, rate, battery, timeout_s,
-                    fmt, output) -> None:
+                    fmt, output, ssh_config, ssh_options, remote_tmp) -> None:
     """Where MODEL's time, memory and energy go, op by op, on a target (several: side by side).
 
     Exit codes: 0 profiled; 1 the device failed; 2 bad input (corrupt model, unknown target).
@@ -481,7 +484,8 @@ def profile_command(models, target, device, python, threads, runs, min_duration,
 
     results = profile_models(list(models), target, output=output, device=device, python=python,
                              threads=threads, runs=runs, min_duration_s=min_duration, rate=rate,
-                             battery=battery, timeout_s=timeout_s)
+                             battery=battery, timeout_s=timeout_s, ssh_config=ssh_config,
+                             ssh_options=tuple(ssh_options), remote_tmp=remote_tmp)
     text = render(results, fmt)
     if output:
         atomic_write_text(output, text)

@@ -32,6 +32,9 @@ class ProfileOptions:
     rate: float | None = None
     battery: str | None = None
     timeout_s: float = 600.0
+    ssh_config: str | None = None
+    ssh_options: tuple = ()
+    remote_tmp: str | None = None
 
     def __post_init__(self):
         if self.rate is not None and not (0 < self.rate <= 1e6):
@@ -165,7 +168,10 @@ def _measure(rows, options: ProfileOptions, details: ProfileDetails) -> tuple[st
 
     timing = measure(Path(options.model), options.device or "local", python=options.python,
                      threads=options.threads, runs=options.runs,
-                     min_duration_s=options.min_duration_s, timeout_s=options.timeout_s)
+                     min_duration_s=options.min_duration_s, timeout_s=options.timeout_s,
+                     ssh={"ssh_config": options.ssh_config,
+                          "ssh_options": tuple(options.ssh_options),
+                          "remote_tmp": options.remote_tmp})
     for row in rows:
         if row.subgraph == 0:
             row.latency_ms = _round(timing.op_ms.get(row.index))

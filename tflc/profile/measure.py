@@ -56,10 +56,12 @@ def op_models(data: bytes) -> tuple[dict[str, bytes], dict[str, int | None], lis
 
 def time_models(files: dict[str, bytes], device: str = "local", *, python: str | None = None,
                 threads: int | None = 1, runs: int = 100, min_duration_s: float = 0.02,
-                timeout_s: float = 600.0, rounds: int = 5) -> tuple[dict, dict, list[str]]:
+                timeout_s: float = 600.0, rounds: int = 5,
+                ssh: dict | None = None) -> tuple[dict, dict, list[str]]:
     """Median latency of each model (None: it did not load), the runner's response, notes.
 
-    All models run in one worker of the bench runner (`one_process`), interleaved.
+    All models run in one worker of the bench runner (`one_process`), interleaved. `ssh`:
+    make_transport's SSH settings (ssh_config, ssh_options, remote_tmp).
     """
     with tempfile.TemporaryDirectory(prefix="tflc-profile-") as scratch:
         uploads = []
@@ -75,7 +77,7 @@ def time_models(files: dict[str, bytes], device: str = "local", *, python: str |
             "repeat": 1, "rounds": rounds, "inputs": {"kind": "random", "seed": 0},
             "eval": None, "return_outputs": False, "busy_load_per_core": 0.5,
         }
-        transport = make_transport(device, python)
+        transport = make_transport(device, python, **(ssh or {}))
         response = run_on_device(transport, uploads, request, timeout_s=timeout_s,
                                  deadline=time.monotonic() + timeout_s)
     medians, notes = {}, []
@@ -90,12 +92,12 @@ def time_models(files: dict[str, bytes], device: str = "local", *, python: str |
 
 def measure(model_path: Path, device: str = "local", *, python: str | None = None,
             threads: int | None = 1, runs: int = 100, min_duration_s: float = 0.02,
-            timeout_s: float = 600.0, rounds: int = 5) -> Timing:
+            timeout_s: float = 600.0, rounds: int = 5, ssh: dict | None = None) -> Timing:
     """Time every op of the main graph and the whole model on `device` (see the docstring)."""
     files, ids, notes = op_models(Path(model_path).read_bytes())
     medians, response, problems = time_models(
         files, device, python=python, threads=threads, runs=runs,
-        min_duration_s=min_duration_s, timeout_s=timeout_s, rounds=rounds)
+        min_duration_s=min_duration_s, timeout_s=timeout_s, rounds=rounds, ssh=ssh)
     notes.extend(problems)
     if medians.get("whole") is None:
         raise DeviceError("model_load", f"on {parse_device(device).label}: the model itself "
