@@ -63,10 +63,14 @@ def export(model, out_dir, *, target=None, name: str = "model", layout: str = "p
     return report
 
 
-def bench(models, device: str = "local", *, output=None, **settings):
+def bench(models, device="local", *, output=None, **settings):
     """`tflc bench`: `models` are .tflite paths or registry references; see `tflc.bench.bench`
     for the settings. `output`: a JSON file for the result (with its artifact id), checked for
-    writability before anything is measured. Returns the BenchResult."""
+    writability before anything is measured. Returns the BenchResult.
+
+    `device` may also be a list: one device behaves as above; several are a fleet
+    (`tflc.bench.fleet`), measured in parallel, returned as a FleetResult whose every device
+    that ran is recorded on its own (its BenchResult carries the artifact id)."""
     from tflc.bench import bench as run_bench
     from tflc.bench.session import check_output_path
     from tflc.store import record_bench, resolve_model_ref
@@ -74,8 +78,25 @@ def bench(models, device: str = "local", *, output=None, **settings):
     if output is not None:
         check_output_path(output)
     names = [models] if isinstance(models, (str, os.PathLike)) else list(models)
-    result = run_bench([resolve_model_ref(m) for m in names], device, **settings)
+    devices = [device] if isinstance(device, (str, os.PathLike)) else list(device)
+    if len(devices) > 1:
+        return _bench_fleet([resolve_model_ref(m) for m in names], devices, output, settings)
+    result = run_bench([resolve_model_ref(m) for m in names], devices[0], **settings)
     result.artifact_id = record_bench(result)
     if output is not None:
         result.write(output)
     return result
+
+
+def _bench_fleet(models, devices, output, settings):
+    """Several devices at once: each device's result is recorded as its own bench."""
+    from tflc.bench.fleet import bench_fleet
+    from tflc.store import record_bench
+
+    fleet = bench_fleet(models, devices, **settings)
+    for outcome in fleet.devices:
+        if outcome.ok:
+            outcome.result.artifact_id = record_bench(outcome.result)
+    if output is not None:
+        fleet.write(output)
+    return fleet

@@ -176,6 +176,61 @@ def meminfo_bytes(field: str) -> int | None:
     return int(match.group(1)) * 1024 if match else None
 
 
+# Words naming an architecture in /proc/cpuinfo, the kernel's arch or its release string.
+_ARCH_FAMILIES = {"x86": ("x86_64", "amd64", "i386", "i686"), "arm": ("aarch64", "arm64")}
+
+
+def _family(name: str | None) -> str | None:
+    name = (name or "").lower()
+    for family, words in _ARCH_FAMILIES.items():
+        if any(word in name for word in words) or (family == "arm" and name.startswith("arm")):
+            return family
+    return None
+
+
+def _cpuinfo_family(info: str) -> str | None:
+    """Which architecture /proc/cpuinfo describes: x86 lists vendor_id and flags, Arm lists
+    CPU implementer and Features."""
+    if re.search(r"^(vendor_id|flags)\s*:", info, re.MULTILINE):
+        return "x86"
+    if re.search(r"^(CPU implementer|Features)\s*:", info, re.MULTILINE):
+        return "arm"
+    return None
+
+
+def emulation() -> dict:
+    """Signs that this Python runs under a user-mode emulator (qemu-user via binfmt_misc).
+
+    qemu-user answers `uname -m` (aarch64) and fakes the process's own /proc/self (exe, maps,
+    auxv), but the kernel underneath is the host's and other processes are not disguised:
+    /proc/sys/kernel/arch, the kernel release and (qemu before 8.1) /proc/cpuinfo name the
+    host's architecture, the parent process's executable is the qemu binary, and where
+    binfmt_misc is visible (not inside a chroot) it holds a qemu handler for this very
+    architecture, which no native machine needs."""
+    machine = platform.machine()
+    mine = _family(machine)
+    signs = []
+    kernel_arch = _read("/proc/sys/kernel/arch")
+    if kernel_arch and mine and _family(kernel_arch) not in (None, mine):
+        signs.append(f"/proc/sys/kernel/arch is {kernel_arch}, uname -m {machine}")
+    cpuinfo = _cpuinfo_family(_read("/proc/cpuinfo") or "")
+    if cpuinfo and mine and cpuinfo != mine:
+        signs.append(f"/proc/cpuinfo describes an {cpuinfo} CPU")
+    release = platform.release()
+    if mine and _family(release) not in (None, mine):
+        signs.append(f"kernel {release} is built for another architecture")
+    try:
+        parent = os.readlink(f"/proc/{os.getppid()}/exe")
+    except OSError:
+        parent = ""
+    if os.path.basename(parent).startswith("qemu-"):
+        signs.append(f"the parent process runs under {parent}")
+    handler = f"/proc/sys/fs/binfmt_misc/qemu-{machine}"
+    if (_read(handler) or "").startswith("enabled"):
+        signs.append(f"{handler} is registered and enabled")
+    return {"emulated": bool(signs), "signs": signs}
+
+
 def device_facts() -> dict:
     """What the device is: recorded once per run, the same for every trial."""
     return {
@@ -190,6 +245,7 @@ def device_facts() -> dict:
         "memory_total_bytes": meminfo_bytes("MemTotal"),
         "python": platform.python_version(),
         "python_executable": sys.executable,
+        "emulation": emulation(),
     }
 
 

@@ -21,6 +21,7 @@ import math
 import os
 import re
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,8 +31,10 @@ from tflc.bench.stats import LatencyStats, summarize
 from tflc.bench.summary import ModelSummary, fidelity, summarize_models
 from tflc.bench.transports import (
     DeviceError,
+    DeviceSpec,
     TransportError,
     Upload,
+    cancelled,
     make_transport,
     parse_device,
     run_on_device,
@@ -277,6 +280,37 @@ def _energy(target_spec, latency: LatencyStats) -> dict | None:
 
 
 # ------------------------------------------------------------------------------------- bench
+@dataclass
+class Plan:
+    """What one `tflc bench` call measures, checked and built once, whatever the devices: the
+    models, the files to copy, the runner's request and the settings the records keep."""
+
+    paths: list[Path]
+    uploads: list[Upload]
+    request: dict
+    settings: dict
+    target_spec: object | None
+    delegate_spec: dict
+    inputs_path: Path | None
+    eval_path: Path | None
+    timeout_s: float
+    retries: int
+    ssh: dict
+    started: float
+    _host_evals: dict | None = field(default=None, repr=False)
+    _host_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def host_evaluations(self, warnings: list) -> dict:
+        """This machine's reference outputs for --eval-data, computed once for every device."""
+        with self._host_lock:
+            if self._host_evals is None:
+                self._host_warnings: list = []
+                self._host_evals = _host_evaluations(
+                    self.paths, self.eval_path, self.settings["threads"], self._host_warnings)
+        warnings.extend(self._host_warnings)
+        return self._host_evals
+
+
 def bench(models, device: str = "local", *, target=None, python: str | None = None,
           threads: int | None = 1, warmup: int = 5, runs: int = 50, min_duration_s: float = 0.0,
           max_runs: int = 100000, repeat: int = 1, rounds: int | None = None,
@@ -289,13 +323,37 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
     """Benchmark one or more .tflite models on a device; see the module docstring for the steps.
 
     `models`: paths (several run interleaved, ratios are to the first). `device`: "local",
-    "ssh://user@host[:port]" or an ssh_config alias. `python`: the device's interpreter
-    (default: the Python running tflc locally, `python3` over SSH). `inputs`: an .npz of field
+    "ssh://user@host[:port]" or an ssh_config alias, each optionally with `?python=PATH`.
+    `python`: the device's interpreter (default: the Python running tflc locally, `python3`
+    over SSH; a device's own `?python=` wins). `inputs`: an .npz of field
     data to feed instead of random inputs (reports input saturation). `eval_data`: a labelled
     .npz (`x`, `y`) run once on the device, compared with LiteRT here. `target`: a target name or
     descriptor whose `device.active_power_w` gives an energy estimate. `output`: a file the
     result is written to (JSON), checked for writability before anything is measured.
     """
+    spec = parse_device(device)
+    plan = make_plan(
+        models, target=target, python=python, threads=threads, warmup=warmup, runs=runs,
+        min_duration_s=min_duration_s, max_runs=max_runs, repeat=repeat, rounds=rounds,
+        delegate=delegate, delegate_options=delegate_options, inputs=inputs,
+        eval_data=eval_data, seed=seed, return_outputs=return_outputs, runtime=runtime,
+        timeout_s=timeout_s, retries=retries, ssh_config=ssh_config, ssh_options=ssh_options,
+        remote_tmp=remote_tmp, connect_timeout=connect_timeout,
+        busy_load_per_core=busy_load_per_core, output=output)
+    result = measure(plan, spec, python, progress=progress)
+    if output is not None:
+        result.write(output)
+    return result
+
+
+def make_plan(models, *, target=None, python=None, threads=1, warmup=5, runs=50,
+              min_duration_s=0.0, max_runs=100000, repeat=1, rounds=None, delegate="default",
+              delegate_options=None, inputs=None, eval_data=None, seed=0, return_outputs=False,
+              runtime="auto", timeout_s=None, retries=2, ssh_config=None, ssh_options=(),
+              remote_tmp=None, connect_timeout=10.0, busy_load_per_core=0.5,
+              output=None) -> Plan:
+    """Check everything that can be checked here (settings, output path, models, data files)
+    and build the request; raises BadInput before any device is touched."""
     started = time.time()
     paths = [Path(m) for m in ([models] if isinstance(models, (str, Path)) else models)]
     if not paths:
@@ -344,20 +402,41 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
         request["eval"] = {"path": "eval.npz"}
     if timeout_s is None:
         timeout_s = 600.0 + 1.5 * repeat * len(paths) * min_duration_s
+    settings = {"threads": threads, "warmup": warmup, "runs": runs,
+                "min_duration_s": min_duration_s, "max_runs": max_runs, "repeat": repeat,
+                "rounds": rounds,
+                "delegate": delegate_spec, "runtime": runtime, "seed": seed,
+                "inputs": str(inputs_path) if inputs_path else None,
+                "eval_data": str(eval_path) if eval_path else None,
+                "python": python, "timeout_s": timeout_s}
+    ssh = dict(ssh_config=ssh_config, ssh_options=tuple(ssh_options), remote_tmp=remote_tmp,
+               connect_timeout=connect_timeout)
+    return Plan(paths=paths, uploads=uploads, request=request, settings=settings,
+                target_spec=target_spec, delegate_spec=delegate_spec, inputs_path=inputs_path,
+                eval_path=eval_path, timeout_s=timeout_s, retries=retries, ssh=ssh,
+                started=started)
 
+
+def measure(plan: Plan, spec: DeviceSpec, python: str | None = None, *,
+            progress: bool = True) -> BenchResult:
+    """Run a plan on one device and turn its answer into records; the device's own
+    `?python=` beats `python` (a fleet's devices may keep their runtimes in different places)."""
+    started = time.time() if plan.started is None else plan.started
+    python = spec.python or python
     try:
         response, attempts = _run_with_retries(
-            device, python, uploads, request, timeout_s, retries, progress,
-            dict(ssh_config=ssh_config, ssh_options=tuple(ssh_options), remote_tmp=remote_tmp,
-                 connect_timeout=connect_timeout))
+            spec, python, plan.uploads, plan.request, plan.timeout_s, plan.retries, progress,
+            plan.ssh)
     except DeviceError as exc:
-        exc.message = name_user_files(exc.message, uploads)
+        exc.message = name_user_files(exc.message, plan.uploads)
         raise
-    label = parse_device(device).label
-
-    warnings = list(response.get("warnings") or [])
-    host_evals = _host_evaluations(paths, eval_path, threads, warnings) if eval_path else {}
-    labels = _eval_labels(eval_path) if eval_path else None
+    label = spec.label
+    request, paths = plan.request, plan.paths
+    inputs_path, threads = plan.inputs_path, plan.settings["threads"]
+    device_warnings = [*(response.get("warnings") or []), *emulation_warnings(response["device"])]
+    warnings = list(device_warnings)
+    host_evals = plan.host_evaluations(warnings) if plan.eval_path else {}
+    labels = _eval_labels(plan.eval_path) if plan.eval_path else None
     records = []
     for trial in response["trials"]:
         for entry in trial["models"]:
@@ -372,7 +451,8 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
                 model=str(path), model_name=path.name, model_sha256=sha256_file(path),
                 model_bytes=path.stat().st_size, trial=int(trial["trial"]), device=label,
                 device_facts=response["device"], runtime=entry.get("runtime") or {},
-                threads=threads, delegate=delegate_spec, warmup=warmup, latency_ms=latency,
+                threads=threads, delegate=plan.delegate_spec, warmup=plan.settings["warmup"],
+                latency_ms=latency,
                 samples_ms=[round(v, 6) for v in entry["latencies_ms"]],
                 load_ms=entry["load_ms"], allocate_ms=entry["allocate_ms"],
                 first_inference_ms=entry["first_inference_ms"],
@@ -384,29 +464,31 @@ def bench(models, device: str = "local", *, target=None, python: str | None = No
                 inputs=dict(request["inputs"], path=str(inputs_path)) if inputs_path
                 else dict(request["inputs"]),
                 input_saturation=entry.get("saturation"), fidelity=fid,
-                energy=_energy(target_spec, latency),
+                energy=_energy(plan.target_spec, latency),
                 conditions={"before": trial["conditions_before"],
                             "after": trial["conditions_after"]},
-                warnings=list(response.get("warnings") or []), model_key=entry["id"],
+                warnings=list(device_warnings), model_key=entry["id"],
             ))
-    if target_spec is not None and not any(r.energy for r in records):
-        warnings.append(f"target {target_spec.name} gives no device.active_power_w: "
+    if plan.target_spec is not None and not any(r.energy for r in records):
+        warnings.append(f"target {plan.target_spec.name} gives no device.active_power_w: "
                         "no energy estimate")
-    settings = {"threads": threads, "warmup": warmup, "runs": runs,
-                "min_duration_s": min_duration_s, "max_runs": max_runs, "repeat": repeat,
-                "rounds": rounds,
-                "delegate": delegate_spec, "runtime": runtime, "seed": seed,
-                "inputs": str(inputs_path) if inputs_path else None,
-                "eval_data": str(eval_path) if eval_path else None,
-                "python": python, "timeout_s": timeout_s}
-    result = BenchResult(
+    settings = dict(plan.settings, python=python)
+    return BenchResult(
         device=label, device_facts=response["device"], runtime=response.get("runtime") or {},
-        target=getattr(target_spec, "name", None), settings=settings, records=records,
+        target=getattr(plan.target_spec, "name", None), settings=settings, records=records,
         models=summarize_models(records), warnings=warnings, started_at=round(started, 3),
         seconds=round(time.time() - started, 3), attempts=attempts)
-    if output is not None:
-        result.write(output)
-    return result
+
+
+def emulation_warnings(facts: dict) -> list[str]:
+    """A device that runs its CPU under an emulator (qemu-user) measures the emulator: say so
+    in every result, with the signs the runner found."""
+    emulation = facts.get("emulation") or {}
+    if not emulation.get("emulated"):
+        return []
+    signs = "; ".join(emulation.get("signs") or []) or "no detail"
+    return [f"emulated: {facts.get('arch')} runs under an emulator on this device ({signs}); "
+            "latencies measure the emulator, not the hardware"]
 
 
 def _run_with_retries(device, python, uploads, request, timeout_s, retries, progress, ssh):
@@ -429,6 +511,8 @@ def _run_with_retries(device, python, uploads, request, timeout_s, retries, prog
                 bar.n = event.get("done", 0)
                 bar.refresh()
 
+        if cancelled():
+            raise DeviceError("interrupted", "interrupted before the run on this device started")
         transport = make_transport(device, python, **ssh)
         try:
             return run_on_device(transport, uploads, request, timeout_s=timeout_s,
@@ -437,7 +521,7 @@ def _run_with_retries(device, python, uploads, request, timeout_s, retries, prog
             first_error = first_error or exc
             pause = min(2.0 ** attempt, 8.0)
             out_of_time = deadline - time.monotonic() < pause + 1.0
-            if attempt == retries or out_of_time:
+            if attempt == retries or out_of_time or cancelled():
                 tries = _attempts(attempt + 1)
                 if out_of_time:
                     tries += f" within the --timeout of {timeout_s:g} s"

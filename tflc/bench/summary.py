@@ -187,3 +187,60 @@ def fidelity(device_eval: dict, host_eval: dict | None, labels, host_runtime: di
         if truth is not None:
             result["host_top1_accuracy"] = float(np.mean(host_top1 == truth))
     return result
+
+
+def _device_line(result) -> str:
+    """`board or CPU, arch, cores, runtime version, threads`, as the single-device table says."""
+    facts, runtime = result.device_facts, result.runtime or {}
+    emulated = " (emulated)" if (facts.get("emulation") or {}).get("emulated") else ""
+    return (f"{facts.get('board') or facts.get('cpu_model') or '?'}, {facts.get('arch')}"
+            f"{emulated}, {facts.get('cores')} cores, python {facts.get('python')}, "
+            f"{runtime.get('name')} {runtime.get('version')}")
+
+
+def render_fleet_table(fleet) -> str:
+    """One table for several devices: figures as rows, a column per device (per device and
+    model with several models; ratios to the first model on the same device). A device that
+    failed keeps its column, marked failed, and its reason is printed below the table."""
+    outcomes = fleet.devices
+    names = [f"D{i + 1}" for i in range(len(outcomes))]
+    columns = []  # (device short name, outcome, summary or None)
+    for name, outcome in zip(names, outcomes, strict=True):
+        summaries = outcome.result.models if outcome.ok else [None]
+        columns.extend((name, outcome, summary) for summary in summaries)
+    several = any(outcome.ok and len(outcome.result.models) > 1 for outcome in outcomes)
+    header = ["", *[name + (f" {s.model_name}" if several and s else "") for name, _o, s in columns]]
+    rows = [header, ["status", *["ok" if o.ok else f"failed ({o.error.kind})"
+                                 for _n, o, _s in columns]]]
+    for label, unit, get in FIGURES:
+        values = [get(s) if s else None for _n, _o, s in columns]
+        if all(v is None for v in values):
+            continue
+        cells = []
+        for (_name, outcome, summary), value in zip(columns, values, strict=True):
+            first = summary is None or summary is outcome.result.models[0]
+            ratio = None if first or label not in RATIO_FIGURES else summary.ratios.get(label)
+            cells.append(_cell(value, ratio))
+        rows.append([f"{label} [{unit}]", *cells])
+    rows.append(["runs", *[str(s.latency_ms.count) if s else "-" for _n, _o, s in columns]])
+    if any(s and s.fidelity for _n, _o, s in columns):
+        for key, label in (("top1_accuracy", "top-1 accuracy"),
+                           ("agreement", "agreement with host"),
+                           ("max_abs_output_diff", "max |output - host|")):
+            rows.append([label, *[_cell((s.fidelity or {}).get(key)) if s else "-"
+                                  for _n, _o, s in columns]])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
+                       for i, (cell, width) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    head = [f"{name} {outcome.device}: " + (_device_line(outcome.result) if outcome.ok
+                                            else "failed")
+            for name, outcome in zip(names, outcomes, strict=True)]
+    notes = []
+    for name, outcome in zip(names, outcomes, strict=True):
+        if not outcome.ok:
+            notes.append(f"error: {name} {outcome.device}: {outcome.error.message}")
+            continue
+        notes.extend(f"warning: {name}: {text}" for text in outcome.result.warnings)
+    return "\n".join([*head, *lines, *notes])

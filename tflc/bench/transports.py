@@ -29,9 +29,9 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from tflc.bench import runner as runner_module
 from tflc.errors import BadInput, PipelineError
@@ -81,8 +81,7 @@ def stream_process(argv: list[str], *, stdin: bytes = b"", timeout_s: float | No
     so that when this side goes away (killed, interrupted, disconnected) the end of its input
     tells the runner to stop."""
     start = time.monotonic()
-    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, start_new_session=new_session, cwd=cwd)
+    process = _start(argv, new_session=new_session, cwd=cwd)
     out_chunks: list[bytes] = []
     kept: collections.deque[str] = collections.deque(maxlen=_STDERR_KEPT)
     verbose = bool(os.environ.get("TFLC_DEBUG"))
@@ -127,10 +126,53 @@ def stream_process(argv: list[str], *, stdin: bytes = b"", timeout_s: float | No
         raise
     finally:
         _close_quietly(process.stdin)
+        _forget(process)
     for thread in readers:
         thread.join(timeout=5)
     return Completed(process.returncode, b"".join(out_chunks), list(kept), timed_out,
                      time.monotonic() - start)
+
+
+# Every process stream_process started and that still runs, so that a fleet's Ctrl-C, which
+# only the main thread hears, can stop the runs of every device thread at once.
+_LIVE: dict = {}
+_LIVE_LOCK = threading.Lock()
+_CANCELLED = threading.Event()
+
+
+def _start(argv: list[str], *, new_session: bool, cwd) -> subprocess.Popen:
+    with _LIVE_LOCK:
+        if _CANCELLED.is_set():
+            raise DeviceError("interrupted", "interrupted: no new command is started")
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, start_new_session=new_session, cwd=cwd)
+        _LIVE[process.pid] = (process, new_session)
+    return process
+
+
+def _forget(process: subprocess.Popen) -> None:
+    with _LIVE_LOCK:
+        _LIVE.pop(process.pid, None)
+
+
+def stop_all() -> None:
+    """Kill every command this process is running on any device and start no new one: the
+    runners see their connection (their stdin) close and stop themselves and their workers."""
+    with _LIVE_LOCK:
+        _CANCELLED.set()
+        live = list(_LIVE.values())
+    for process, group in live:
+        if process.poll() is None:
+            _kill(process, group)
+
+
+def cancelled() -> bool:
+    return _CANCELLED.is_set()
+
+
+def allow_new_runs() -> None:
+    """After a stop_all() has been dealt with (the fleet interrupted and unwound)."""
+    _CANCELLED.clear()
 
 
 def _close_quietly(stream) -> None:
@@ -154,12 +196,15 @@ def _kill(process: subprocess.Popen, group: bool) -> None:
 # -------------------------------------------------------------------------------- devices
 @dataclass(frozen=True)
 class DeviceSpec:
-    """`local`, or an SSH destination: `ssh://user@host:port` or an ssh_config host alias."""
+    """`local`, or an SSH destination: `ssh://user@host:port` or an ssh_config host alias;
+    `python` is the device's own interpreter (`?python=PATH`), for fleets whose devices keep
+    their runtimes in different places. The label leaves it out: it names the device."""
 
     kind: str  # "local" | "ssh"
     host: str | None = None
     user: str | None = None
     port: int | None = None
+    python: str | None = None
 
     @property
     def label(self) -> str:
@@ -175,9 +220,33 @@ _SAFE_HOST = re.compile(r"^[A-Za-z0-9_.:%\-]+$")
 _SAFE_USER = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-def parse_device(text: str) -> DeviceSpec:
-    """`local`, `ssh://[user@]host[:port]`, or an ssh_config alias (`[user@]alias`)."""
-    text = (text or "").strip()
+def _device_python(text: str) -> tuple[str, str | None]:
+    """Split `DEVICE?python=PATH` into the device and the Python path (None without one)."""
+    device, sep, query = text.partition("?")
+    if not sep:
+        return text, None
+    pairs = parse_qs(query, keep_blank_values=True, strict_parsing=False)
+    unknown = sorted(set(pairs) - {"python"})
+    if unknown or not pairs.get("python") or len(pairs["python"]) != 1:
+        raise BadInput(f"--device {text}: after '?' only python=PATH is understood "
+                       "(the device's Python, e.g. ?python=/home/pi/venv/bin/python)")
+    python = pairs["python"][0]
+    if not python or re.search(r"[\x00-\x1f\x7f]", python):
+        raise BadInput(f"--device {text}: python= needs a path without control characters")
+    return device, python
+
+
+def parse_device(text: str | DeviceSpec) -> DeviceSpec:
+    """`local`, `ssh://[user@]host[:port]`, or an ssh_config alias (`[user@]alias`), each
+    optionally followed by `?python=PATH`."""
+    if isinstance(text, DeviceSpec):
+        return text
+    text, python = _device_python((text or "").strip())
+    spec = _parse_destination(text)
+    return replace(spec, python=python) if python else spec
+
+
+def _parse_destination(text: str) -> DeviceSpec:
     if text == "local":
         return DeviceSpec("local")
     if text.startswith("ssh://"):
@@ -513,7 +582,8 @@ class SshTransport(Transport):
 
 def make_transport(device: str | DeviceSpec, python: str | None = None, **ssh) -> Transport:
     """The transport for `--device`: `local`, or SSH with its options."""
-    spec = parse_device(device) if isinstance(device, str) else device
+    spec = parse_device(device)
+    python = spec.python or python
     if spec.kind == "local":
         return LocalTransport(python, tmp_dir=ssh.get("remote_tmp"))
     return SshTransport(spec, python or "python3", **ssh)
