@@ -28,7 +28,7 @@ class ProfileOptions:
     python: str | None = None
     threads: int | None = 1
     runs: int = 100
-    min_duration_s: float = 0.02
+    min_duration_s: float = 0.03
     rate: float | None = None
     battery: str | None = None
     timeout_s: float = 600.0

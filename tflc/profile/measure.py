@@ -5,7 +5,10 @@ out as a model of its own (`cut.single_op_model`: its real tensors, quantization
 constants), and the runner that `tflc bench` uses times all of them, the whole model and an
 empty model (no operators: the cost of one `invoke()` call itself) in ONE worker process on the
 device, interleaved in slices so that drift and heat hit all alike (`one_process` in the
-runner's protocol). An op's latency is its model's median minus the empty model's median.
+runner's protocol). An op's latency is its model's typical time minus the empty model's.
+"Typical" is the lower quartile of the timed runs, not the median: on a shared machine other
+processes preempt some runs, and the quartile keeps the sum of ops nearer the whole model (the
+benchmark compares both).
 Prefix models (ops 0..k, differences of consecutive medians) were measured too: their sum is
 the whole model by construction, but each difference carries the noise of two medians of
 growing models, and a 300-op model needs 300 ever larger models.
@@ -13,7 +16,6 @@ growing models, and a 300-op model needs 300 ever larger models.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,6 +24,17 @@ from pathlib import Path
 from tflc.bench import runner as runner_module
 from tflc.bench.transports import DeviceError, Upload, make_transport, parse_device, run_on_device
 from tflc.profile import cut
+
+PERCENTILE = 25.0
+
+
+def typical_ms(latencies: list[float], percentile: float = PERCENTILE) -> float:
+    """The `percentile` of the timed runs (linear interpolation, as numpy's default)."""
+    ordered = sorted(latencies)
+    position = (len(ordered) - 1) * percentile / 100.0
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 @dataclass
@@ -55,10 +68,10 @@ def op_models(data: bytes) -> tuple[dict[str, bytes], dict[str, int | None], lis
 
 
 def time_models(files: dict[str, bytes], device: str = "local", *, python: str | None = None,
-                threads: int | None = 1, runs: int = 100, min_duration_s: float = 0.02,
-                timeout_s: float = 600.0, rounds: int = 5,
+                threads: int | None = 1, runs: int = 100, min_duration_s: float = 0.03,
+                timeout_s: float = 600.0, rounds: int = 10,
                 ssh: dict | None = None) -> tuple[dict, dict, list[str]]:
-    """Median latency of each model (None: it did not load), the runner's response, notes.
+    """Typical latency of each model (None: it did not load), the runner's response, notes.
 
     All models run in one worker of the bench runner (`one_process`), interleaved. `ssh`:
     make_transport's SSH settings (ssh_config, ssh_options, remote_tmp).
@@ -86,13 +99,13 @@ def time_models(files: dict[str, bytes], device: str = "local", *, python: str |
             medians[entry["id"]] = None
             notes.append(f"{entry['id']}: {entry['error']['message']}")
         else:
-            medians[entry["id"]] = statistics.median(entry["latencies_ms"])
+            medians[entry["id"]] = typical_ms(entry["latencies_ms"])
     return medians, response, notes
 
 
 def measure(model_path: Path, device: str = "local", *, python: str | None = None,
-            threads: int | None = 1, runs: int = 100, min_duration_s: float = 0.02,
-            timeout_s: float = 600.0, rounds: int = 5, ssh: dict | None = None) -> Timing:
+            threads: int | None = 1, runs: int = 100, min_duration_s: float = 0.03,
+            timeout_s: float = 600.0, rounds: int = 10, ssh: dict | None = None) -> Timing:
     """Time every op of the main graph and the whole model on `device` (see the docstring)."""
     files, ids, notes = op_models(Path(model_path).read_bytes())
     medians, response, problems = time_models(
