@@ -180,8 +180,8 @@ def _measure(rows, options: ProfileOptions, details: ProfileDetails) -> tuple[st
     runtime = timing.runtime or {}
     details.method = ("measured: single-op models cut from the flatbuffer, timed by the bench "
                       f"runner in one process ({runtime.get('name')} {runtime.get('version')}, "
-                      f"threads {options.threads}), minus an empty model's invoke() time "
-                      f"({timing.empty_ms * 1e3:.2f} us)")
+                      f"threads {options.threads}), lower quartile of each op's runs minus an "
+                      f"empty model's invoke() time ({timing.empty_ms * 1e3:.2f} us)")
     return timing.device, timing.whole_ms
 
 
