@@ -261,3 +261,13 @@ def test_throttling_and_busy_warnings():
     assert "governor is 'ondemand'" in text and "81.0 C" in text
     assert runner.condition_warnings({"load_average": [0.1, 0, 0], "governor": "performance"},
                                      {}, cores=4, busy_per_core=0.5) == []
+
+
+def test_probe_finds_no_emulation_natively():
+    """The emulation signs (checked under qemu in tests/pi) stay silent on real hardware: here,
+    where binfmt_misc may well hold qemu handlers for other architectures."""
+    done = subprocess.run([sys.executable, str(RUNNER), "--probe"], capture_output=True,
+                          text=True, timeout=60, check=True)
+    facts = json.loads(done.stdout)
+    assert facts["emulation"] == {"emulated": False, "signs": []}
+    assert facts["arch"] == os.uname().machine
