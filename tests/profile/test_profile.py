@@ -188,3 +188,19 @@ def test_a_300_op_model_profiles_in_under_a_minute(chain_300):
     assert len(result.ops) == 300 and all(op.latency_ms is not None for op in result.ops)
     assert result.total.latency_ms > 0
     assert seconds < 60, f"{seconds:.1f} s"
+
+
+def test_profile_imports_no_tensorflow():
+    """tflc profile works in the TensorFlow-free core install: nothing it runs imports it."""
+    from tests.conftest import MLPERF_INT8, need_mlperf
+
+    path = need_mlperf(MLPERF_INT8["ad"])
+    code = ("import sys\nfrom tflc.profile import ProfileOptions, profile, render\n"
+            f"for target in ('cpu', 'cortex-m4', 'ethos-u55-128'):\n"
+            f"    render([profile(ProfileOptions({str(path)!r}, target, runs=5, "
+            "min_duration_s=0.0))], 'html')\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'tf_keras', 'keras'))\n"
+            "assert not bad, bad\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]

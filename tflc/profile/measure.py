@@ -26,6 +26,9 @@ from tflc.bench.transports import DeviceError, Upload, make_transport, parse_dev
 from tflc.profile import cut
 
 PERCENTILE = 25.0
+# Timed runs per op model at most: enough for a steady quartile, and it keeps the runner's
+# answer for a 300-op model to a few MB of JSON (uncapped, tiny ops return 10^4 samples each).
+MAX_RUNS = 1000
 
 
 def typical_ms(latencies: list[float], percentile: float = PERCENTILE) -> float:
@@ -69,8 +72,8 @@ def op_models(data: bytes) -> tuple[dict[str, bytes], dict[str, int | None], lis
 
 def time_models(files: dict[str, bytes], device: str = "local", *, python: str | None = None,
                 threads: int | None = 1, runs: int = 100, min_duration_s: float = 0.03,
-                timeout_s: float = 600.0, rounds: int = 10,
-                ssh: dict | None = None) -> tuple[dict, dict, list[str]]:
+                timeout_s: float = 600.0, rounds: int = 10, ssh: dict | None = None,
+                max_runs: int = MAX_RUNS) -> tuple[dict, dict, list[str]]:
     """Typical latency of each model (None: it did not load), the runner's response, notes.
 
     All models run in one worker of the bench runner (`one_process`), interleaved. `ssh`:
@@ -86,7 +89,7 @@ def time_models(files: dict[str, bytes], device: str = "local", *, python: str |
             "protocol": runner_module.PROTOCOL, "one_process": True,
             "models": [{"id": name, "path": f"{name}.tflite"} for name in files],
             "runtime": "auto", "threads": threads, "delegate": {"kind": "default"},
-            "warmup": 5, "runs": runs, "min_duration_s": min_duration_s, "max_runs": 100000,
+            "warmup": 5, "runs": runs, "min_duration_s": min_duration_s, "max_runs": max_runs,
             "repeat": 1, "rounds": rounds, "inputs": {"kind": "random", "seed": 0},
             "eval": None, "return_outputs": False, "busy_load_per_core": 0.5,
         }
