@@ -245,32 +245,47 @@ def cause(view, op, verdict, backend_on: bool) -> str:
 
 def _op_kind(sg, op) -> str:
     """The op and the facts that distinguish the usual causes (weights' producer, dtypes)."""
-    producers = sg.producers()
     tensors = sg.tensors
     if op.is_custom:
         return f"custom op {op.op}"
     inputs = [tensors[t] for t in op.inputs if t >= 0]
     outputs = [tensors[t] for t in op.outputs if t >= 0]
     if op.op in ("DEQUANTIZE", "DENSIFY") and inputs:
-        src = inputs[0]
-        kind = "constant" if src.is_constant else "computed"
-        return f"{op.op} of a {kind} {src.dtype}{' sparse' if op.op == 'DENSIFY' else ''} tensor"
+        chain = _static_chain(sg, inputs[0].index)
+        if chain is None:
+            return f"{op.op} of a computed {inputs[0].dtype} tensor"
+        steps, dtype = chain
+        via = "".join(f"{s} of " for s in steps)
+        sparse = " sparse" if "DENSIFY" in steps or op.op == "DENSIFY" else ""
+        return f"{op.op} of {via}a constant {dtype}{sparse} tensor"
     if op.op == "QUANTIZE" and inputs and outputs:
         a, b = inputs[0].dtype, outputs[0].dtype
         return f"QUANTIZE {a} requantize" if a == b else f"QUANTIZE {a}->{b}"
-    fed = sorted({sg.operators[producers[t.index]].op for t in inputs[1:]
-                  if t.index in producers and sg.operators[producers[t.index]].op
-                  in ("DEQUANTIZE", "DENSIFY")})
+    fed = [_static_chain(sg, t.index) for t in inputs[1:]]
+    fed = [c for c in fed if c and c[0]]
     if fed:
-        origin = [tensors[sg.operators[producers[t.index]].inputs[0]] for t in inputs[1:]
-                  if t.index in producers and sg.operators[producers[t.index]].op in fed]
-        dtypes = sorted({o.dtype for o in origin})
-        return f"{op.op} with weights from {'/'.join(fed)} of {'/'.join(dtypes)}"
+        steps = sorted({"->".join(reversed(c[0])) for c in fed})
+        dtypes = sorted({c[1] for c in fed})
+        return f"{op.op} with weights from {'/'.join(steps)} of {'/'.join(dtypes)}"
     act = inputs[0].dtype if inputs else (outputs[0].dtype if outputs else "?")
     weights = sorted({t.dtype for t in inputs[1:] if t.is_constant})
     if act == "float32" and {"int8", "uint8"} & set(weights):
         return f"{op.op} hybrid (float32 activations, constant int8 weights)"
     return f"{op.op} {act}" + (f" (constant {'/'.join(weights)})" if weights else "")
+
+
+def _static_chain(sg, tensor: int):
+    """([producer ops, nearest first], dtype of the constant) when a tensor is a constant or is
+    made from one by DEQUANTIZE/DENSIFY only (what runtimes treat as static weights); else None."""
+    producers = sg.producers()
+    steps = []
+    while not sg.tensors[tensor].is_constant:
+        op = producers.get(tensor)
+        if op is None or sg.operators[op].op not in ("DEQUANTIZE", "DENSIFY"):
+            return None
+        steps.append(sg.operators[op].op)
+        tensor = sg.operators[op].inputs[0]
+    return steps, sg.tensors[tensor].dtype
 
 
 # --------------------------------------------------------------------------- expectations
