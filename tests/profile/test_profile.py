@@ -152,6 +152,8 @@ def test_two_models_side_by_side():
     (["{bad}", "-t", "cpu"], 2, "TFL3"),
     (["{ad}", "-t", "cpu", "--device", "ssh://nobody@127.0.0.1:1"], 1, "unreachable"),
     (["{ad}", "-t", "cpu", "--battery", "lots"], 2, "--battery"),
+    (["{ad}", "-t", "cpu", "--python", "/nonexistent/python"], 1, "no Python"),
+    (["{ad}", "-t", "cpu", "--rate", "0"], 2, "--rate"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, code, words):
     from tests.conftest import MLPERF_INT8, need_mlperf
@@ -204,3 +206,19 @@ def test_profile_imports_no_tensorflow():
             "assert not bad, bad\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_bottlenecks_name_the_peak_op_and_what_to_change():
+    """kws: the first depthwise block holds the arena peak; advice names it and the input."""
+    from tests.conftest import MLPERF_INT8, need_mlperf
+
+    result = profile(ProfileOptions(str(need_mlperf(MLPERF_INT8["kws"])), "cortex-m4"))
+    found = result.details.bottlenecks
+    timeline = result.details.timeline
+    peak = max(timeline, key=lambda p: p["used_bytes"])
+    assert found["peak"]["index"] == peak["index"] == 1
+    assert sum(size for _, size in found["peak"]["tensors"]) == peak["live_bytes"]
+    assert any("op #1 DEPTHWISE_CONV_2D" in a and "input resolution" in a
+               for a in found["advice"])
+    times = [b["latency_ms"] for b in found["by_time"]]
+    assert times == sorted((o.latency_ms for o in result.ops), reverse=True)[:3]
