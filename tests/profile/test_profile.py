@@ -79,11 +79,12 @@ def test_sum_of_ops_within_15_percent_of_the_whole_model(mlperf_model):
                                              result.total.sum_op_latency_ms)
 
 
-def test_every_npu_op_carries_vela_cycles():
+@pytest.mark.parametrize("name", ["kws", "vww"])  # kws: a SOFTMAX vela splits in 27 steps
+def test_every_npu_op_carries_vela_cycles(name):
     from tests.conftest import MLPERF_INT8, need_mlperf
     from tflc.profile import vela
 
-    path = need_mlperf(MLPERF_INT8["vww"])
+    path = need_mlperf(MLPERF_INT8[name])
     result = profile(ProfileOptions(str(path), "ethos-u55-128"))
     on_npu = [op for op in result.ops if op.placement == "target"]
     assert on_npu and all(op.cycles is not None for op in on_npu)
