@@ -460,7 +460,7 @@ def _show_fleet(fleet, fmt) -> None:
 @click.option("--python", help="Python on the device [default: python3 over SSH, this Python locally].")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--runs", type=click.IntRange(min=1, max=10**6), default=100, show_default=True,
-              help="Timed runs per op model (and more until --min-duration).")
+              help="Timed runs per op model (more until --min-duration, but at most 1000 or --runs).")
 @click.option("--min-duration", type=click.FloatRange(min=0, max=3600), default=0.03, show_default=True,
               help="Seconds each op model is timed for at least.")
 @click.option("--rate", type=float, help="Inferences per second: average power and battery life at that duty cycle.")
