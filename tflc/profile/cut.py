@@ -133,8 +133,11 @@ def prefix_model(model, count: int) -> bytes | None:
     return _model_of(model, kept, _tensors_of(kept), sg, outputs)
 
 
-def empty_model(model) -> bytes:
-    """A model with no operators whose output is its input: the cost of `invoke()` alone."""
+def empty_model(model) -> bytes | None:
+    """A model with no operators whose output is its input: the cost of `invoke()` alone
+    (None for a model without inputs: then nothing is subtracted)."""
     sg = model.subgraphs[0]
+    if sg.inputs is None or len(sg.inputs) == 0:
+        return None
     first = int(sg.inputs[0])
     return _model_of(model, [], [first], sg, [first])

@@ -57,7 +57,10 @@ def op_models(data: bytes) -> tuple[dict[str, bytes], dict[str, int | None], lis
     """The whole model, the empty model and one model per main-graph op, by upload name."""
     model = cut.unpack(data)
     sg = model.subgraphs[0]
-    files = {"whole": data, "empty": cut.empty_model(model)}
+    files = {"whole": data}
+    empty = cut.empty_model(model)
+    if empty is not None:
+        files["empty"] = empty
     ids: dict[str, int | None] = {"whole": None, "empty": None}
     notes = []
     for index in range(len(sg.operators)):
