@@ -223,3 +223,27 @@ def test_bottlenecks_name_the_peak_op_and_what_to_change():
                for a in found["advice"])
     times = [b["latency_ms"] for b in found["by_time"]]
     assert times == sorted((o.latency_ms for o in result.ops), reverse=True)[:3]
+
+
+def test_every_subgraph_is_profiled(tmp_path):
+    """A second subgraph (ad's graph copied, never called): its ops get counts and a time per
+    call, and the sum of ops, compared with the whole model, covers the main graph only."""
+    import copy
+
+    import flatbuffers
+
+    from tests.conftest import MLPERF_INT8, need_mlperf
+    from tflc.profile import cut
+
+    model = cut.unpack(need_mlperf(MLPERF_INT8["ad"]).read_bytes())
+    model.subgraphs.append(copy.deepcopy(model.subgraphs[0]))
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path = tmp_path / "two.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    result = profile(ProfileOptions(str(path), "cpu", runs=20, min_duration_s=0.0))
+    second = [op for op in result.ops if op.subgraph == 1]
+    assert len(second) == 10 and all(op.latency_ms is not None and op.macs for op in second
+                                     if op.op == "FULLY_CONNECTED")
+    main = sum(op.latency_ms for op in result.ops if op.subgraph == 0)
+    assert result.total.sum_op_latency_ms == pytest.approx(main, rel=1e-6)

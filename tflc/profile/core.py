@@ -173,8 +173,10 @@ def _measure(rows, options: ProfileOptions, details: ProfileDetails) -> tuple[st
                           "ssh_options": tuple(options.ssh_options),
                           "remote_tmp": options.remote_tmp})
     for row in rows:
-        if row.subgraph == 0:
-            row.latency_ms = _round(timing.op_ms.get(row.index))
+        row.latency_ms = _round(timing.op_ms.get((row.subgraph, row.index)))
+    if any(row.subgraph for row in rows):
+        details.notes.append("ops of called subgraphs are timed per call and left out of the "
+                             "sum of ops, which covers the main graph")
     details.invoke_overhead_ms = timing.empty_ms
     details.notes.extend(timing.notes)
     runtime = timing.runtime or {}
@@ -224,7 +226,7 @@ def profile(options: ProfileOptions) -> ProfileResult:
             details.notes.append(f"measured with LiteRT on {device}, not on {spec.name}'s own "
                                  "hardware")
     details.latency_source = device
-    timed = [r.latency_ms for r in rows if r.latency_ms is not None]
+    timed = [r.latency_ms for r in rows if r.latency_ms is not None and r.subgraph == 0]
     total_sum = sum(timed) if timed else None
     if whole is None:
         whole = total_sum

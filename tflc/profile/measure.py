@@ -47,29 +47,32 @@ class Timing:
     device: str
     whole_ms: float
     empty_ms: float
-    op_ms: dict[int, float | None]
+    op_ms: dict[tuple[int, int], float | None]  # (subgraph, op index) -> ms
     notes: list[str] = field(default_factory=list)
     device_facts: dict = field(default_factory=dict)
     runtime: dict = field(default_factory=dict)
 
 
-def op_models(data: bytes) -> tuple[dict[str, bytes], dict[str, int | None], list[str]]:
-    """The whole model, the empty model and one model per main-graph op, by upload name."""
+def op_models(data: bytes) -> tuple[dict[str, bytes], dict[str, tuple | None], list[str]]:
+    """The whole model, the empty model and one model per op of every subgraph, by upload name
+    ("op7" in the main graph, "sg1_op2" elsewhere) -> (subgraph, op index)."""
     model = cut.unpack(data)
-    sg = model.subgraphs[0]
     files = {"whole": data}
     empty = cut.empty_model(model)
     if empty is not None:
         files["empty"] = empty
-    ids: dict[str, int | None] = {"whole": None, "empty": None}
+    ids: dict[str, tuple | None] = {"whole": None, "empty": None}
     notes = []
-    for index in range(len(sg.operators)):
-        single = cut.single_op_model(model, 0, index)
-        if single is None:
-            notes.append(f"op #{index} calls other subgraphs: not timed on its own")
-            continue
-        files[f"op{index}"] = single
-        ids[f"op{index}"] = index
+    for s, sg in enumerate(model.subgraphs):
+        for index in range(len(sg.operators or [])):
+            single = cut.single_op_model(model, s, index)
+            name = f"op{index}" if s == 0 else f"sg{s}_op{index}"
+            if single is None:
+                notes.append(f"op #{index} of subgraph {s} calls other subgraphs: its own time "
+                             "is not measured (the called ops are)")
+                continue
+            files[name] = single
+            ids[name] = (s, index)
     return files, ids, notes
 
 
@@ -112,7 +115,7 @@ def time_models(files: dict[str, bytes], device: str = "local", *, python: str |
 def measure(model_path: Path, device: str = "local", *, python: str | None = None,
             threads: int | None = 1, runs: int = 100, min_duration_s: float = 0.03,
             timeout_s: float = 600.0, rounds: int = 10, ssh: dict | None = None) -> Timing:
-    """Time every op of the main graph and the whole model on `device` (see the docstring)."""
+    """Time every op (of every subgraph) and the whole model on `device` (see the docstring)."""
     files, ids, notes = op_models(Path(model_path).read_bytes())
     medians, response, problems = time_models(
         files, device, python=python, threads=threads, runs=runs,
