@@ -189,23 +189,59 @@ def _measure(rows, options: ProfileOptions, details: ProfileDetails) -> tuple[st
 
 def profile(options: ProfileOptions) -> ProfileResult:
     """Profile one model on one target; see the module docstring."""
-    from tflc.check import check_model, load_target
+    from tflc.check import load_target
     from tflc.profile.bottlenecks import bottlenecks
 
     path = Path(options.model)
     view = read_model(path)
     spec = load_target(options.target)
+    rows = _counted_rows(view, spec)
+    details = ProfileDetails()
+    arena = _arena(view, rows, details)
+    device, whole = _latency(rows, path, view, spec, options, details)
+    timed = [r.latency_ms for r in rows if r.latency_ms is not None and r.subgraph == 0]
+    total_sum = sum(timed) if timed else None
+    whole = total_sum if whole is None else whole
+    _energy(rows, spec, options, details, whole)
+    total = ProfileTotal(
+        macs=sum(r.macs for r in rows), latency_ms=_round(whole),
+        sum_op_latency_ms=_round(total_sum), peak_arena_bytes=arena,
+        energy_mj_per_inference=None, battery_life_h=None)
+    _energy_totals(total, options, details, whole)
+    result = ProfileResult(str(options.model), spec.name, device, rows, total, details)
+    details.bottlenecks = bottlenecks(result, view)
+    return result
+
+
+def _counted_rows(view: ModelView, spec) -> list[OpProfile]:
+    """One row per op with its placement (tflc check's verdict) and its counts."""
+    from tflc.check import check_model
+
     verdicts = {(v.subgraph, v.index): v.placement for v in check_model(view, spec).ops}
-    rows = [OpProfile(placement=verdicts.get((c["subgraph"], c["index"]), "cpu"),
+    return [OpProfile(placement=verdicts.get((c["subgraph"], c["index"]), "cpu"),
                       arena_live_bytes=None, latency_ms=None, cycles=None, energy_uj=None, **c)
             for c in counts.count_ops(view)]
-    details = ProfileDetails()
+
+
+def _arena(view: ModelView, rows: list[OpProfile], details: ProfileDetails) -> int | None:
+    """Fill the timeline and each main-graph op's live bytes; return the planner's arena."""
     timeline, arena, limited_by, note = _timeline(view)
     details.timeline, details.arena_limited_by = timeline, limited_by
     if note:
         details.notes.append(note)
     for point in timeline:
         rows[point["index"]].arena_live_bytes = point["live_bytes"]
+    return arena
+
+
+def _latency(rows, path: Path, view, spec, options: ProfileOptions, details: ProfileDetails):
+    """(where the figures come from, the whole model's measured ms or None for estimates).
+
+    A device given always measures there; without one, MCU targets get the cycle model, NPU
+    targets vela (their CPU ops the cycle model at the fallback core's clock), others are
+    measured on this machine.
+    """
+    from tflc.check import load_target
 
     whole = None
     clock = float(getattr(spec.device, "clock_mhz", 0) or 0)
@@ -215,36 +251,31 @@ def profile(options: ProfileOptions) -> ProfileResult:
         details.method = cyclemodel.describe()
     elif options.device is None and spec.kind == "npu":
         device = _apply_vela(rows, path, spec, details, view)
-        fallback = load_target(spec.partitioning.fallback) if getattr(
-            spec.partitioning, "fallback", None) not in (None, "none", "cpu") else spec
+        fallback_name = getattr(spec.partitioning, "fallback", None)
+        fallback = spec if fallback_name in (None, "none", "cpu") else load_target(fallback_name)
         _estimate_mcu(rows, float(fallback.device.clock_mhz or clock or 1), only="cpu")
-        details.method = (f"NPU ops: {device}; ops left on the CPU: "
-                          + cyclemodel.describe())
+        details.method = f"NPU ops: {device}; ops left on the CPU: {cyclemodel.describe()}"
     else:
         device, whole = _measure(rows, options, details)
-        if spec.kind not in ("cpu",):
+        if spec.kind != "cpu":
             details.notes.append(f"measured with LiteRT on {device}, not on {spec.name}'s own "
                                  "hardware")
     details.latency_source = device
-    timed = [r.latency_ms for r in rows if r.latency_ms is not None and r.subgraph == 0]
-    total_sum = sum(timed) if timed else None
-    if whole is None:
-        whole = total_sum
-    _energy(rows, spec, options, details, whole)
-    total = ProfileTotal(
-        macs=sum(r.macs for r in rows), latency_ms=_round(whole), sum_op_latency_ms=_round(total_sum),
-        peak_arena_bytes=arena, energy_mj_per_inference=None, battery_life_h=None)
-    power = energy.Power(**details.power) if details.power else None
-    if power and power.active_w is not None and whole is not None:
-        total.energy_mj_per_inference = _round(whole * power.active_w)
-        battery = energy.parse_battery(options.battery) if options.battery else None
-        total.battery_life_h = _round(energy.battery_life_h(battery, details.average_power_w))
-    result = ProfileResult(str(options.model), spec.name, device, rows, total, details)
-    details.bottlenecks = bottlenecks(result, view)
-    return result
+    return device, whole
+
+
+def _energy_totals(total: ProfileTotal, options, details: ProfileDetails, whole) -> None:
+    """Energy per inference and battery life, where the descriptor gives an active power."""
+    active = (details.power or {}).get("active_w")
+    if active is None or whole is None:
+        return
+    total.energy_mj_per_inference = _round(whole * active)
+    battery = energy.parse_battery(options.battery) if options.battery else None
+    total.battery_life_h = _round(energy.battery_life_h(battery, details.average_power_w))
 
 
 def _energy(rows, spec, options, details: ProfileDetails, whole) -> None:
+    """Per-op energy (latency x active power) and the average power at `--rate`."""
     power = energy.power_of(spec)
     details.power = asdict(power)
     if power.active_w is None:
