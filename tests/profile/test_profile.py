@@ -126,11 +126,17 @@ def test_json_is_exactly_the_documented_schema(tmp_path):
                                     "latency_ms", "cycles", "energy_uj"]
     assert list(data["total"]) == ["macs", "latency_ms", "sum_op_latency_ms", "peak_arena_bytes",
                                    "energy_mj_per_inference", "battery_life_h"]
-    # energy and battery by hand: 0.04 W active (cortex-m4), nothing known between inferences
+    # energy and battery by hand from the descriptor's power figures
+    from tflc.check import load_target
+    from tflc.profile import energy
+
+    power = energy.power_of(load_target("cortex-m4"))
+    rest = power.sleep_w if power.sleep_w is not None else (power.idle_w or 0.0)
     latency_s = data["total"]["latency_ms"] / 1000
-    assert data["total"]["energy_mj_per_inference"] == pytest.approx(latency_s * 0.04 * 1000,
-                                                                     rel=1e-4)
-    watts = 10 * latency_s * 0.04
+    assert data["total"]["energy_mj_per_inference"] == pytest.approx(
+        latency_s * power.active_w * 1000, rel=1e-4)
+    duty = 10 * latency_s
+    watts = duty * power.active_w + (1 - duty) * rest
     assert data["total"]["battery_life_h"] == pytest.approx(1.0 * 3.7 / watts, rel=1e-4)
 
 
