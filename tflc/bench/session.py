@@ -43,8 +43,6 @@ from tflc.errors import BadInput
 from tflc.fileio import atomic_write_json, sha256_file
 from tflc.version import __version__
 
-DELEGATE_KINDS = ("none", "default", "xnnpack")
-
 # Upper bounds far beyond any real benchmark and low enough that durations, timers and sample
 # lists stay exact numbers in memory: (flag, limit, what the limit means).
 LIMITS = {

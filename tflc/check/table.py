@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+from tflc.units import format_bytes
+
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n} B"
+    return format_bytes(n, digits=2)
 
 
 def render_table(result) -> str:

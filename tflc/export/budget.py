@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from tflc.check.budget import BudgetLine, budget_lines
 from tflc.tflite.planner import MemoryPlan
 from tflc.tflite.reader import ModelView
+from tflc.units import format_bytes
 
 
 @dataclass
@@ -37,7 +38,7 @@ class BudgetReport:
 
 
 def kib(n: int) -> str:
-    return f"{n / 1024:.1f} KiB"
+    return format_bytes(n, unit="KiB")
 
 
 def check_budget(view: ModelView, arena_bytes: int, plan: MemoryPlan, target) -> BudgetReport:
