@@ -6,7 +6,10 @@ from tflc.units import format_bytes
 
 
 def _num(value, spec: str = ".4g") -> str:
-    return "-" if value is None else format(value, spec)
+    """Integers (MACs, bytes) in full with thousands separators, other numbers to 4 digits."""
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else format(value, spec)
 
 
 def _bytes(value) -> str:
