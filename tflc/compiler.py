@@ -103,6 +103,10 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
     import_tensorflow()  # a missing compile extra is one line, before any output or progress
     timings: dict[str, float] = {}
     warnings: list[str] = []
+    if not o.static_batch and _needs_static_batch(target_spec):
+        convert_options = replace(convert_options, static_batch=True)
+        warnings.append(f"batch pinned to 1: {target_spec.name} needs static shapes "
+                        "(its descriptor's runtime.static_batch)")
 
     with staged_outputs(out_dir) as stage:
         clock = time.perf_counter()
@@ -145,9 +149,12 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
         loaded, lowering = _lower(loaded, o, say)
         float_source = original
         if lowering is not None:
-            convert_options = replace(convert_options, static_batch=True)
+            convert_options = replace(convert_options, static_batch=lowering.static_batch
+                                      or convert_options.static_batch)
             warnings.extend(f"lowering: {note}" for note in lowering.notes)
             float_source = loaded if original is user_model else _lower(original, o, say)[0]
+            if lowering.stateful:  # a stateful model takes one batch size: use its stateless twin
+                user_model = loaded
             timings["lower"] = time.perf_counter() - clock
             clock = time.perf_counter()
         say("converting to float TFLite (size baseline)")
@@ -266,6 +273,15 @@ def _load_target(options: CompileOptions):
                        f"{spec.runtime.name}, which takes no {options.export} package (exports: "
                        f"{can}); choose a TFLite Micro target such as cortex-m4, or drop --export")
     return spec
+
+
+def _needs_static_batch(target_spec) -> bool:
+    """Whether the target's runtime takes only static shapes: a descriptor fact, not a name.
+
+    TFLite Micro, the Edge TPU compiler and Vela refuse the SHAPE/STRIDED_SLICE/PACK chains a
+    free batch leaves in the graph (squeeze-and-excite reshapes, attention heads).
+    """
+    return bool(target_spec is not None and getattr(target_spec.runtime, "static_batch", False))
 
 
 def _resolve_pipeline(options: CompileOptions):

@@ -81,6 +81,9 @@ def run_tflite(model_bytes: bytes, inputs: list[np.ndarray], progress: str | Non
         raise PipelineError(f"the model has {len(in_details)} inputs, the data {len(inputs)}")
     outputs: list[list[np.ndarray]] = [[] for _ in out_details]
     for i in _progress(range(len(inputs[0])), progress):
+        # samples are independent, as for the Keras model: a fused LSTM keeps its state in
+        # variable tensors from one invocation to the next unless they are reset
+        interpreter.reset_all_variables()
         for detail, x in zip(in_details, inputs):
             interpreter.set_tensor(detail["index"], quantize(x[i:i + 1], detail))
         interpreter.invoke()

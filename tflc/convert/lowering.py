@@ -12,6 +12,9 @@ rebuilt model gives the same outputs), and:
   length (one copy of the cell per time step, all builtin integer ops);
 - the batch is pinned to 1: the loops need a static element shape.
 
+Keras 3 `LayerNormalization` (transformer blocks) is rebuilt the same way: its Keras 3 trace
+has a `Neg` the int8 quantizer rejects, tf_keras' converts to builtin int8 ops.
+
 Everything is decided by layer class, never by name, and recorded in the report (`lowering`).
 A model without recurrent layers passes through untouched: its conversion does not change.
 """
@@ -43,6 +46,7 @@ class LoweringReport:
     max_abs_difference: float = 0.0  # rebuilt vs given model, on sample inputs
     notes: list[str] = field(default_factory=list)
     fidelity: list[dict] = field(default_factory=list)  # the given float model vs the int8 file
+    stateful: bool = False  # then the rebuilt, stateless twin is the float reference
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,29 +63,60 @@ def recurrent_layers(model) -> list[tuple[object, str]]:
     return found
 
 
+# Keras 3 layers whose Keras 3 trace the int8 quantizer cannot take while tf_keras' trace of the
+# same layer converts: LayerNormalization traces to a `Neg` with no int8 kernel, tf_keras' to
+# MEAN, SQUARED_DIFFERENCE and RSQRT.
+_REBUILT = {"LayerNormalization": "tf_keras LayerNormalization (MEAN, SQUARED_DIFFERENCE, RSQRT)"}
+
+
 def lower(loaded, activations: str = "int8", seed: int = 0):
     """(model to convert, LoweringReport or None): None when nothing needed lowering."""
     found = recurrent_layers(loaded.model) if loaded.is_keras else []
-    if not found:
+    rebuilt = [(layer, type(layer).__name__) for layer in _layers(loaded.model)
+               if type(layer).__name__ in _REBUILT] if loaded.format == "keras3" else []
+    if not found and not rebuilt:
         return loaded, None
     _require_static_time(loaded, found)
-    overrides = {"GRU": {"unroll": True}, "SimpleRNN": {"unroll": True}}
-    if activations == "int16":
-        overrides["LSTM"] = {"unroll": True}
+    overrides = _overrides(found, activations)
     report = LoweringReport(route="rebuilt as tf_keras" if loaded.format == "keras3"
-                            else "tf_keras, recurrent layers cloned", static_batch=True)
+                            else "tf_keras, recurrent layers cloned", static_batch=bool(found))
     model, difference = _rebuild(loaded, overrides, seed)
     report.max_abs_difference = difference
     steps = loaded.inputs[0].shape[1] if len(loaded.inputs[0].shape) > 1 else None
     for layer, kind in found:
         report.layers.append(LoweredLayer(layer.name, kind, _lowered_to(layer, overrides, steps)))
-    report.notes.append("batch pinned to 1: recurrent loops need a static shape")
+    for layer, kind in rebuilt:
+        report.layers.append(LoweredLayer(layer.name, kind, _REBUILT[kind]))
+    if found:
+        report.notes.append("batch pinned to 1: recurrent loops need a static shape")
     if activations == "int16" and any(_cell(layer) == "LSTM" for layer, _ in found):
         report.notes.append("16x8 has no fused-LSTM kernel: LSTM unrolled over the time steps")
+    if any(_cell(layer) == "LSTM" and not overrides["LSTM"].get("unroll") for layer, _ in found):
+        report.notes.append("the fused LSTM keeps its state in variable tensors from one "
+                            "invocation to the next (as stateful=True does): reset them between "
+                            "independent sequences (interpreter.reset_all_variables(); TFLite "
+                            "Micro: ResetVariableTensors())")
     if any(getattr(_inner(layer), "stateful", False) for layer, _ in found):
-        report.notes.append("stateful layers: the TFLite model starts every inference from the "
-                            "initial (zero) state; carry the state yourself between calls")
+        report.stateful = True
+        if any(overrides[_cell(layer)].get("unroll") for layer, _ in found):
+            report.notes.append("stateful unrolled layers start every inference from the zero "
+                                "state; carry the state yourself between calls")
     return loaded.with_model(model), report
+
+
+def _overrides(found, activations: str) -> dict[str, dict]:
+    """Config values per recurrent class: unrolled where no fused op exists, never stateful.
+
+    A converted model starts each inference from the initial state (the state variables are
+    frozen), so the rebuilt layers are stateless: the same computation, callable on any batch.
+    """
+    if not found:
+        return {}
+    overrides = {kind: {"stateful": False} for kind in RECURRENT}
+    overrides["GRU"]["unroll"] = overrides["SimpleRNN"]["unroll"] = True
+    if activations == "int16":  # 16x8 has no UNIDIRECTIONAL_SEQUENCE_LSTM kernel
+        overrides["LSTM"]["unroll"] = True
+    return overrides
 
 
 def measure_fidelity(loaded, tflite_bytes: bytes, inputs, samples: int = 64) -> list[dict]:
@@ -132,7 +167,7 @@ def _clone_tf_keras(model, overrides: dict):
 
 def _lowered_to(layer, overrides: dict, steps) -> str:
     cell = _cell(layer)
-    if cell in overrides:
+    if overrides.get(cell, {}).get("unroll"):
         return f"unrolled over {steps} time steps (builtin integer ops)"
     if type(layer).__name__ == "Bidirectional":
         return "two fused UNIDIRECTIONAL_SEQUENCE_LSTM (or BIDIRECTIONAL_SEQUENCE_LSTM)"

@@ -65,7 +65,8 @@ def rebuild_as_tf_keras(model, sample_inputs: list[np.ndarray] | None = None, so
         _copy_weights(layer, made, where)
     if sample_inputs is None:
         rng = np.random.default_rng(seed)
-        sample_inputs = [rng.standard_normal((8,) + tuple(d or 1 for d in t.shape[1:]))
+        batch = model.inputs[0].shape[0] or 8  # a stateful model takes only its own batch size
+        sample_inputs = [rng.standard_normal((batch,) + tuple(d or 1 for d in t.shape[1:]))
                          .astype(np.float32) for t in model.inputs]
     expected = _outputs(model, sample_inputs)
     got = _outputs(rebuilt, sample_inputs)

@@ -1,0 +1,45 @@
+"""Every zoo architecture compiles fully integer: asserted on the flatbuffer (op names, the
+dtype of every tensor an op touches), for `--target cpu` and, where its ops and size allow,
+`--target cortex-m4` (the whole model on TFLite Micro, within the board's budgets).
+
+Conversions are cached by content hash (tests/zoo/cache.py); the keras.applications models are
+marked slow.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.zoo.cache import compiled
+from tests.zoo.flatbuffer import assert_fully_integer
+from tests.zoo.models import NOT_M4, SLOW, ZOO, build
+
+OPTIONS = {"calibration": "random", "calibration_samples": 16}
+
+
+def _cases(target):
+    names = sorted(ZOO) if target == "cpu" else sorted(set(ZOO) - NOT_M4)
+    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in names]
+
+
+def _compile(name, tmp_path, target):
+    return compiled(build(name), ZOO[name][0], tmp_path, target=target, **OPTIONS)
+
+
+@pytest.mark.parametrize("name", _cases("cpu"))
+def test_zoo_compiles_fully_integer_for_cpu(name, tmp_path):
+    path, report, _ = _compile(name, tmp_path, "cpu")
+    assert_fully_integer(path)
+    summary = report["check"]["summary"]
+    nowhere = [(op["op"], op["reasons"]) for op in report["check"]["ops"] if op["placement"] == "none"]
+    assert summary["runs"] and not nowhere, nowhere  # on XNNPACK or LiteRT's own kernels
+
+
+@pytest.mark.parametrize("name", _cases("cortex-m4"))
+def test_zoo_runs_whole_on_cortex_m4(name, tmp_path):
+    path, report, _ = _compile(name, tmp_path, "cortex-m4")
+    assert_fully_integer(path)
+    summary = report["check"]["summary"]
+    blocked = [(op["op"], op["reasons"]) for op in report["check"]["ops"] if op["placement"] != "target"]
+    assert summary["runs"] and not blocked, blocked
+    assert summary["within_budget"], summary["memory"]
