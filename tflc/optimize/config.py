@@ -24,14 +24,13 @@ for misspelt names. The dataclasses hold plain values; `to_dict()` gives them ba
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from tflc.errors import BadInput
 from tflc.options import MAX_SEED
+from tflc.schema import CONFIG, check_schema, field_path, suggestion, validate
 
 STAGE_KINDS = ("prune", "qat", "cluster", "distill")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -178,20 +177,50 @@ def load_config(path: str | os.PathLike) -> PipelineConfig:
 
 
 def parse_config(data, source: str = "<config>", base_dir: str | os.PathLike | None = None) -> PipelineConfig:
-    """Validate a config given as plain data (what the YAML file holds)."""
+    """Validate a config given as plain data (what the YAML file holds).
+
+    The schema (`SCHEMA`) checks every field's type and bounds; the code below adds what a
+    schema cannot say: the shorthands (`- qat`, `budget: 1.0`), the rules between fields, the
+    stage order and that model files exist.
+    """
     v = _Validator(source, Path(base_dir) if base_dir else None)
     if not isinstance(data, dict):
         v.fail("", f"expected a mapping with `stages:` at the top, got {_kind(data)}")
-    v.check_fields("", data, ("stages", "budget", "seed"))
-    seed = v.integer("seed", data.get("seed"), minimum=0, maximum=MAX_SEED) if data.get("seed") is not None else None
-    budget = _parse_budget(v, data.get("budget"))
-    raw_stages = data.get("stages")
-    if not isinstance(raw_stages, list) or not raw_stages:
-        v.fail("stages", f"expected a non-empty list of stages ({', '.join(STAGE_KINDS)}), "
-                         f"got {_kind(raw_stages)}")
-    stages = [_parse_stage(v, i, item) for i, item in enumerate(raw_stages)]
+    data = _expand_shorthands(v, data)
+    validate(data, SCHEMA, None if source == "flags" else source, CONFIG, name=v.field_name)
+    stages = [_parse_stage(v, i, item) for i, item in enumerate(data["stages"])]
     _check_order(v, stages)
-    return PipelineConfig(stages=stages, budget=budget, seed=seed, source=source)
+    raw_budget = data.get("budget") or {}
+    budget = Budget(max_accuracy_drop=_float(raw_budget.get("max_accuracy_drop")),
+                    on_exceed=raw_budget.get("on_exceed", _default(Budget, "on_exceed")))
+    return PipelineConfig(stages=stages, budget=budget, seed=data.get("seed"), source=source)
+
+
+def _expand_shorthands(v: _Validator, data: dict) -> dict:
+    """`budget: 1.0` and `- qat` (a bare stage name) as the mappings they stand for."""
+    data = dict(data)
+    if isinstance(data.get("budget"), (int, float)) and not isinstance(data["budget"], bool):
+        data["budget"] = {"max_accuracy_drop": data["budget"]}
+    if isinstance(data.get("stages"), list):
+        data["stages"] = [_stage_item(v, i, item) for i, item in enumerate(data["stages"])]
+    return data
+
+
+def _stage_item(v: _Validator, index: int, item) -> dict:
+    """One `stages` entry as {kind: body}; an unknown stage name is named with a close spelling."""
+    where = f"stages[{index}]"
+    if isinstance(item, str):
+        kind, body = item, {}
+    elif isinstance(item, dict) and len(item) == 1:
+        kind, body = next(iter(item.items()))
+        body = {} if body is None else body
+    else:
+        v.fail(where, f"expected one stage name ({', '.join(STAGE_KINDS)}) with its fields "
+                      "beneath it, e.g. `- prune: {sparsity: 0.5}`")
+    if kind not in STAGE_KINDS:
+        hint = suggestion(CONFIG, kind, STAGE_KINDS)
+        v.fail(where, f"unknown stage '{kind}'{hint}; allowed: {', '.join(STAGE_KINDS)}")
+    return {kind: body}
 
 
 def config_from_flags(*, prune=None, prune_structure=None, qat=False, qat_skip_unsupported=False,
@@ -242,72 +271,27 @@ _FLAG_FOR_FIELD = {
 
 
 class _Validator:
-    """Turns a field path and a complaint into one BadInput line naming file and field."""
+    """Names a field in one BadInput line: the file and the field's path, or the compile flag."""
 
     def __init__(self, source: str, base_dir: Path | None):
         self.source, self.base_dir = source, base_dir
 
+    def field_name(self, parts) -> str:
+        """A field's path as the user knows it: the flag they typed, for a config from flags."""
+        where = field_path(parts)
+        if self.source != "flags":
+            return where
+        field_name = where.split(".", 1)[-1] if where.startswith("stages[") else where
+        return _FLAG_FOR_FIELD.get(field_name, field_name)
+
     def fail(self, where: str, message: str):
-        if self.source == "flags":  # name the flag the user typed, not the field it became
-            field_name = where.split(".", 1)[-1] if where.startswith("stages[") else where
-            raise BadInput(f"{_FLAG_FOR_FIELD.get(field_name, field_name)}: {message}")
+        if self.source == "flags":
+            raise BadInput(f"{self.field_name([where])}: {message}")
         prefix = f"{self.source}: {where}: " if where else f"{self.source}: "
         raise BadInput(prefix + message)
 
-    def check_fields(self, where: str, mapping: dict, allowed) -> None:
-        for key in mapping:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                place = f"{where}.{key}" if where else str(key)
-                self.fail(place, f"unknown field{hint}; allowed: {', '.join(allowed)}")
-
-    def number(self, where, value, *, low=None, high=None, low_open=False, high_open=False) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(where, f"expected a number{_range(low, high, low_open, high_open)}, "
-                             f"got {value!r}")
-        value = float(value)
-        if not math.isfinite(value):  # NaN passes every comparison below, so say it first
-            self.fail(where, f"expected a finite number{_range(low, high, low_open, high_open)}, "
-                             f"got {value!r}")
-        bad_low = low is not None and (value <= low if low_open else value < low)
-        bad_high = high is not None and (value >= high if high_open else value > high)
-        if bad_low or bad_high:
-            self.fail(where, f"expected a number{_range(low, high, low_open, high_open)}, "
-                             f"got {value:g}")
-        return value
-
-    def integer(self, where, value, *, minimum=None, maximum=None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(where, f"expected a whole number, got {value!r}")
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-            self.fail(where, f"expected a whole number {bounds}, got {value}")
-        return value
-
-    def choice(self, where, value, allowed) -> str:
-        text = str(value).lower() if value is not None else None
-        if text not in allowed:
-            close = difflib.get_close_matches(str(value), allowed, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            self.fail(where, f"got {value!r}{hint}; allowed values: {', '.join(allowed)}")
-        return text
-
-    def boolean(self, where, value) -> bool:
-        if not isinstance(value, bool):
-            self.fail(where, f"expected true or false, got {value!r}")
-        return value
-
-    def names(self, where, value) -> list[str]:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            self.fail(where, f"expected a name or a list of names, got {value!r}")
-        return list(value)
-
     def path(self, where, value) -> str:
-        if not isinstance(value, str) or not value:
-            self.fail(where, f"expected a path to a Keras model file, got {value!r}")
+        """A model file, relative to the config file; it must exist."""
         path = Path(value).expanduser()
         if not path.is_absolute() and self.base_dir is not None:
             path = self.base_dir / path
@@ -316,66 +300,85 @@ class _Validator:
         return str(path)
 
 
-def _parse_budget(v: _Validator, raw) -> Budget:
-    if raw is None:
-        return Budget()
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        raw = {"max_accuracy_drop": raw}
-    if not isinstance(raw, dict):
-        v.fail("budget", f"expected a mapping with max_accuracy_drop, got {_kind(raw)}")
-    v.check_fields("budget", raw, ("max_accuracy_drop", "on_exceed"))
-    drop = raw.get("max_accuracy_drop")
-    return Budget(
-        max_accuracy_drop=None if drop is None else v.number(
-            "budget.max_accuracy_drop", drop, low=0, high=100),
-        on_exceed=v.choice("budget.on_exceed", raw.get("on_exceed", "rollback"), ON_EXCEED),
-    )
+# ------------------------------------------------------------------------------- the schema
 
 
-_COMMON = ("epochs", "batch_size", "optimizer", "learning_rate", "max_accuracy_drop")
-_FIELDS = {
-    "prune": _COMMON + ("sparsity", "target_sparsity", "schedule", "initial_sparsity", "begin_step",
-                        "end_step", "frequency", "power", "structure", "layers"),
-    "qat": _COMMON + ("skip_unsupported", "init_ranges"),
-    "cluster": _COMMON + ("clusters", "init", "layers"),
-    "distill": _COMMON + ("student", "teacher", "temperature", "alpha"),
+def _integer(minimum: int, maximum: int | None = None) -> dict:
+    return {"type": "integer", "minimum": minimum} | ({} if maximum is None else {"maximum": maximum})
+
+
+def _number(low=None, high=None, low_open=False, high_open=False) -> dict:
+    out: dict = {"type": "number"}
+    if low is not None:
+        out["exclusiveMinimum" if low_open else "minimum"] = low
+    if high is not None:
+        out["exclusiveMaximum" if high_open else "maximum"] = high
+    return out
+
+
+def _fields(properties: dict) -> dict:
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+_NAMES = {"type": ["string", "array"], "minLength": 1, "items": {"type": "string", "minLength": 1},
+          "description": "a name or a list of names"}
+_LAYERS = {"type": ["string", "array", "object"], "minLength": 1,
+           "items": {"type": "string", "minLength": 1},
+           "properties": {"names": _NAMES, "types": _NAMES, "exclude": _NAMES},
+           "additionalProperties": False,
+           "description": "a list of layer-name patterns or a mapping with names/types/exclude"}
+_MODEL = {"type": ["string", "null"], "minLength": 1, "description": "a path to a Keras model file"}
+_DROP = _number(0, 100)
+_COMMON = {
+    "epochs": _integer(1), "batch_size": _integer(1), "optimizer": {"enum": list(OPTIMIZERS)},
+    "learning_rate": _number(0, 10, low_open=True), "max_accuracy_drop": _DROP,
 }
+_STAGES = {
+    "prune": _COMMON | {
+        "sparsity": {"type": ["number", "string"], "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+                     "pattern": "^auto$", "description": "a number in (0, 1)"},
+        "target_sparsity": _number(0, 1, low_open=True, high_open=True),
+        "schedule": {"enum": list(SCHEDULES)},
+        "initial_sparsity": _number(0, 1, high_open=True),
+        "begin_step": _integer(0), "end_step": _integer(1), "frequency": _integer(1),
+        "power": _number(0, 10, low_open=True),
+        "structure": {"type": "string", "pattern": r"^\s*\d+\s*:\s*\d+\s*$",
+                      "description": "'N:M' (at most N non-zero weights in every M), e.g. '2:4'"},
+        "layers": _LAYERS,
+    },
+    "qat": _COMMON | {"skip_unsupported": {"type": "boolean"}, "init_ranges": {"type": "boolean"}},
+    "cluster": _COMMON | {"clusters": _integer(2, 256), "init": {"enum": list(CENTROID_INITS)},
+                          "layers": _LAYERS},
+    "distill": _COMMON | {"student": _MODEL, "teacher": _MODEL,
+                          "temperature": _number(0, 100, low_open=True), "alpha": _number(0, 1)},
+}
+SCHEMA = check_schema(_fields({
+    "stages": {"type": "array", "minItems": 1,
+               "description": f"a non-empty list of stages ({', '.join(STAGE_KINDS)})",
+               "items": {"type": "object", "properties": {k: _fields(v) for k, v in _STAGES.items()}}},
+    "budget": _fields({"max_accuracy_drop": _DROP, "on_exceed": {"enum": list(ON_EXCEED)}}),
+    "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_SEED,
+             "description": f"a whole number between 0 and {MAX_SEED}"},
+}) | {"required": ["stages"]})
+"""The pipeline config's fields, types and bounds, as JSON Schema (stage shorthands expanded)."""
 
 
-def _parse_stage(v: _Validator, index: int, item) -> StageConfig:
-    where = f"stages[{index}]"
-    if isinstance(item, str):
-        kind, body = item, {}
-    elif isinstance(item, dict) and len(item) == 1:
-        kind, body = next(iter(item.items()))
-        body = {} if body is None else body
-    else:
-        v.fail(where, f"expected one stage name ({', '.join(STAGE_KINDS)}) with its fields "
-                      "beneath it, e.g. `- prune: {sparsity: 0.5}`")
-    if kind not in STAGE_KINDS:
-        close = difflib.get_close_matches(str(kind), STAGE_KINDS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        v.fail(where, f"unknown stage '{kind}'{hint}; allowed: {', '.join(STAGE_KINDS)}")
-    where = f"{where}.{kind}"
-    if not isinstance(body, dict):
-        v.fail(where, f"expected a mapping of fields, got {_kind(body)}")
-    v.check_fields(where, body, _FIELDS[kind])
+# ------------------------------------------------------------------ building the dataclasses
+
+
+def _parse_stage(v: _Validator, index: int, item: dict) -> StageConfig:
+    """One schema-valid `{kind: body}` entry as its dataclass, defaults filled in."""
+    kind, body = next(iter(item.items()))
+    where = f"stages[{index}].{kind}"
     defaults = TRAIN_DEFAULTS[kind]
     train = TrainSettings(
-        epochs=v.integer(f"{where}.epochs", body.get("epochs", defaults["epochs"]), minimum=1),
-        learning_rate=v.number(f"{where}.learning_rate",
-                               body.get("learning_rate", defaults["learning_rate"]),
-                               low=0, high=10, low_open=True),
-        batch_size=v.integer(f"{where}.batch_size", body.get("batch_size", _default(TrainSettings, "batch_size")), minimum=1),
-        optimizer=v.choice(f"{where}.optimizer", body.get("optimizer", _default(TrainSettings, "optimizer")), OPTIMIZERS),
+        epochs=body.get("epochs", defaults["epochs"]),
+        learning_rate=float(body.get("learning_rate", defaults["learning_rate"])),
+        batch_size=body.get("batch_size", _default(TrainSettings, "batch_size")),
+        optimizer=body.get("optimizer", _default(TrainSettings, "optimizer")),
     )
-    drop = body.get("max_accuracy_drop")
-    common = {
-        "kind": kind,
-        "train": train,
-        "max_accuracy_drop": None if drop is None else v.number(
-            f"{where}.max_accuracy_drop", drop, low=0, high=100),
-    }
+    common = {"kind": kind, "train": train,
+              "max_accuracy_drop": _float(body.get("max_accuracy_drop"))}
     return _STAGE_PARSERS[kind](v, where, body, common)
 
 
@@ -388,85 +391,72 @@ def _parse_prune(v, where, body, common) -> PruneConfig:
     if structure and raw is not None:
         v.fail(f"{where}.sparsity", "a structured prune ('structure: 2:4') fixes the sparsity; "
                                     "remove `sparsity`")
-    sparsity = None
-    if not auto and raw is not None:
-        sparsity = v.number(f"{where}.sparsity", raw, low=0, high=1, low_open=True, high_open=True)
-    if auto and "target_sparsity" not in body:
-        body = {**body, "target_sparsity": _default(PruneConfig, "target_sparsity")}
     if "target_sparsity" in body and not auto:
         v.fail(f"{where}.target_sparsity", "only used with `sparsity: auto`; "
                                            "set `sparsity: auto` or remove this field")
-    schedule = v.choice(f"{where}.schedule", body.get("schedule", _default(PruneConfig, "schedule")), SCHEDULES)
+    schedule = body.get("schedule", _default(PruneConfig, "schedule"))
     if schedule == "constant" and "initial_sparsity" in body:
         v.fail(f"{where}.initial_sparsity", "only used by the polynomial schedule")
-    end_step = body.get("end_step")
-    frequency = body.get("frequency")
     config = PruneConfig(
         **common,
-        sparsity=sparsity,
+        sparsity=None if auto else _float(raw),
         auto=auto,
-        target_sparsity=v.number(f"{where}.target_sparsity", body.get("target_sparsity", _default(PruneConfig, "target_sparsity")),
-                                 low=0, high=1, low_open=True, high_open=True),
+        target_sparsity=float(body.get("target_sparsity", _default(PruneConfig, "target_sparsity"))),
         schedule=schedule,
-        initial_sparsity=v.number(f"{where}.initial_sparsity", body.get("initial_sparsity", _default(PruneConfig, "initial_sparsity")),
-                                  low=0, high=1, high_open=True),
-        begin_step=v.integer(f"{where}.begin_step", body.get("begin_step", _default(PruneConfig, "begin_step")), minimum=0),
-        end_step=None if end_step is None else v.integer(f"{where}.end_step", end_step, minimum=1),
-        frequency=None if frequency is None else v.integer(f"{where}.frequency", frequency,
-                                                           minimum=1),
-        power=v.number(f"{where}.power", body.get("power", _default(PruneConfig, "power")), low=0, low_open=True, high=10),
+        initial_sparsity=float(body.get("initial_sparsity", _default(PruneConfig, "initial_sparsity"))),
+        begin_step=body.get("begin_step", _default(PruneConfig, "begin_step")),
+        end_step=body.get("end_step"),
+        frequency=body.get("frequency"),
+        power=float(body.get("power", _default(PruneConfig, "power"))),
         structure=structure,
-        layers=_parse_layers(v, f"{where}.layers", body.get("layers")),
+        layers=_parse_layers(body.get("layers")),
     )
-    if sparsity is not None and config.initial_sparsity >= sparsity:
-        v.fail(f"{where}.initial_sparsity", f"must be below sparsity ({sparsity:g}), "
+    _check_steps(v, where, config)
+    return config
+
+
+def _check_steps(v: _Validator, where: str, config: PruneConfig) -> None:
+    """The rules between prune fields, which a schema of single fields cannot state."""
+    if config.sparsity is not None and config.initial_sparsity >= config.sparsity:
+        v.fail(f"{where}.initial_sparsity", f"must be below sparsity ({config.sparsity:g}), "
                                             f"got {config.initial_sparsity:g}")
     if config.end_step is not None and config.end_step <= config.begin_step:
         v.fail(f"{where}.end_step", f"must be after begin_step ({config.begin_step}), "
                                     f"got {config.end_step}")
-    return config
 
 
-def _parse_structure(v, where, raw) -> tuple[int, int]:
-    text = str(raw).replace(" ", "")
-    parts = text.split(":")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        v.fail(where, f"expected 'N:M' (at most N non-zero weights in every M), e.g. '2:4', "
-                      f"got {raw!r}")
-    kept, block = int(parts[0]), int(parts[1])
+def _parse_structure(v, where, raw: str) -> tuple[int, int]:
+    """'N:M' (its shape already checked by the schema) as (N, M), with 0 < N < M."""
+    kept, block = (int(p) for p in raw.replace(" ", "").split(":"))
     if not 0 < kept < block:
         v.fail(where, f"expected 0 < N < M in 'N:M', got {raw!r}")
     return kept, block
 
 
-def _parse_layers(v, where, raw) -> LayerSelection:
+def _parse_layers(raw) -> LayerSelection:
     if raw is None:
         return LayerSelection()
-    if isinstance(raw, (str, list)):
-        return LayerSelection(names=v.names(where, raw))
     if not isinstance(raw, dict):
-        v.fail(where, f"expected a list of layer-name patterns or a mapping with names/types/"
-                      f"exclude, got {_kind(raw)}")
-    v.check_fields(where, raw, ("names", "types", "exclude"))
-    return LayerSelection(
-        names=v.names(f"{where}.names", raw["names"]) if "names" in raw else [],
-        types=v.names(f"{where}.types", raw["types"]) if "types" in raw else [],
-        exclude=v.names(f"{where}.exclude", raw["exclude"]) if "exclude" in raw else [],
-    )
+        return LayerSelection(names=_names(raw))
+    return LayerSelection(**{key: _names(value) for key, value in raw.items()})
+
+
+def _names(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _parse_qat(v, where, body, common) -> QatConfig:
-    return QatConfig(**common, skip_unsupported=v.boolean(
-        f"{where}.skip_unsupported", body.get("skip_unsupported", _default(QatConfig, "skip_unsupported"))),
-        init_ranges=v.boolean(f"{where}.init_ranges", body.get("init_ranges", _default(QatConfig, "init_ranges"))))
+    return QatConfig(**common, skip_unsupported=body.get(
+        "skip_unsupported", _default(QatConfig, "skip_unsupported")),
+        init_ranges=body.get("init_ranges", _default(QatConfig, "init_ranges")))
 
 
 def _parse_cluster(v, where, body, common) -> ClusterConfig:
     return ClusterConfig(
         **common,
-        clusters=v.integer(f"{where}.clusters", body.get("clusters", _default(ClusterConfig, "clusters")), minimum=2, maximum=256),
-        init=v.choice(f"{where}.init", body.get("init", _default(ClusterConfig, "init")), CENTROID_INITS),
-        layers=_parse_layers(v, f"{where}.layers", body.get("layers")),
+        clusters=body.get("clusters", _default(ClusterConfig, "clusters")),
+        init=body.get("init", _default(ClusterConfig, "init")),
+        layers=_parse_layers(body.get("layers")),
     )
 
 
@@ -476,9 +466,8 @@ def _parse_distill(v, where, body, common) -> DistillConfig:
         **common,
         student=None if student is None else v.path(f"{where}.student", student),
         teacher=None if teacher is None else v.path(f"{where}.teacher", teacher),
-        temperature=v.number(f"{where}.temperature", body.get("temperature", _default(DistillConfig, "temperature")),
-                             low=0, low_open=True, high=100),
-        alpha=v.number(f"{where}.alpha", body.get("alpha", _default(DistillConfig, "alpha")), low=0, high=1),
+        temperature=float(body.get("temperature", _default(DistillConfig, "temperature"))),
+        alpha=float(body.get("alpha", _default(DistillConfig, "alpha"))),
     )
 
 
@@ -501,15 +490,8 @@ def _default(cls, name: str):
     return next(f.default for f in fields(cls) if f.name == name)
 
 
-def _range(low, high, low_open, high_open) -> str:
-    if low is None and high is None:
-        return ""
-    if high is None:
-        return f" {'>' if low_open else '>='} {low:g}"
-    if low is None:
-        return f" {'<' if high_open else '<='} {high:g}"
-    left, right = ("(" if low_open else "["), (")" if high_open else "]")
-    return f" in {left}{low:g}, {high:g}{right}"
+def _float(value) -> float | None:
+    return None if value is None else float(value)
 
 
 def _kind(value) -> str:
