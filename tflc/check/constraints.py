@@ -675,16 +675,18 @@ def softmax_1d_max(ctx: OpContext, max: int):
 
 @constraint
 def no_batch_axis(ctx: OpContext):
-    """The op must not work along the batch dimension (found axis {found})."""
+    """The op must not work along a batch dimension larger than 1 (found axis {found} of size {size})."""
     axis = ctx.options.get("axis")
     if ctx.op.op == "SPLIT":
         values = ctx.values(ctx.input(0))
         axis = int(np.asarray(values).reshape(-1)[0]) if values is not None else None
     if axis is None:
         return None
-    rank = len(ctx.output(0).shape) if ctx.op.op == "PACK" else len(ctx.input(1 if ctx.op.op == "SPLIT" else 0).shape)
-    if rank and int(axis) % rank == 0:
-        return {"found": axis}
+    tensor = ctx.output(0) if ctx.op.op == "PACK" else ctx.input(1 if ctx.op.op == "SPLIT" else 0)
+    shape = tensor.shape if tensor is not None else ()
+    # Along a batch of 1 (a SPLIT into one piece, a PACK of one tensor) nothing is split or joined.
+    if shape and int(axis) % len(shape) == 0 and shape[0] > 1:
+        return {"found": axis, "size": shape[0]}
     return None
 
 
@@ -731,6 +733,28 @@ def large_stride_needs_valid(ctx: OpContext, max: int = 3):
     if dh == dw == 1 and str(ctx.options.get("padding", "VALID")) == "VALID":
         return None
     return {"found": f"{w}x{h}, dilation {dw}x{dh}, padding {ctx.options.get('padding')}"}
+
+
+@constraint
+def resize_size_limits(ctx: OpContext, max_factor: float, max_output_dim: int):
+    """Resize must scale height and width by at most {max_factor} and give an output of at most {max_output_dim} in both (found {found}); larger resizes stay on the CPU to avoid a loss of precision."""
+    a, b = ctx.input(0), ctx.output(0)
+    if a is None or b is None or len(a.shape) != 4 or len(b.shape) != 4:
+        return None
+    (ih, iw), (oh, ow) = a.shape[1:3], b.shape[1:3]
+    align = bool(ctx.options.get("align_corners", False))
+
+    def factor(i: int, o: int) -> float:
+        if o == i:
+            return 1.0
+        if align:  # corners map onto corners: the step is (o - 1) / (i - 1), none from one pixel
+            return (o - 1) / (i - 1) if i > 1 else math.inf
+        return o / i if i else math.inf
+
+    fh, fw = factor(ih, oh), factor(iw, ow)
+    if max(fh, fw) > max_factor or max(oh, ow) > max_output_dim:
+        return {"found": f"{iw}x{ih} -> {ow}x{oh}, factor {max(fh, fw):.3g}"}
+    return None
 
 
 @constraint

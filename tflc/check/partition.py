@@ -10,8 +10,9 @@ the backends tflc describes (chosen by a descriptor's `partitioning.mode`):
   target partitions (the GPU delegate delegates one by default); the rest fall back.
 - `dataflow_cut`: the Edge TPU compiler's rule. Everything that depends, directly or
   transitively, on an op the accelerator cannot map runs on the CPU, while parallel branches
-  that do not depend on it stay. Ops named in `leading_cpu_ops` (a float->int8 QUANTIZE) that
-  read only model inputs run on the CPU before the segment without cutting it.
+  that do not depend on it stay. Ops named in `leading_cpu_ops` (a float->int8 QUANTIZE, a
+  CAST) that read only model inputs, constants or the outputs of such leading ops (a CAST then
+  a QUANTIZE at the input) run on the CPU before the segment without cutting it.
 - `whole_model`: the backend takes the model whole or not at all (TFLite Micro, which has no
   partitioner): one op it cannot run sends every op, in every subgraph, to the fallback.
 
@@ -114,13 +115,19 @@ def _dataflow_cut(sg: SubgraphInfo, supported: dict[int, bool], rule: Partitioni
     model_inputs = set(sg.inputs)
     tensors = sg.tensors
 
-    def reads_only_model_inputs(op) -> bool:
-        return all(t < 0 or t in model_inputs or tensors[t].is_constant for t in op.inputs)
+    # The CPU prefix: leading ops the target cannot map that read only model inputs, constants
+    # or the outputs of earlier prefix ops. They run before the segment and cut nothing.
+    prefix_outputs = set(model_inputs)
+    prefix: set[int] = set()
+    for op in sg.operators:
+        if (op.op in rule.leading_cpu_ops and not supported.get(op.index, False)
+                and all(t < 0 or t in prefix_outputs or tensors[t].is_constant for t in op.inputs)):
+            prefix.add(op.index)
+            prefix_outputs.update(t for t in op.outputs if t >= 0)
 
     cut_sources = [
         op.index for op in sg.operators
-        if not supported.get(op.index, False)
-        and not (op.op in rule.leading_cpu_ops and reads_only_model_inputs(op))
+        if not supported.get(op.index, False) and op.index not in prefix
     ]
     # Every op downstream of a cut source runs on the CPU; remember the first source reaching it.
     cause: dict[int, int] = {}
