@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -197,8 +198,11 @@ def download_wheels(dest: Path) -> None:
 
 
 def chroot(root: Path, *argv: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    return run(["chroot", str(root), *argv], timeout=timeout,
-               env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+    """Run an aarch64 command inside the userland (through qemu, by binfmt_misc)."""
+    binary = shutil.which("chroot") or "/usr/sbin/chroot"
+    return run([binary, str(root), *argv], timeout=timeout,
+               env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "LANG": "C.UTF-8",
                     "HOME": "/root", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
 
 
@@ -217,8 +221,24 @@ def make_venvs(root: Path) -> None:
                    *(["--no-deps"] if venv["no_deps"] else []), *venv["packages"])
 
 
+def _step(building: Path, name: str, action) -> None:
+    """Run one build step unless an earlier, interrupted build finished it: debootstrap alone
+    takes minutes under emulation, and a failure after it should not cost it again."""
+    marker = building / f"{name}.done"
+    if marker.exists():
+        return
+    started = time.monotonic()
+    action()
+    marker.write_text(f"{time.monotonic() - started:.0f} s\n")
+    log(f"{name}: {time.monotonic() - started:.0f} s")
+
+
+LOCK = CACHE / ".build.lock"
+
+
 def build() -> Path:
-    """Build the userland for this recipe unless it is already there; returns its root."""
+    """Build the userland for this recipe unless it is already there; returns its root. One
+    build at a time (a lock file), so that tests can wait for a build CI started beside them."""
     require_root()
     require_tools()
     ensure_binfmt()
@@ -227,26 +247,59 @@ def build() -> Path:
         return final / "root"
     CACHE.mkdir(mode=0o755, parents=True, exist_ok=True)
     check_chroot_path(CACHE)
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / "ready").is_file():
+            return final / "root"
+        return _build_locked(final)
+
+
+def wait_for_build(timeout_s: float) -> bool:
+    """Wait while another process builds (holds the lock); True when the userland is ready."""
+    if is_built() or not LOCK.exists():
+        return is_built()
+    deadline = time.monotonic() + timeout_s
+    with open(LOCK) as lock:
+        while time.monotonic() < deadline:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                time.sleep(2)
+                continue
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            break
+    return is_built()
+
+
+def _build_locked(final: Path) -> Path:
     building = CACHE / f"{recipe_key()}.building"
     unmount_proc(building / "root")
-    shutil.rmtree(building, ignore_errors=True)
-    building.mkdir(mode=0o755)
+    if not (building / "debootstrap.done").exists():
+        shutil.rmtree(building, ignore_errors=True)  # a half-made userland is not worth keeping
+    building.mkdir(mode=0o755, exist_ok=True)
     root = building / "root"
     started = time.monotonic()
-    download_wheels(root / "var" / "cache" / "wheels")
+    _step(building, "wheels", lambda: download_wheels(building / "wheels"))
     mirror = apt_mirror()
     log(f"debootstrap {RECIPE['suite']} {RECIPE['arch']} from the apt mirror in use")
-    run(["debootstrap", f"--arch={RECIPE['arch']}", f"--variant={RECIPE['variant']}",
+    _step(building, "debootstrap", lambda: run(
+        ["debootstrap", f"--arch={RECIPE['arch']}", f"--variant={RECIPE['variant']}",
          "--include=" + ",".join(RECIPE["include"]), RECIPE["suite"], str(root), mirror],
-        timeout=3600)
+        timeout=3600))
+    _step(building, "venvs", lambda: (_copy_wheels(building, root), make_venvs(root)))
     chroot(root, "/usr/bin/apt-get", "clean")
-    make_venvs(root)
     (building / "recipe.json").write_text(json.dumps(RECIPE, indent=1, sort_keys=True))
     (building / "ready").write_text(f"{time.monotonic() - started:.0f} s\n")
     os.chmod(root, 0o755)
     building.rename(final)
     log(f"built in {time.monotonic() - started:.0f} s: {final / 'root'}")
     return final / "root"
+
+
+def _copy_wheels(building: Path, root: Path) -> None:
+    target = root / "var" / "cache" / "wheels"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(building / "wheels", target)
 
 
 # ------------------------------------------------------------------------- accounts and sshd
@@ -350,7 +403,7 @@ def start_sshd(state_dir: Path, port: int | None = None) -> dict:
     """Start an sshd for the userland (foreground process, our child); returns its facts:
     {"port", "pid", "root", "client_key", "known_hosts_line", "log", "users", "pythons"}."""
     root = root_dir()
-    if not is_built():
+    if not is_built() and not wait_for_build(float(os.environ.get("TFLC_PI_WAIT", 3600))):
         raise Unavailable(f"the emulated Pi is not built ({root} missing); run as root: "
                           "python3 tests/pi/emulated_pi.py build")
     require_root()

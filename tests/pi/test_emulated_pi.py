@@ -55,3 +55,33 @@ def test_a_chroot_under_a_writable_folder_is_refused(tmp_path):
         builder.check_chroot_path(folder)
     with pytest.raises(builder.Unavailable, match="/tmp"):
         builder.check_chroot_path(Path("/tmp"))
+
+
+def test_tests_wait_for_a_build_in_progress(tmp_path, monkeypatch):
+    """CI builds beside the suite: while the build holds its lock the Pi fixture waits (up to
+    its limit), then finds the result; without a build running it does not wait at all."""
+    import fcntl
+    import threading
+
+    monkeypatch.setattr(builder, "CACHE", tmp_path)
+    monkeypatch.setattr(builder, "LOCK", tmp_path / ".build.lock")
+    assert builder.wait_for_build(30) is False  # no lock file: nothing to wait for
+
+    def finish_build_later(lock):
+        time.sleep(1.5)
+        ready = tmp_path / builder.recipe_key() / "ready"
+        ready.parent.mkdir()
+        ready.write_text("done\n")
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+    with open(builder.LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        start = time.monotonic()
+        assert builder.wait_for_build(0.5) is False  # held past the limit: give up
+        assert 0.5 <= time.monotonic() - start < 3
+        threading.Thread(target=finish_build_later, args=(lock,), daemon=True).start()
+        start = time.monotonic()
+        assert builder.wait_for_build(30) is True
+        assert 1.0 <= time.monotonic() - start < 10
+    start = time.monotonic()
+    assert builder.wait_for_build(30) is True and time.monotonic() - start < 0.5
