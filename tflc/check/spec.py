@@ -14,7 +14,6 @@ is allowed, before any model is looked at.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from tflc.errors import BadInput
 from tflc.fileio import read_yaml
+from tflc.schema import DESCRIPTOR, check_schema, shown, suggestion, validate
 
 TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
 
@@ -274,12 +274,10 @@ def _resolve(path: Path, seen: tuple[Path, ...]) -> tuple[dict, tuple[str, ...]]
         cycle = " -> ".join(p.name for p in (*seen, path))
         raise BadInput(f"{path}: `extends` forms a cycle ({cycle})")
     data = _read_yaml(path)
-    _check_fields(data, _TOP_FIELDS, path, "")
+    validate(data, _FILE_SCHEMA, str(path), DESCRIPTOR)
     parent = data.pop("extends", None)
     if parent is None:
         return data, ()
-    if not isinstance(parent, str):
-        raise BadInput(f"{path}: field 'extends' must be a target name or a descriptor path")
     parent_path = _locate(parent, base=path.parent)
     base, chain = _resolve(parent_path, (*seen, path))
     base.pop("name", None)
@@ -342,160 +340,141 @@ def _sets(data, keys: list[str]) -> bool:
 
 # ----------------------------------------------------------------------------------- validation
 
-_TOP_FIELDS = {
-    "name": "the target's name (defaults to the file name)",
-    "extends": "name or path of a descriptor this one builds on",
-    "title": "one line saying what the target is",
-    "kind": f"one of {', '.join(KINDS)}",
-    "runtime": "mapping with name and version",
-    "device": "mapping with board, cores, clock_mhz, active_power_w",
-    "memory": "mapping with ram_bytes, flash_bytes, runtime_overhead_bytes, kernel_code_bytes, "
-              "parameter_cache_bytes",
-    "dtypes": "mapping with activations, weights, bias, io (lists of dtype names)",
-    "partitioning": "mapping with mode, max_segments, fallback, leading_cpu_ops",
-    "constraints": "list of constraints applied to every operator",
-    "ops": "mapping of operator name to its rule (versions, constraints, dtypes, note)",
-    "provenance": "list of {source, version, covers, verified}",
-    "notes": "list of remarks shown with `tflc targets show`",
-    "anchors": "YAML anchors (&name) reused further down the file; not read otherwise",
-}
-_RUNTIME_FIELDS = {"name": "runtime name", "version": "version the facts hold for",
-                   "exports": f"list of package formats tflc export writes for it ({', '.join(EXPORT_FORMATS)})"}
-_DEVICE_FIELDS = {"board": "text", "cores": "integer", "clock_mhz": "number",
-                  "active_power_w": "number", "notes": "text"}
-_MEMORY_FIELDS = {k: "bytes (an integer or a size like '256 KiB')" for k in (
-    "ram_bytes", "flash_bytes", "runtime_overhead_bytes", "kernel_code_bytes",
-    "parameter_cache_bytes")} | {"notes": "text"}
-_DTYPE_FIELDS = {k: "list of dtype names" for k in ("activations", "weights", "bias", "io")}
-_PARTITION_FIELDS = {"mode": f"one of {', '.join(PARTITION_MODES)}",
-                     "max_segments": "integer or null", "min_segment_ops": "integer",
-                     "fallback": "cpu, none or a target name",
-                     "leading_cpu_ops": "list of operator names"}
-_OP_FIELDS = {"versions": "[min, max] or a single version", "constraints": "list of constraints",
-              "dtypes": "mapping like the top-level dtypes", "note": "text",
-              "custom": "true for a custom operator (keyed by its custom code)"}
-_PROVENANCE_FIELDS = {"source": "text", "version": "text", "covers": "text",
-                      "verified": "true or false"}
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int4", "int8", "uint8", "int16",
           "uint16", "int32", "uint32", "int64", "uint64", "bool", "string", "complex64")
-
-
-def _check_fields(data: dict, allowed: dict, path: Path, where: str) -> None:
-    for key in data:
-        if key not in allowed:
-            near = _closest(str(key), allowed)
-            hint = f"; did you mean '{near}'?" if near else ""
-            raise BadInput(
-                f"{path}: unknown field '{where}{key}'{hint} (allowed: {', '.join(allowed)})"
-            )
-
-
-def _closest(word: str, options) -> str | None:
-    import difflib
-
-    found = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return found[0] if found else None
-
-
-def _mapping(data: dict, key: str, path: Path, where: str = "") -> dict:
-    value = data.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise BadInput(f"{path}: field '{where}{key}' must be a mapping, got {_kind(value)}")
-    return value
-
-
-def _kind(value) -> str:
-    return {dict: "a mapping", list: "a list", str: "text", bool: "true/false", int: "a number",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def _fields(properties: dict, required: tuple = ()) -> dict:
+    """A mapping with exactly these fields: any other name is reported with a close spelling."""
+    out = {"type": "object", "properties": properties, "additionalProperties": False}
+    return out | ({"required": list(required)} if required else {})
+
+
+def _list_of(item: dict, words: str, **more) -> dict:
+    """A list whose bad items are reported as the list (`description`: `words`)."""
+    return {"type": "array", "items": item, "description": words, **more}
+
+
+_TEXT = {"type": ["string", "number"], "description": "text"}  # `version: 2.1` is text too
+_BYTES = {"type": ["integer", "string"], "minimum": 0, "pattern": "(?i)" + _SIZE.pattern,
+          "description": "bytes as an integer or a size like '256 KiB' "
+                         "(units B, KB, MB, GB, KiB, MiB, GiB)"}
+_DTYPES = _fields({key: _list_of({"enum": list(DTYPES)},
+                                 f"a list of dtype names (allowed: {', '.join(DTYPES)})")
+                   for key in ("activations", "weights", "bias", "io")})
+_CONSTRAINTS = _list_of({"type": ["string", "object"], "minProperties": 1, "maxProperties": 1,
+                         "description": "a constraint name or {name: {param: value}}"},
+                        "a list of constraint names")
+_OP_RULE = _fields({
+    "versions": {"type": ["integer", "array"], "items": {"type": "integer"}, "minItems": 2,
+                 "maxItems": 2, "description": "[min, max] op versions or one version"},
+    "constraints": _CONSTRAINTS,
+    "dtypes": _DTYPES,
+    "note": _TEXT,
+    "custom": {"type": "boolean"},  # a custom operator, keyed by its custom code
+}) | {"description": "a mapping (or {})"}
+_TOP = {
+    "name": _TEXT,  # the target's name; defaults to the file name
+    "extends": {"type": ["string", "null"], "description": "a target name or a descriptor path"},
+    "title": _TEXT,
+    "kind": {"enum": list(KINDS)},
+    "runtime": _fields({
+        "name": _TEXT, "version": _TEXT,  # the runtime the facts hold for
+        "exports": _list_of({"enum": list(EXPORT_FORMATS)},
+                            f"a list of package formats ({', '.join(EXPORT_FORMATS)})"),
+    }, required=("name", "version")),
+    "device": _fields({"board": _TEXT, "cores": {"type": "integer", "minimum": 1},
+                       "clock_mhz": {"type": "number", "exclusiveMinimum": 0},
+                       "active_power_w": {"type": "number", "exclusiveMinimum": 0},
+                       "notes": _TEXT}),
+    "memory": _fields({key: _BYTES for key in (
+        "ram_bytes", "flash_bytes", "runtime_overhead_bytes", "kernel_code_bytes",
+        "parameter_cache_bytes")} | {"notes": _TEXT}),
+    "dtypes": _DTYPES,
+    "partitioning": _fields({
+        "mode": {"enum": list(PARTITION_MODES)},
+        "max_segments": {"type": "integer", "minimum": 1},
+        "min_segment_ops": {"type": "integer", "minimum": 1},
+        "fallback": _TEXT,  # cpu, none or a target name
+        "leading_cpu_ops": _list_of({"type": "string"}, "a list of operator names"),
+    }),
+    "constraints": _CONSTRAINTS,  # applied to every operator
+    "ops": {"type": "object", "additionalProperties": _OP_RULE},
+    "provenance": _list_of(
+        _fields({"source": _TEXT, "version": _TEXT, "covers": _TEXT,
+                 "verified": {"type": "boolean"}}, required=("source",))
+        | {"description": "a mapping with source and version"},
+        "a non-empty list of {source, version}", minItems=1),
+    "notes": _list_of({"type": "string"}, "a list of text lines"),
+    "anchors": {},  # YAML anchors (&name) reused further down the file; not read otherwise
+}
+SCHEMA = check_schema(_fields(_TOP, required=("kind", "title", "runtime", "provenance")))
+"""A descriptor (its `extends:` chain merged) as JSON Schema: every field, type and bound."""
+_FILE_SCHEMA = check_schema(_fields({key: {} for key in _TOP} | {"extends": _TOP["extends"]}))
+"""One descriptor file before merging: known top-level fields, `extends` a name or path."""
+
+# Sections whose null values mean "not set" (a null in a child has already removed the
+# parent's entry). A null op stays: `ops: {CONV_2D: null}` in a root file is a mistake.
+_NULL_MEANS_UNSET = ("runtime", "device", "memory", "dtypes", "partitioning")
+
+
+def _without_nulls(raw: dict) -> dict:
+    """The merged descriptor with unset (null) fields dropped and `OP: true` read as `OP: {}`."""
+    out = {k: v for k, v in raw.items() if v is not None}
+    for key in _NULL_MEANS_UNSET:
+        if isinstance(out.get(key), dict):
+            out[key] = {k: v for k, v in out[key].items() if v is not None}
+    if isinstance(out.get("ops"), dict):
+        out["ops"] = {name: _op_body(body) for name, body in out["ops"].items()}
+    if isinstance(out.get("provenance"), list):
+        out["provenance"] = [{k: v for k, v in e.items() if v is not None}
+                             if isinstance(e, dict) else e for e in out["provenance"]]
+    return out
+
+
+def _op_body(body):
+    if body is True:
+        return {}
+    return {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else body
 
 
 def parse_bytes(value, path: Path, field_name: str) -> int | None:
     """An integer, or a size such as '640 KiB' / '2 MiB' / '8 MB', as a number of bytes."""
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise BadInput(f"{path}: field '{field_name}' must be bytes, got true/false")
+    validate({field_name: value}, {"properties": {field_name: _BYTES}}, str(path), DESCRIPTOR)
     if isinstance(value, int):
-        if value < 0:
-            raise BadInput(f"{path}: field '{field_name}' must not be negative")
         return value
-    match = _SIZE.match(str(value))
-    if not match:
-        raise BadInput(
-            f"{path}: field '{field_name}' must be bytes as an integer or a size like '256 KiB' "
-            f"(units B, KB, MB, GB, KiB, MiB, GiB), got {value!r}"
-        )
-    number, unit = match.groups()
+    number, unit = _SIZE.match(value).groups()
     return int(float(number) * _UNITS[(unit or "b").lower()])
 
 
-def _number(value, path: Path, field_name: str, integer: bool = False, at_least=None,
-            above=None):
-    """A finite number (an integer with `integer`) within the bounds a real device has."""
-    if value is None:
-        return None
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    ok = ok and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (at_least is None or value >= at_least) and (above is None or value > above)
-    if not ok:
-        expected = "an integer" if integer else "a number"
-        expected += f" of at least {at_least}" if at_least is not None else ""
-        expected += f" above {above}" if above is not None else ""
-        raise BadInput(f"{path}: field '{field_name}' must be {expected}, got {value!r}")
-    return value
+def _text(value) -> str | None:
+    return None if value is None else str(value)
 
 
-def _text(value, path: Path, field_name: str, required: bool = False) -> str | None:
-    if value is None:
-        if required:
-            raise BadInput(f"{path}: field '{field_name}' is required")
-        return None
-    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-        raise BadInput(f"{path}: field '{field_name}' must be text, got {_kind(value)}")
-    return str(value)
-
-
-def _dtype_policy(data: dict, path: Path, where: str) -> DtypePolicy:
-    _check_fields(data, _DTYPE_FIELDS, path, where)
-    lists = {}
-    for key in _DTYPE_FIELDS:
-        values = data.get(key) or []
-        if not isinstance(values, list):
-            raise BadInput(f"{path}: field '{where}{key}' must be a list of dtype names")
-        for v in values:
-            if v not in DTYPES:
-                raise BadInput(
-                    f"{path}: field '{where}{key}' names unknown dtype {v!r} (allowed: {', '.join(DTYPES)})"
-                )
-        lists[key] = tuple(values)
-    return DtypePolicy(**lists)
+def _dtype_policy(data: dict) -> DtypePolicy:
+    return DtypePolicy(**{key: tuple(values) for key, values in data.items()})
 
 
 def _constraint_refs(items, path: Path, where: str) -> tuple[ConstraintRef, ...]:
+    """Each reference's name and parameters, checked against the constraint's signature."""
     from tflc.check import constraints as library
 
-    if items is None:
-        return ()
-    if not isinstance(items, list):
-        raise BadInput(f"{path}: field '{where}' must be a list of constraint names")
     refs = []
-    for i, item in enumerate(items):
+    for i, item in enumerate(items or ()):
         if isinstance(item, str):
             name, params = item, {}
-        elif isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item)), str):
+        elif isinstance(next(iter(item)), str):
             name, params = next(iter(item.items()))
             params = params or {}
             if not isinstance(params, dict):
                 raise BadInput(
                     f"{path}: field '{where}[{i}]' ({name}) must map parameter names to values, "
-                    f"got {_kind(params)}"
+                    f"got {shown(params)}"
                 )
         else:
             raise BadInput(
@@ -506,40 +485,27 @@ def _constraint_refs(items, path: Path, where: str) -> tuple[ConstraintRef, ...]
     return tuple(refs)
 
 
-def _exports(value, path: Path) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or any(v not in EXPORT_FORMATS for v in value):
-        raise BadInput(f"{path}: field 'runtime.exports' must be a list of package formats "
-                       f"({', '.join(EXPORT_FORMATS)}), got {value!r}")
-    return tuple(value)
-
-
 def _versions(value, path: Path, where: str) -> tuple[int, int] | None:
+    """One version or [min, max] (shapes checked by the schema), with min <= max."""
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int):
         return (value, value)
-    if (isinstance(value, list) and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-            and value[0] <= value[1]):
-        return (value[0], value[1])
-    raise BadInput(f"{path}: field '{where}' must be [min, max] op versions or one version, got {value!r}")
+    if value[0] > value[1]:
+        raise BadInput(f"{path}: field '{where}' must be [min, max] op versions or one version, "
+                       f"got {value!r}")
+    return (value[0], value[1])
 
 
 def _op_rules(data: dict, path: Path) -> dict[str, OpRule]:
+    """Operator rules; a name that is no TFLite builtin must say it is a custom operator."""
     from tflc.check.constraints import BUILTIN_OPS
 
     rules = {}
     for name, body in data.items():
         where = f"ops.{name}."
-        body = {} if body is True else body
-        if not isinstance(body, dict):
-            raise BadInput(f"{path}: field 'ops.{name}' must be a mapping (or {{}}), got {_kind(body)}")
-        _check_fields(body, _OP_FIELDS, path, where)
         if not body.get("custom") and name not in BUILTIN_OPS:
-            near = _closest(str(name), BUILTIN_OPS)
-            hint = f"; did you mean '{near}'?" if near else ""
+            hint = suggestion(DESCRIPTOR, name, BUILTIN_OPS)
             raise BadInput(
                 f"{path}: field 'ops.{name}' is not a TFLite builtin operator{hint} "
                 "(use the BuiltinOperator name, e.g. CONV_2D, or set custom: true)"
@@ -548,107 +514,65 @@ def _op_rules(data: dict, path: Path) -> dict[str, OpRule]:
             op=str(name),
             versions=_versions(body.get("versions"), path, where + "versions"),
             constraints=_constraint_refs(body.get("constraints"), path, where + "constraints"),
-            dtypes=_dtype_policy(_mapping(body, "dtypes", path, where), path, where + "dtypes.")
-            if body.get("dtypes") is not None else None,
-            note=_text(body.get("note"), path, where + "note"),
+            dtypes=_dtype_policy(body["dtypes"]) if body.get("dtypes") is not None else None,
+            note=_text(body.get("note")),
         )
     return rules
 
 
-def _build(raw: dict, path: Path, chain: tuple[str, ...]) -> TargetSpec:
-    name = _text(raw.get("name"), path, "name") or path.stem
-    kind = _text(raw.get("kind"), path, "kind", required=True)
-    if kind not in KINDS:
-        raise BadInput(f"{path}: field 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
-
-    runtime = _mapping(raw, "runtime", path)
-    _check_fields(runtime, _RUNTIME_FIELDS, path, "runtime.")
-    device = _mapping(raw, "device", path)
-    _check_fields(device, _DEVICE_FIELDS, path, "device.")
-    memory = _mapping(raw, "memory", path)
-    _check_fields(memory, _MEMORY_FIELDS, path, "memory.")
-    partition = _mapping(raw, "partitioning", path)
-    _check_fields(partition, _PARTITION_FIELDS, path, "partitioning.")
-
-    mode = partition.get("mode", "delegate")
-    if mode not in PARTITION_MODES:
-        raise BadInput(
-            f"{path}: field 'partitioning.mode' must be one of {', '.join(PARTITION_MODES)}, got {mode!r}"
-        )
-    fallback = _text(partition.get("fallback", "cpu"), path, "partitioning.fallback")
-    if fallback not in FALLBACK_BUILTINS:
-        _locate(fallback, base=path.parent)  # a target name: it must exist
-    leading = partition.get("leading_cpu_ops") or []
-    if not isinstance(leading, list) or not all(isinstance(o, str) for o in leading):
-        raise BadInput(f"{path}: field 'partitioning.leading_cpu_ops' must be a list of operator names")
+def _partitioning(partition: dict, path: Path) -> Partitioning:
+    """The partitioning section; a fallback target and the leading ops must exist."""
     from tflc.check.constraints import BUILTIN_OPS
 
+    fallback = _text(partition.get("fallback", "cpu"))
+    if fallback not in FALLBACK_BUILTINS:
+        _locate(fallback, base=path.parent)  # a target name: it must exist
+    leading = partition.get("leading_cpu_ops", [])
     for op in leading:
         if op not in BUILTIN_OPS:
             raise BadInput(f"{path}: field 'partitioning.leading_cpu_ops' names {op!r}, which is "
                            "not a TFLite builtin operator (e.g. QUANTIZE)")
+    return Partitioning(
+        mode=partition.get("mode", "delegate"),
+        max_segments=partition.get("max_segments"),
+        min_segment_ops=partition.get("min_segment_ops", 1),
+        fallback=fallback,
+        leading_cpu_ops=tuple(leading),
+    )
 
-    provenance = raw.get("provenance") or []
-    if not isinstance(provenance, list) or not provenance:
-        raise BadInput(f"{path}: field 'provenance' must be a non-empty list of {{source, version}}")
-    entries = []
-    for i, item in enumerate(provenance):
-        if not isinstance(item, dict):
-            raise BadInput(f"{path}: field 'provenance[{i}]' must be a mapping with source and version")
-        _check_fields(item, _PROVENANCE_FIELDS, path, f"provenance[{i}].")
-        verified = item.get("verified", True)
-        if not isinstance(verified, bool):
-            raise BadInput(f"{path}: field 'provenance[{i}].verified' must be true or false")
-        entries.append(ProvenanceEntry(
-            source=_text(item.get("source"), path, f"provenance[{i}].source", required=True),
-            version=_text(item.get("version"), path, f"provenance[{i}].version"),
-            covers=_text(item.get("covers"), path, f"provenance[{i}].covers"),
-            verified=verified,
-        ))
-    notes = raw.get("notes") or []
-    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
-        raise BadInput(f"{path}: field 'notes' must be a list of text lines")
 
+def _memory(memory: dict, path: Path) -> MemoryBudget:
+    sizes = {key: parse_bytes(memory.get(key), path, f"memory.{key}") for key in (
+        "ram_bytes", "flash_bytes", "runtime_overhead_bytes", "kernel_code_bytes",
+        "parameter_cache_bytes")}
+    sizes["runtime_overhead_bytes"] = sizes["runtime_overhead_bytes"] or 0
+    return MemoryBudget(**sizes)
+
+
+def _build(raw: dict, path: Path, chain: tuple[str, ...]) -> TargetSpec:
+    """The merged descriptor, validated against `SCHEMA`, as a TargetSpec."""
+    raw = _without_nulls(raw)
+    validate(raw, SCHEMA, str(path), DESCRIPTOR)
+    runtime, device = raw["runtime"], raw.get("device", {})
     return TargetSpec(
-        name=name,
-        title=_text(raw.get("title"), path, "title", required=True),
-        kind=kind,
-        runtime=RuntimeInfo(
-            name=_text(runtime.get("name"), path, "runtime.name", required=True),
-            version=_text(runtime.get("version"), path, "runtime.version", required=True),
-            exports=_exports(runtime.get("exports"), path),
-        ),
-        memory=MemoryBudget(
-            ram_bytes=parse_bytes(memory.get("ram_bytes"), path, "memory.ram_bytes"),
-            flash_bytes=parse_bytes(memory.get("flash_bytes"), path, "memory.flash_bytes"),
-            runtime_overhead_bytes=parse_bytes(memory.get("runtime_overhead_bytes"), path,
-                                               "memory.runtime_overhead_bytes") or 0,
-            kernel_code_bytes=parse_bytes(memory.get("kernel_code_bytes"), path,
-                                          "memory.kernel_code_bytes"),
-            parameter_cache_bytes=parse_bytes(memory.get("parameter_cache_bytes"), path,
-                                              "memory.parameter_cache_bytes"),
-        ),
-        device=DeviceFacts(
-            board=_text(device.get("board"), path, "device.board"),
-            cores=_number(device.get("cores"), path, "device.cores", integer=True, at_least=1),
-            clock_mhz=_number(device.get("clock_mhz"), path, "device.clock_mhz", above=0),
-            active_power_w=_number(device.get("active_power_w"), path, "device.active_power_w",
-                                   above=0),
-        ),
-        dtypes=_dtype_policy(_mapping(raw, "dtypes", path), path, "dtypes."),
-        partitioning=Partitioning(
-            mode=mode,
-            max_segments=_number(partition.get("max_segments"), path, "partitioning.max_segments",
-                                 integer=True, at_least=1),
-            min_segment_ops=_number(partition.get("min_segment_ops", 1), path,
-                                    "partitioning.min_segment_ops", integer=True, at_least=1),
-            fallback=fallback,
-            leading_cpu_ops=tuple(leading),
-        ),
+        name=_text(raw.get("name")) or path.stem,
+        title=_text(raw["title"]),
+        kind=raw["kind"],
+        runtime=RuntimeInfo(name=_text(runtime["name"]), version=_text(runtime["version"]),
+                            exports=tuple(runtime.get("exports", ()))),
+        memory=_memory(raw.get("memory", {}), path),
+        device=DeviceFacts(board=_text(device.get("board")), cores=device.get("cores"),
+                           clock_mhz=device.get("clock_mhz"),
+                           active_power_w=device.get("active_power_w")),
+        dtypes=_dtype_policy(raw.get("dtypes", {})),
+        partitioning=_partitioning(raw.get("partitioning", {}), path),
         constraints=_constraint_refs(raw.get("constraints"), path, "constraints"),
-        ops=_op_rules(_mapping(raw, "ops", path), path),
-        provenance=tuple(entries),
+        ops=_op_rules(raw.get("ops", {}), path),
+        provenance=tuple(ProvenanceEntry(
+            source=_text(e["source"]), version=_text(e.get("version")),
+            covers=_text(e.get("covers")), verified=e.get("verified", True))
+            for e in raw["provenance"]),
         path=str(path),
         extends=chain,
-        notes=tuple(notes),
+        notes=tuple(raw.get("notes", ())),
     )
