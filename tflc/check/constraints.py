@@ -25,6 +25,7 @@ import numpy as np
 import tflite
 
 from tflc.errors import BadInput
+from tflc.schema import DESCRIPTOR, field_path, validate
 from tflc.tflite.reader import ModelView, OperatorInfo, SubgraphInfo, TensorInfo
 
 BUILTIN_OPS = frozenset(k for k in vars(tflite.BuiltinOperator) if not k.startswith("_"))
@@ -37,6 +38,9 @@ class OpContext:
     view: ModelView
     subgraph: SubgraphInfo
     op: OperatorInfo
+    # Tensors that are constant only once the runtime has normalized the graph (the output of a
+    # DEQUANTIZE of fp16 weights): `is_constant` is set on them, but they hold no data.
+    static_tensors: frozenset = frozenset()
 
     @property
     def options(self) -> dict:
@@ -66,7 +70,7 @@ class OpContext:
 
     def values(self, tensor: TensorInfo | None) -> np.ndarray | None:
         """A small constant tensor's values (axes, paddings, shapes); None if not constant."""
-        if tensor is None or not tensor.is_constant:
+        if tensor is None or not tensor.is_constant or tensor.index in self.static_tensors:
             return None
         return self.view.tensor_data(tensor)
 
@@ -101,14 +105,14 @@ def _plain(value):
 
 REGISTRY: dict[str, Constraint] = {}
 
-# What a descriptor may give a parameter, by the word its annotation uses.
-_TYPES: dict[str, tuple[str, Callable]] = {
-    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-    "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-              and math.isfinite(v)),
-    "bool": ("true or false", lambda v: isinstance(v, bool)),
-    "str": ("text", lambda v: isinstance(v, str)),
-    "None": ("null", lambda v: v is None),
+# What a descriptor may give a parameter, by the word its annotation uses: the words a message
+# says and the JSON Schema the value is validated against.
+_TYPES: dict[str, tuple[str, dict]] = {
+    "int": ("an integer", {"type": "integer"}),
+    "float": ("a number", {"type": "number"}),  # finite: tflc.schema refuses NaN and infinity
+    "bool": ("true or false", {"type": "boolean"}),
+    "str": ("text", {"type": "string"}),
+    "None": ("null", {"type": "null"}),
 }
 _LIST = re.compile(r"^list\[(\w+)\]$")
 
@@ -117,16 +121,22 @@ def _alternatives(annotation: str) -> list[str]:
     return [a.strip() for a in annotation.split("|")]
 
 
-def _accepts(word: str, value) -> bool:
+def _schema_of(word: str) -> dict:
     item = _LIST.match(word)
-    if item:
-        return isinstance(value, list) and all(_TYPES[item.group(1)][1](v) for v in value)
-    return _TYPES[word][1](value)
+    return {"type": "array", "items": _TYPES[item.group(1)][1]} if item else _TYPES[word][1]
 
 
 def _described(word: str) -> str:
     item = _LIST.match(word)
     return f"a list of {_TYPES[item.group(1)][0]}" if item else _TYPES[word][0]
+
+
+def param_schema(annotation: str) -> dict:
+    """The JSON Schema for a parameter annotated `annotation` ("int | None", "list[str]"),
+    described in the words an error shows ("an integer or null")."""
+    words = _alternatives(annotation)
+    return {"anyOf": [_schema_of(w) for w in words],
+            "description": " or ".join(_described(w) for w in words)}
 
 
 def _known_type(word: str) -> bool:
@@ -172,11 +182,10 @@ def validate_ref(name: str, params: dict, path, field: str) -> None:
     for key, default in found.params.items():
         if default is inspect.Parameter.empty and key not in params:
             raise BadInput(f"{where} must give constraint '{name}' its parameter '{key}'")
-    for key, value in params.items():
-        words = _alternatives(found.types[key])
-        if not any(_accepts(word, value) for word in words):
-            expected = " or ".join(_described(word) for word in words)
-            raise BadInput(f"{path}: field '{field}.{name}.{key}' must be {expected}, got {value!r}")
+    schema = {"type": "object", "properties": {
+        key: param_schema(annotation) for key, annotation in found.types.items()}}
+    validate(params, schema, str(path), DESCRIPTOR,
+             name=lambda parts: field_path([field, name, *parts]))
 
 
 def vocabulary() -> list[Constraint]:
