@@ -72,7 +72,14 @@ def test_unknown_fields_suggest_a_close_spelling_and_list_the_allowed_ones():
 
 def test_an_unknown_field_is_reported_before_the_missing_one_it_misspells():
     assert first_error({"stage": []}, SCHEMA, CONFIG).startswith("stage: unknown field")
+    required_first = {"required": ["stages"], **SCHEMA}  # the library meets `required` first
+    assert first_error({"stage": []}, required_first, CONFIG).startswith("stage: unknown field")
     assert first_error({}, SCHEMA, DESCRIPTOR) == "field 'stages' is required"
+
+
+def test_the_shallowest_error_is_reported_first():
+    data = {"stages": [{"prune": {"epochs": 0}}], "clock_mhz": "fast"}
+    assert first_error(data, SCHEMA, CONFIG) == "clock_mhz: expected a number, got 'fast'"
 
 
 def test_a_value_outside_an_enum_lists_the_allowed_ones_with_a_suggestion():
@@ -86,6 +93,13 @@ def test_a_bad_item_of_a_described_list_is_reported_as_the_list():
     data = {"stages": [{"prune": {"layers": ["dense", 3]}}]}
     assert first_error(data, SCHEMA, DESCRIPTOR) == (
         "field 'stages[0].prune.layers' must be a list of layer names, got ['dense', 3]")
+
+
+def test_an_item_with_its_own_description_is_reported_as_the_item():
+    schema = {"type": "array", "description": "a list of sources",
+              "items": {"type": "object", "description": "a mapping with source and version"}}
+    assert first_error([{}, 3], schema, DESCRIPTOR) == (
+        "field '[1]' must be a mapping with source and version, got 3")
 
 
 def test_validate_raises_one_line_naming_the_file_or_the_flag():

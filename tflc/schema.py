@@ -184,10 +184,11 @@ _NO_INSTANCE_STEP = {"allOf", "anyOf", "oneOf", "if", "then", "else", "not", "$d
 def _reported_at(error: ValidationError, root: dict) -> tuple[list, dict]:
     """(instance path, schema node) where the error is reported.
 
-    Its own node, unless it lies inside a list (or an alternative) whose node has a
-    `description`: then that node, so an item of "a list of text" that is not text is reported
-    as the list. A named field is always reported as itself. Walks the schema along
-    `error.absolute_schema_path`, keeping the instance path in step.
+    The deepest node with a `description` between the error and the named field that holds it
+    (the error's own node when there is none): an item of "a list of text" that is not text is
+    reported as the list, a value no alternative of a described `anyOf` takes as that node, and
+    a named field always as itself. Walks the schema along `error.absolute_schema_path`,
+    keeping the instance path in step.
     """
     path, node, at = [], root, None
     instance = list(error.absolute_path)
@@ -211,7 +212,7 @@ def _reported_at(error: ValidationError, root: dict) -> tuple[list, dict]:
                 path.append(instance[len(path)])
         else:
             node, i = node[key], i + 1
-        if isinstance(node, dict) and "description" in node and at is None:
+        if isinstance(node, dict) and "description" in node:
             at = (list(path), node)
     return at or (instance, error.schema)
 
