@@ -1,8 +1,9 @@
 """Agreement of `tflc check` with the real backends on models nobody here designed.
 
-    .venv/bin/python benchmarks/agreement_realworld.py [full|ci] [--write-known] [--cached-only]
+    .venv/bin/python benchmarks/agreement_realworld.py [full|ci] [--write-known|--merge-known] [--cached-only]
     # writes benchmarks/results/agreement_realworld.md and .json (ci: ..._ci.md/.json);
     # --write-known also rewrites tests/realworld/known_disagreements.yaml from this run;
+    # --merge-known adds this run's disagreements to that file instead;
     # --cached-only measures the models already in the cache without converting any
 
 Builds the real-world corpus of tests/realworld/corpus.py (keras.applications families in the
@@ -119,9 +120,14 @@ def _markdown(table: dict) -> str:
         lines += ["Conversions the converter refused (not in the corpus):", ""]
         lines += [f"- `{n}`: {r}" for n, r in sorted(corpus["refused"].items())]
         lines.append("")
-    if corpus["missing"]:
+    unbuilt = sorted(n for n, r in corpus["missing"].items() if r.startswith("not in the cache"))
+    absent = {n: r for n, r in corpus["missing"].items() if n not in unbuilt}
+    if unbuilt:
+        lines += [f"Listed in the corpus but not converted for this run ({len(unbuilt)}): "
+                  + ", ".join(f"`{n}`" for n in unbuilt) + ".", ""]
+    if absent:
         lines += ["Sources absent on this machine:", ""]
-        lines += [f"- {n}: {r}" for n, r in sorted(corpus["missing"].items())]
+        lines += [f"- {n}: {r}" for n, r in sorted(absent.items())]
         lines.append("")
     lines += ["## Agreement per backend", "",
               "| backend | descriptor | models | op instances | agreement | models exactly right |",
@@ -192,11 +198,21 @@ def write_known(results, path: Path = KNOWN) -> None:
     (target, op, cause) with the models it happens in (a batch variant pair as one `.*` glob)."""
     import yaml
 
-    entries = []
+    entries = {}
     for result in results.values():
         for group in group_disagreements(result):
-            entries.append({"target": result.target, "op": group["op"], "cause": group["cause"],
-                            "count": group["count"], "models": _globs(group["models"])})
+            entries[(result.target, group["op"], group["cause"])] = {
+                "target": result.target, "op": group["op"], "cause": group["cause"],
+                "count": group["count"], "models": _globs(group["models"])}
+    if "--merge-known" in sys.argv and path.exists():  # keep what another subset listed
+        for old in yaml.safe_load(path.read_text()) or []:
+            key = (old["target"], old["op"], old["cause"])
+            if key in entries:
+                merged = entries[key]["models"] + old["models"]
+                entries[key]["models"] = sorted(set(merged))
+            else:
+                entries[key] = old
+    entries = sorted(entries.values(), key=lambda e: (e["target"], -e["count"], e["op"]))
     header = ("# Disagreements of `tflc check` with the real backends that the tests accept, each\n"
               "# with its cause (tests/realworld/agreement.py: cause). Written by\n"
               "# benchmarks/agreement_realworld.py --write-known from the full corpus; the\n"
@@ -231,7 +247,7 @@ def main() -> None:
     suffix = "" if subset == "full" else f"_{subset}"
     atomic_write_json(OUT.with_name(OUT.name + suffix + ".json"), table)
     atomic_write_text(OUT.with_name(OUT.name + suffix + ".md"), _markdown(table))
-    if "--write-known" in sys.argv:
+    if "--write-known" in sys.argv or "--merge-known" in sys.argv:
         write_known(results)
     for name, row in table["backends"].items():
         print(f"{name}: {row['agree']}/{row['compared']} ({100 * row['rate']:.1f}%), "
