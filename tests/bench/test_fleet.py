@@ -126,8 +126,10 @@ def test_bad_input_fails_the_whole_fleet_before_any_connection(tiny_models, sshd
     assert sshd.accepted_logins() == logins
 
 
-def test_ctrl_c_stops_every_device(tiny_models, sshd, remote_tmp):
-    """SIGINT to tflc alone: the main thread hears it and stops both devices' runs."""
+@pytest.mark.parametrize("whom", ["tflc", "terminal"])
+def test_ctrl_c_stops_every_device(tiny_models, sshd, remote_tmp, whom):
+    """SIGINT to tflc alone (the main thread hears it and stops both devices' runs), or to its
+    whole process group as a terminal's Ctrl-C sends it (the ssh clients hear it too)."""
     process = subprocess.Popen(
         [str(TFLC), "bench", str(tiny_models["int8"]), "--device", sshd.url, "--device",
          "tflc-test-device", "--ssh-config", str(sshd.client_config()), "--python",
@@ -138,7 +140,10 @@ def test_ctrl_c_stops_every_device(tiny_models, sshd, remote_tmp):
         assert wait_until(lambda: len(runner_processes(sshd)) >= 4, 90), "no runners"
         time.sleep(0.5)
         started = time.monotonic()
-        process.send_signal(signal.SIGINT)
+        if whom == "tflc":
+            process.send_signal(signal.SIGINT)
+        else:
+            os.killpg(process.pid, signal.SIGINT)
         _, err = process.communicate(timeout=40)
     finally:
         if process.poll() is None:
