@@ -112,9 +112,10 @@ def _config_bounds(schema: dict) -> str:
     return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
 
+_NOUNS = {"integer": "an integer", "number": "a number", "boolean": "true or false",
+          "string": "text", "object": "a mapping", "array": "a list", "null": "null"}
 DESCRIPTOR = Voice(
-    nouns={"integer": "an integer", "number": "a number", "boolean": "true or false",
-           "string": "text", "object": "a mapping", "array": "a list", "null": "null"},
+    nouns=_NOUNS,
     bounds=_descriptor_bounds,
     wrong="field '{field}' must be {expected}, got {given}",
     unknown="unknown field '{field}'{hint} (allowed: {allowed})",
@@ -123,8 +124,7 @@ DESCRIPTOR = Voice(
     hint="; did you mean '{near}'?",
 )
 CONFIG = Voice(
-    nouns={"integer": "a whole number", "number": "a number", "boolean": "true or false",
-           "string": "text", "object": "a mapping of fields", "array": "a list", "null": "null"},
+    nouns=_NOUNS | {"integer": "a whole number", "object": "a mapping of fields"},
     bounds=_config_bounds,
     wrong="{field}: expected {expected}, got {given}",
     unknown="{field}: unknown field{hint}; allowed: {allowed}",
