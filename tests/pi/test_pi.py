@@ -96,7 +96,7 @@ def test_results_are_marked_emulated(tiny_models, emulated_pi):
     assert emulation["emulated"] is True
     # The kernel underneath is this machine's: qemu-user cannot disguise its arch file.
     assert f"/proc/sys/kernel/arch is {os.uname().machine}, uname -m aarch64" in emulation["signs"]
-    assert any(sign.startswith("the parent process runs under") and "qemu-aarch64" in sign
+    assert any(sign.startswith("the parent process runs under") and "qemu" in sign
                for sign in emulation["signs"]), emulation["signs"]
     assert any(w.startswith("emulated: aarch64 runs under an emulator") for w in result.warnings)
     assert "warning: emulated:" in render_table(result)

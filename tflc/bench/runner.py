@@ -223,7 +223,7 @@ def emulation() -> dict:
         parent = os.readlink(f"/proc/{os.getppid()}/exe")
     except OSError:
         parent = ""
-    if os.path.basename(parent).startswith("qemu-"):
+    if "qemu" in parent:  # qemu-aarch64-static, or Debian's /usr/libexec/qemu-binfmt/ wrapper
         signs.append(f"the parent process runs under {parent}")
     handler = f"/proc/sys/fs/binfmt_misc/qemu-{machine}"
     if (_read(handler) or "").startswith("enabled"):
