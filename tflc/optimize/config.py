@@ -19,7 +19,8 @@
 
 Every mistake is reported as one line that names the file, the field's path
 (`stages[1].prune.sparsity`), what was given and what is allowed, with a close spelling suggested
-for misspelt names. The dataclasses hold plain values; `to_dict()` gives them back as JSON.
+for misspelt names. The fields, types and bounds are `SCHEMA` (JSON Schema, checked by
+`tflc.schema`, as target descriptors are); the code keeps the rules between fields. The dataclasses hold plain values; `to_dict()` gives them back as JSON.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from tflc.errors import BadInput
 from tflc.options import MAX_SEED
-from tflc.schema import CONFIG, check_schema, field_path, suggestion, validate
+from tflc.schema import CONFIG, check_schema, field_path, shown, suggestion, validate
 
 STAGE_KINDS = ("prune", "qat", "cluster", "distill")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -185,7 +186,7 @@ def parse_config(data, source: str = "<config>", base_dir: str | os.PathLike | N
     """
     v = _Validator(source, Path(base_dir) if base_dir else None)
     if not isinstance(data, dict):
-        v.fail("", f"expected a mapping with `stages:` at the top, got {_kind(data)}")
+        v.fail("", f"expected a mapping with `stages:` at the top, got {shown(data)}")
     data = _expand_shorthands(v, data)
     validate(data, SCHEMA, None if source == "flags" else source, CONFIG, name=v.field_name)
     stages = [_parse_stage(v, i, item) for i, item in enumerate(data["stages"])]
@@ -492,10 +493,3 @@ def _default(cls, name: str):
 
 def _float(value) -> float | None:
     return None if value is None else float(value)
-
-
-def _kind(value) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: f"the text {value!r}"}.get(
-        type(value), f"{type(value).__name__} {value!r}")
