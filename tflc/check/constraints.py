@@ -772,3 +772,33 @@ def resize_flags_exclusive(ctx: OpContext):
     if ctx.options.get("align_corners") and ctx.options.get("half_pixel_centers"):
         return {}
     return None
+
+
+@constraint
+def requantize_same_type(ctx: OpContext, min: float, max: float):
+    """An integer-to-integer QUANTIZE must keep its type (int8 to int8, uint8 to uint8) and an input-to-output scale ratio in [{min}, {max}] (found {found}); the CPU runs the others."""
+    a, b = ctx.input(0), ctx.output(0)
+    if a is None or b is None or a.is_float:
+        return None  # float -> integer quantization is another rule's business
+    if a.dtype != b.dtype:
+        return {"found": f"{a.dtype} to {b.dtype}"}
+    sa, sb = _scale(a), _scale(b)
+    if sa is not None and sb is not None and not min <= sa / sb <= max:
+        return {"found": f"{a.dtype} to {b.dtype}, scale ratio {sa / sb:.3g}"}
+    return None
+
+
+@constraint
+def no_hybrid_weights(ctx: OpContext):
+    """With float activations the weights must be float too (found {found} weights: a hybrid, dynamic-range kernel the CPU runs)."""
+    a, weights = ctx.input(0), weights_of(ctx)
+    if a is not None and weights is not None and a.is_float and not weights.is_float:
+        return {"found": weights.dtype}
+    return None
+
+
+@constraint
+def input_dtype_in(ctx: OpContext, allowed: list[str], index: int = 0):
+    """Input {index} must be one of {allowed} (found {found})."""
+    t = ctx.input(index)
+    return {"found": t.dtype} if t is not None and t.dtype not in allowed else None

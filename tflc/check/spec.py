@@ -19,6 +19,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tflc.check.normalize import SCHEMA as NORMALIZE_SCHEMA
+from tflc.check.normalize import Normalization
 from tflc.errors import BadInput
 from tflc.fileio import read_yaml
 from tflc.schema import DESCRIPTOR, check_schema, shown, suggestion, validate
@@ -191,6 +193,8 @@ class TargetSpec:
     path: str | None = None
     extends: tuple[str, ...] = ()  # the chain of descriptors this one builds on, nearest first
     notes: tuple[str, ...] = ()
+    # How the runtime rewrites the graph before partitioning (tflc.check.normalize).
+    normalize: Normalization = field(default_factory=Normalization)
 
     def supports(self, op: str) -> bool:
         return op in self.ops
@@ -211,6 +215,7 @@ class TargetSpec:
             "ops": {name: rule.to_dict() for name, rule in sorted(self.ops.items())},
             "provenance": [p.to_dict() for p in self.provenance],
             "notes": list(self.notes),
+            "normalize": self.normalize.to_dict(),
         }
 
 
@@ -409,6 +414,7 @@ _TOP = {
         | {"description": "a mapping with source and version"},
         "a non-empty list of {source, version}", minItems=1),
     "notes": _list_of({"type": "string"}, "a list of text lines"),
+    "normalize": NORMALIZE_SCHEMA,  # graph rewrites before partitioning (static weights)
     "anchors": {},  # YAML anchors (&name) reused further down the file; not read otherwise
 }
 SCHEMA = check_schema(_fields(_TOP, required=("kind", "title", "runtime", "provenance")))
@@ -549,6 +555,13 @@ def _memory(memory: dict, path: Path) -> MemoryBudget:
     return MemoryBudget(**sizes)
 
 
+def _normalization(data: dict | None, path: Path) -> Normalization:
+    from tflc.check import normalize
+    from tflc.check.constraints import BUILTIN_OPS
+
+    return normalize.parse(data, path, BUILTIN_OPS, DTYPES)
+
+
 def _build(raw: dict, path: Path, chain: tuple[str, ...]) -> TargetSpec:
     """The merged descriptor, validated against `SCHEMA`, as a TargetSpec."""
     raw = _without_nulls(raw)
@@ -575,4 +588,5 @@ def _build(raw: dict, path: Path, chain: tuple[str, ...]) -> TargetSpec:
         path=str(path),
         extends=chain,
         notes=tuple(raw.get("notes", ())),
+        normalize=_normalization(raw.get("normalize"), path),
     )

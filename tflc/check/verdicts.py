@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from tflc.check import constraints as library
 from tflc.check.advice import Advice, advise
 from tflc.check.budget import BudgetLine, budget_lines
+from tflc.check.normalize import NormalizedGraph, normalize, producer_support
 from tflc.check.partition import place_model
 from tflc.check.spec import DtypePolicy, TargetSpec, load_target
 from tflc.errors import BadInput
@@ -203,16 +204,20 @@ def check_model(model: str | os.PathLike | bytes | ModelView, target: str | os.P
     verdicts: list[OpVerdict] = []
     segments = 0
     on_target_params: set[int] = set()
-    reasons_of = [{op.index: op_reasons(spec, library.OpContext(view, sg, op)) for op in sg.operators}
-                  for sg in view.subgraphs]
-    placements = place_model(view.subgraphs, [{i: not r for i, r in reasons.items()}
-                                              for reasons in reasons_of],
+    graphs = [normalize(spec.normalize, sg) for sg in view.subgraphs]
+    reasons_of, held_by = [], []
+    for graph in graphs:
+        reasons, held = _reasons_after_normalization(spec, view, graph)
+        reasons_of.append(reasons)
+        held_by.append(held)
+    placements = place_model([g.subgraph for g in graphs],
+                             [{i: not r for i, r in reasons.items()} for reasons in reasons_of],
                              spec.partitioning, spec.name)
-    for sg, reasons, placement in zip(view.subgraphs, reasons_of, placements):
+    for sg, reasons, held, placement in zip(view.subgraphs, reasons_of, held_by, placements):
         segments += len(placement.segments)
         for op in sg.operators:
             verdict = OpVerdict(op.index, sg.index, op.op, op.version, "target",
-                                list(reasons[op.index]))
+                                list(reasons[op.index]), held.get(op.index))
             if op.index in placement.moved:
                 text, cause = placement.moved[op.index]
                 verdict.reasons.append(Reason("partition", text))
@@ -238,6 +243,34 @@ def check_model(model: str | os.PathLike | bytes | ModelView, target: str | os.P
     )
     result.advice = advise(result, view, spec)
     return result
+
+
+def _reasons_after_normalization(spec: TargetSpec, view: ModelView, graph: NormalizedGraph,
+                                 ) -> tuple[dict[int, list[Reason]], dict[int, int]]:
+    """Every op's reasons on the graph as the runtime normalizes it.
+
+    Ordinary ops are judged with the outputs of static-weight producers counted as constants;
+    a producer follows its consumers (see `tflc.check.normalize`). Returns the reasons per op
+    and, for producers held on the CPU by a consumer, that consumer's index.
+    """
+    sg = graph.subgraph
+    reasons = {op.index: op_reasons(spec, library.OpContext(view, sg, op, graph.static_tensors))
+               for op in sg.operators if op.index not in graph.producers}
+    held: dict[int, int] = {}
+    supported = {i: not r for i, r in reasons.items()}
+    for index, (taken, consumer) in producer_support(graph, supported).items():
+        reasons[index] = []
+        if taken:
+            continue
+        if consumer is None:
+            text = (f"static weights: {spec.name} takes this unpacking op only when it takes "
+                    "every other op of the graph; it runs on the CPU")
+        else:
+            held[index] = consumer
+            text = (f"static weights for op #{consumer} ({sg.operators[consumer].op}), which "
+                    f"{spec.name} does not run: they are unpacked on the CPU")
+        reasons[index].append(Reason("partition", text))
+    return reasons, held
 
 
 def _io_issues(view: ModelView, spec: TargetSpec) -> list[str]:
