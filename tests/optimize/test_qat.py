@@ -40,8 +40,7 @@ def test_qat_model_converts_to_fully_integer_int8(pruned_pqat, digits_dir):
 
 def test_activation_ranges_start_from_the_data(digits_loaded, digits_dir):
     """TF-MOT's ranges start at [-6, 6]; they are set from the data before fine-tuning."""
-    from tflc.optimize.layers import import_tfmot
-    from tflc.tf_env import import_tf_keras
+    from tflc.tf_env import import_tf_keras, import_tfmot
 
     tfmot = import_tfmot()
     keras = import_tf_keras()
