@@ -202,8 +202,16 @@ def _custom_transpose_conv(corpus_model: bytes) -> bytes:
     op = sg.operators[index]
     shape, weights, data = list(op.inputs)[:3]
     bias = list(op.inputs)[3] if len(op.inputs) > 3 else -1
-    if bias < 0:
-        pytest.skip("this converter wrote TRANSPOSE_CONV without a bias")
+    if bias < 0:  # the converter folded no bias in: give the custom op a zero one
+        channels = int(sg.tensors[weights].shape[0])
+        buffer = schema.BufferT()
+        buffer.data = list(np.zeros(channels, np.float32).tobytes())
+        model.buffers.append(buffer)
+        tensor = schema.TensorT()
+        tensor.shape, tensor.type = [channels], schema.TensorType.FLOAT32
+        tensor.buffer, tensor.name = len(model.buffers) - 1, "custom_bias"
+        sg.tensors.append(tensor)
+        bias = len(sg.tensors) - 1
     code = schema.OperatorCodeT()
     code.builtinCode = schema.BuiltinOperator.CUSTOM
     code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
@@ -215,7 +223,8 @@ def _custom_transpose_conv(corpus_model: bytes) -> bytes:
     op.inputs = [data, weights, bias]
     op.builtinOptionsType = 0
     op.builtinOptions = None
-    op.customOptions = list(struct.pack("<3i", int(options.padding), int(options.strideW),
+    # TfLitePadding counts from 1 (SAME), the schema from 0
+    op.customOptions = list(struct.pack("<3i", int(options.padding) + 1, int(options.strideW),
                                         int(options.strideH)))
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
