@@ -52,13 +52,18 @@ def bare_convert(model, calib: list[np.ndarray]) -> tuple[float, str]:
 
 
 def verdict(tflite: Path, target: str) -> str:
+    """`runs`, `runs, k/n on the target` (the rest on the CPU fallback), or `no` and why."""
     from tflc.check import check_model
 
-    result = check_model(tflite, target)
-    s = result.to_dict()["summary"]
-    if s["runs"] and s["ops_on_target"] == s["ops_total"]:
-        return "runs" if s.get("within_budget", True) else "over budget"
-    return f"{s['ops_on_target']}/{s['ops_total']} ops"
+    data = check_model(tflite, target).to_dict()
+    s = data["summary"]
+    if s["runs"]:
+        if s["ops_on_target"] == s["ops_total"]:
+            return "runs" if s.get("within_budget", True) else "over budget"
+        return f"runs, {s['ops_on_target']}/{s['ops_total']} on it"
+    blamed = next((op for op in data["ops"] if op["reasons"] and not op.get("cut_by")), None)
+    why = f": {blamed['op']} ({blamed['reasons'][0]['text'] if isinstance(blamed['reasons'][0], dict) else blamed['reasons'][0]})" if blamed else ""
+    return f"no{why}"[:90]
 
 
 def fidelity(model, tflite: Path, inputs: list[np.ndarray]) -> str:

@@ -42,6 +42,7 @@ EXPECTED_OP = {"lstm": "UNIDIRECTIONAL_SEQUENCE_LSTM", "lstm_sequences": "UNIDIR
 def _compile(model, tmp_path, **options):
     import tflc
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "m.keras"
     model.save(path)
     return tflc.compile(path, tmp_path / "out", calibration="random", calibration_samples=64,
@@ -95,8 +96,9 @@ def _transformer(keras, i, approximate=False):
     return keras.layers.GlobalAveragePooling1D()(x)
 
 
-def test_keras3_transformer_block_compiles_fully_integer(tmp_path):
-    model = _classifier(_transformer)
+@pytest.mark.parametrize("approximate", [False, True], ids=["gelu_exact", "gelu_tanh"])
+def test_keras3_transformer_block_compiles_fully_integer(approximate, tmp_path):
+    model = _classifier(lambda k, i: _transformer(k, i, approximate))
     report = _compile(model, tmp_path)
     ops = assert_fully_integer(report.tflite_path)
     assert {"BATCH_MATMUL", "GELU", "SOFTMAX", "RSQRT"} <= set(ops)
@@ -122,3 +124,26 @@ def test_evaluation_runs_each_sample_from_a_fresh_lstm_state(tmp_path):
     outputs = run_tflite(report.tflite_path.read_bytes(), [np.repeat(x, 3, axis=0)])[0]
     assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[0], outputs[2])
     assert report.lowering["fidelity"][0]["sqnr_db"] >= 35
+
+
+def test_keras3_attention_gelu_softmax_in_16x8(tmp_path):
+    """Without LayerNormalization, attention converts in 16x8 (int16 activations) as it is."""
+    def body(keras, i):
+        a = keras.layers.MultiHeadAttention(2, 4)(i, i)
+        f = keras.layers.Dense(8, activation="gelu")(keras.layers.Add()([i, a]))
+        return keras.layers.GlobalAveragePooling1D()(keras.layers.Softmax(axis=-1)(f))
+    report = _compile(_classifier(body), tmp_path, activations="int16")
+    ops = assert_fully_integer(report.tflite_path)
+    assert {"BATCH_MATMUL", "GELU", "SOFTMAX"} <= set(ops) and report.inputs[0]["dtype"] == "int16"
+
+
+def test_unrolled_gru_is_integer_and_byte_identical_run_after_run(tmp_path):
+    """With the GRU's fused gate matmul (implementation=2) the quantizer left a SPLIT in float
+    in some runs; one matmul per gate gives the same integer file every time."""
+    model = _classifier(RECURRENT["gru"])
+    hashes = set()
+    for run in range(3):
+        report = _compile(model, tmp_path / str(run))
+        assert_fully_integer(report.tflite_path)
+        hashes.add(report.tflite_sha256)
+    assert len(hashes) == 1

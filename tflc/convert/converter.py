@@ -192,6 +192,9 @@ def explain_converter_error(loaded, exc: Exception) -> PipelineError:
     text = str(exc)
     op = next((m.group(1) for p in _OP_PATTERNS if (m := p.search(text))), None)
     layer = _layer_from_location(loaded, text)
+    loop = _loop_layer(loaded) if op and "TensorList" in op else None
+    if loop is not None:
+        return PipelineError(f"{loaded.path}: {_loop_fix(loop, op)}")
     if op:
         where = f"layer {layer!r} uses" if layer else "the model uses"
         return PipelineError(
@@ -200,6 +203,30 @@ def explain_converter_error(loaded, exc: Exception) -> PipelineError:
         )
     first = next((line.strip() for line in text.splitlines() if "error" in line.lower()), text.strip()[:300])
     return PipelineError(f"{loaded.path}: the TFLite converter failed: {first[:400]}")
+
+
+# How to get rid of a `while` loop over TensorLists, by the class of the layer that traces it.
+_LOOP_FIXES = {
+    "ConvLSTM1D": "replace it with TimeDistributed(Conv1D) followed by LSTM (fused by tflc)",
+    "ConvLSTM2D": "replace it with TimeDistributed(Conv2D) followed by LSTM (fused by tflc)",
+    "ConvLSTM3D": "replace it with TimeDistributed(Conv3D) followed by LSTM (fused by tflc)",
+}
+
+
+def _loop_layer(loaded):
+    """The first layer (in model order) that runs a recurrent loop: it has a `cell`."""
+    for layer in _all_layers(loaded.model) if loaded.is_keras else []:
+        if getattr(layer, "cell", None) is not None:
+            return layer
+    return None
+
+
+def _loop_fix(layer, op: str) -> str:
+    kind = type(layer).__name__
+    fix = _LOOP_FIXES.get(kind, "build it with unroll=True (the sequence length is static), "
+                                "or use LSTM, which tflc lowers to the fused TFLite op")
+    return (f"layer '{layer.name}' ({kind}) runs a while loop (TensorFlow op {op}), which has no "
+            f"builtin TFLite integer kernel; {fix}")
 
 
 def _layer_from_location(loaded, text: str) -> str | None:

@@ -74,6 +74,7 @@ def lower(loaded, activations: str = "int8", seed: int = 0):
     found = recurrent_layers(loaded.model) if loaded.is_keras else []
     rebuilt = [(layer, type(layer).__name__) for layer in _layers(loaded.model)
                if type(layer).__name__ in _REBUILT] if loaded.format == "keras3" else []
+    _refuse_16x8(loaded, activations)
     if not found and not rebuilt:
         return loaded, None
     _require_static_time(loaded, found)
@@ -114,8 +115,11 @@ def _overrides(found, activations: str) -> dict[str, dict]:
         return {}
     overrides = {kind: {"stateful": False} for kind in RECURRENT}
     overrides["GRU"]["unroll"] = overrides["SimpleRNN"]["unroll"] = True
+    # implementation=1: one matmul per gate. implementation=2 splits one activation per step
+    # into the gates, and the quantizer leaves that SPLIT in float in some runs, not others.
+    overrides["GRU"]["implementation"] = 1
     if activations == "int16":  # 16x8 has no UNIDIRECTIONAL_SEQUENCE_LSTM kernel
-        overrides["LSTM"]["unroll"] = True
+        overrides["LSTM"].update(unroll=True, implementation=1)
     return overrides
 
 
@@ -172,6 +176,22 @@ def _lowered_to(layer, overrides: dict, steps) -> str:
     if type(layer).__name__ == "Bidirectional":
         return "two fused UNIDIRECTIONAL_SEQUENCE_LSTM (or BIDIRECTIONAL_SEQUENCE_LSTM)"
     return "fused UNIDIRECTIONAL_SEQUENCE_LSTM"
+
+
+# Layers whose 16x8 graph LiteRT cannot run: it aborts the process when allocating tensors.
+_NO_16X8 = {"LayerNormalization": "Mean, SquaredDifference, Rsqrt"}
+
+
+def _refuse_16x8(loaded, activations: str) -> None:
+    if activations != "int16" or not loaded.is_keras:
+        return
+    for layer in _layers(loaded.model):
+        kind = type(layer).__name__
+        if kind in _NO_16X8:
+            raise BadInput(
+                f"{loaded.path}: layer '{layer.name}' ({kind}, TensorFlow ops {_NO_16X8[kind]}) "
+                "has no 16x8 kernels LiteRT can run (it aborts allocating them); compile with "
+                "--activations int8, which lowers it to builtin int8 ops")
 
 
 def _require_static_time(loaded, found) -> None:
