@@ -346,7 +346,8 @@ def _sets(data, keys: list[str]) -> bool:
 # ----------------------------------------------------------------------------------- validation
 
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int4", "int8", "uint8", "int16",
-          "uint16", "int32", "uint32", "int64", "uint64", "bool", "string", "complex64")
+          "uint16", "int32", "uint32", "int64", "uint64", "bool", "string", "complex64",
+          "resource")  # resource: the handle of a variable (VAR_HANDLE, READ_VARIABLE)
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3}
