@@ -69,22 +69,40 @@ class DeviceFacts:
 
 
 @dataclass(frozen=True)
+class PowerFacts:
+    """Watts while inferring, idle (awake between inferences) and asleep (the deepest state that
+    keeps the model in RAM): what `tflc profile` turns into energy per inference, the average
+    power at a duty cycle (`--rate`) and battery life."""
+
+    active_w: float | None = None
+    idle_w: float | None = None
+    sleep_w: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class RuntimeInfo:
     """The runtime or compiler (and its version) that the descriptor's facts hold for.
 
     exports: the package formats `tflc export` can write for this runtime (`c`: TFLite Micro
     C++ sources); empty when the runtime loads .tflite files itself.
+    static_batch: the runtime takes only static shapes, so `tflc compile --target` pins the
+    batch to 1 (a free batch leaves SHAPE/STRIDED_SLICE/PACK chains it refuses).
     """
 
     name: str
     version: str
     exports: tuple[str, ...] = ()
+    static_batch: bool = False
 
     def __str__(self) -> str:
         return f"{self.name} {self.version}"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "version": self.version, "exports": list(self.exports)}
+        return {"name": self.name, "version": self.version, "exports": list(self.exports),
+                "static_batch": self.static_batch}
 
 
 @dataclass(frozen=True)
@@ -195,6 +213,7 @@ class TargetSpec:
     notes: tuple[str, ...] = ()
     # How the runtime rewrites the graph before partitioning (tflc.check.normalize).
     normalize: Normalization = field(default_factory=Normalization)
+    power: PowerFacts = field(default_factory=PowerFacts)  # energy figures (tflc profile)
 
     def supports(self, op: str) -> bool:
         return op in self.ops
@@ -209,6 +228,7 @@ class TargetSpec:
             "runtime": self.runtime.to_dict(),
             "memory": self.memory.to_dict(),
             "device": self.device.to_dict(),
+            "power": self.power.to_dict(),
             "dtypes": self.dtypes.to_dict(),
             "partitioning": self.partitioning.to_dict(),
             "constraints": [c.to_dict() for c in self.constraints],
@@ -391,11 +411,16 @@ _TOP = {
         "name": _TEXT, "version": _TEXT,  # the runtime the facts hold for
         "exports": _list_of({"enum": list(EXPORT_FORMATS)},
                             f"a list of package formats ({', '.join(EXPORT_FORMATS)})"),
+        "static_batch": {"type": "boolean"},  # compile pins the batch to 1 for this runtime
     }, required=("name", "version")),
     "device": _fields({"board": _TEXT, "cores": {"type": "integer", "minimum": 1},
                        "clock_mhz": {"type": "number", "exclusiveMinimum": 0},
                        "active_power_w": {"type": "number", "exclusiveMinimum": 0},
                        "notes": _TEXT}),
+    "power": _fields({"active_w": {"type": "number", "exclusiveMinimum": 0},
+                      "idle_w": {"type": "number", "minimum": 0},
+                      "sleep_w": {"type": "number", "minimum": 0},
+                      "notes": _TEXT}),  # watts while inferring, idle and asleep
     "memory": _fields({key: _BYTES for key in (
         "ram_bytes", "flash_bytes", "runtime_overhead_bytes", "kernel_code_bytes",
         "parameter_cache_bytes")} | {"notes": _TEXT}),
@@ -573,11 +598,14 @@ def _build(raw: dict, path: Path, chain: tuple[str, ...]) -> TargetSpec:
         title=_text(raw["title"]),
         kind=raw["kind"],
         runtime=RuntimeInfo(name=_text(runtime["name"]), version=_text(runtime["version"]),
-                            exports=tuple(runtime.get("exports", ()))),
+                            exports=tuple(runtime.get("exports", ())),
+                            static_batch=bool(runtime.get("static_batch", False))),
         memory=_memory(raw.get("memory", {}), path),
         device=DeviceFacts(board=_text(device.get("board")), cores=device.get("cores"),
                            clock_mhz=device.get("clock_mhz"),
                            active_power_w=device.get("active_power_w")),
+        power=PowerFacts(**{key: raw.get("power", {}).get(key)
+                            for key in ("active_w", "idle_w", "sleep_w")}),
         dtypes=_dtype_policy(raw.get("dtypes", {})),
         partitioning=_partitioning(raw.get("partitioning", {}), path),
         constraints=_constraint_refs(raw.get("constraints"), path, "constraints"),
