@@ -14,7 +14,7 @@ from tests.export.conftest import README_ARENA, TEST_TARGETS, mlperf, need_tool,
 from tflc.check import load_target
 from tflc.export import export_c
 from tflc.export.c_source import parse_model_array
-from tflc.export.op_resolver import RESOLVER_METHODS
+from tflc.export.op_resolver import RESOLVER_METHODS, SIGNAL_METHODS
 from tflc.tflite.reader import read_model
 
 WARNINGS = ["-Wall", "-Wextra", "-Werror"]
@@ -52,12 +52,13 @@ int main() {{
 
 def resolver_shim(folder: Path) -> Path:
     """A stand-in for TFLite Micro's micro_mutable_op_resolver.h with the same Add* methods
-    (from the table the generator uses) and the same capacity rule: registering more ops than
+    (from the tables the generator uses, builtin and signal library) and the same capacity rule: registering more ops than
     the template argument fails. It lets the generated header be compiled without TFLite
     Micro's sources; the method names are checked against the cortex-m4 descriptor below."""
     path = folder / "tensorflow" / "lite" / "micro" / "micro_mutable_op_resolver.h"
     path.parent.mkdir(parents=True)
-    methods = "\n".join(f"  TfLiteStatus {m}() {{ return Add(); }}" for m in sorted(set(RESOLVER_METHODS.values())))
+    names = {*RESOLVER_METHODS.values(), *SIGNAL_METHODS.values()}
+    methods = "\n".join(f"  TfLiteStatus {m}() {{ return Add(); }}" for m in sorted(names))
     path.write_text(f"""#pragma once
 typedef enum {{ kTfLiteOk = 0, kTfLiteError = 1 }} TfLiteStatus;
 namespace tflite {{
@@ -248,8 +249,13 @@ def test_the_planner_failing_is_a_note_and_the_measurement_stands(tmp_path):
 
 def test_resolver_methods_cover_exactly_the_ops_tflite_micro_registers():
     # Both lists come from TFLite Micro's micro_mutable_op_resolver.h; they must agree.
-    assert set(RESOLVER_METHODS) == set(load_target("cortex-m4").ops)
-    assert all(m.startswith("Add") for m in RESOLVER_METHODS.values())
+    # The signal library's custom ops are in the descriptor as custom ops, here in SIGNAL_METHODS.
+    from tflc.check.constraints import BUILTIN_OPS
+
+    ops = set(load_target("cortex-m4").ops)
+    assert set(RESOLVER_METHODS) == ops & BUILTIN_OPS
+    assert set(SIGNAL_METHODS) == ops - BUILTIN_OPS
+    assert all(m.startswith("Add") for m in {**RESOLVER_METHODS, **SIGNAL_METHODS}.values())
 
 
 def test_an_output_folder_given_as_a_symlink_stays_a_symlink(tmp_path):

@@ -214,18 +214,39 @@ def softmax_code(obj) -> int:
     return schema.BuiltinOperator.SOFTMAX
 
 
-def test_a_model_litert_refuses_is_bad_input_before_tflite_micro_runs_it(tmp_path):
+def test_weights_past_their_buffer_are_bad_input_before_tflite_micro_runs_them(tmp_path):
     from tflc.errors import BadInput
     from tflc.export.crosscheck import compare_interpreters
 
     pytest.importorskip("ai_edge_litert")
     pytest.importorskip("tflite_micro")
-    # Weights past their buffer: LiteRT checks buffer sizes, TFLite Micro would read past them.
+    # Weights past their buffer: LiteRT and tflc's reader check buffer sizes, TFLite Micro does
+    # not and would read past them. TFLite Micro judges what runs, never memory safety.
     model = rewritten(mlperf("ad"), tmp_path / "m.tflite", _weights_past_their_buffer)
     with pytest.raises(BadInput) as caught:
         compare_interpreters(model.read_bytes(), 20_000_000, samples=1, name=str(model))
     message = caught.value.message
+    assert message.startswith(f"{model}: invalid TFLite model") and "needs 512000 bytes" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_a_model_litert_and_tflite_micro_both_refuse_is_bad_input_naming_litert(tmp_path):
+    from tflc.errors import BadInput
+    from tflc.export.crosscheck import compare_interpreters
+
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("tflite_micro")
+    # Valid for the reader, but a 20-byte arena is too small for TFLite Micro, and a custom
+    # op LiteRT lacks makes LiteRT refuse: both say no, so the model is bad input.
+    model = (Path(__file__).parents[1] / "data" / "tflm_examples" / "audio_preprocessor_int8.tflite")
+    if not model.exists():
+        pytest.skip(f"{model} missing")
+    with pytest.raises(BadInput) as caught:
+        compare_interpreters(model.read_bytes(), 20, samples=1, name=str(model))
+    message = caught.value.message
     assert message.startswith(f"{model}: LiteRT refuses this model") and len(message.splitlines()) == 1
+    assert "unresolved custom op: SignalWindow" in message
+    assert "TFLite Micro crashed" in message or "TFLite Micro cannot allocate" in message
 
 
 def test_the_tflite_micro_child_cannot_write_to_the_users_terminal():

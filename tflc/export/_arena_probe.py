@@ -6,6 +6,11 @@
     python _arena_probe.py MODEL.tflite --invoke ARENA INPUTS.npz OUTPUTS.npz
         runs every sample of INPUTS.npz (arrays "s<sample>_i<input>") and saves the outputs
         ("s<sample>_o<output>"); prints {"sample": k} before each sample and {"ok": ...} last.
+    python _arena_probe.py MODEL.tflite --litert INPUTS.npz OUTPUTS.npz
+        the same with LiteRT (reference kernels, no delegates), the cross-check's other side: its
+        kernels can corrupt the heap on models TFLite Micro runs (an int8 SVDF in ai-edge-litert
+        2.3), so it never runs in tflc's process either. A refusal answers {"ok": false,
+        "stage": "allocate", "reason": LiteRT's first line}.
 
 Some TFLite Micro kernels dereference a failed allocation when the arena is too small, and a
 malformed model can make any kernel read past its buffers: the process dies of a signal, not an
@@ -58,6 +63,39 @@ def invoke(model: bytes, arena_size: int, inputs_path: str, outputs_path: str) -
     _answer({"ok": True})
 
 
+def invoke_litert(model: bytes, inputs_path: str, outputs_path: str) -> None:
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    with np.load(inputs_path, allow_pickle=False) as saved:
+        arrays = {key: saved[key] for key in saved.files}
+    samples = sorted({int(key.split("_")[0][1:]) for key in arrays})
+    try:
+        litert = Interpreter(model_content=model,
+                             experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        litert.allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        _answer({"ok": False, "stage": "allocate",
+                 "reason": lines[0] if lines else type(exc).__name__})
+        return
+    inputs, outputs = litert.get_input_details(), litert.get_output_details()
+    results = {}
+    for k in samples:
+        _answer({"sample": k})
+        for i, detail in enumerate(inputs):
+            litert.set_tensor(detail["index"], arrays[f"s{k}_i{i}"])
+        try:
+            litert.invoke()
+        except (RuntimeError, ValueError) as exc:
+            _answer({"ok": False, "stage": "invoke", "sample": k, "reason": str(exc)[-200:]})
+            return
+        for o, detail in enumerate(outputs):
+            results[f"s{k}_o{o}"] = np.array(litert.get_tensor(detail["index"]))
+    np.savez(outputs_path, **results)
+    _answer({"ok": True})
+
+
 def _output_count(micro) -> int:
     """The Python wrapper states no output count: ask for outputs until one is out of range."""
     count = 0
@@ -79,6 +117,8 @@ def main() -> None:
         model = handle.read()
     if len(sys.argv) == 6 and sys.argv[2] == "--invoke":
         invoke(model, int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    elif len(sys.argv) == 5 and sys.argv[2] == "--litert":
+        invoke_litert(model, sys.argv[3], sys.argv[4])
     else:
         probe(model)
 

@@ -6,6 +6,11 @@
    kernels and no default delegates (no XNNPACK) must give bit-identical outputs. Both run the
    same integer reference arithmetic, so any difference points at a kernel or conversion problem;
    the report shows the largest one.
+
+TFLite Micro is the judge: when LiteRT refuses a model TFLite Micro runs (a rule only LiteRT
+has), or crashes on it, TFLite Micro's run of the samples stands and the notes say why nothing
+was compared. Both interpreters run in child processes (`_arena_probe.py`), so neither's crash
+takes tflc down or prints glibc's text.
 """
 
 from __future__ import annotations
@@ -65,29 +70,40 @@ def sample_inputs(details: list[dict], samples: int, seed: int) -> list[list[np.
     return batches
 
 
-def _litert(model: bytes, name: str):
-    """LiteRT with reference kernels, tensors allocated; BadInput when it refuses the model.
+@dataclass
+class _ChildRun:
+    """What one interpreter child did with the sample inputs."""
 
-    LiteRT checks what TFLite Micro does not (e.g. that a tensor's buffer holds its shape), so
-    it runs first: a model it refuses never reaches TFLite Micro's kernels.
-    """
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:
-        return None, "ai-edge-litert is not installed"
-    try:
-        interpreter = Interpreter(model_content=model,
-                                  experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-        interpreter.allocate_tensors()
-    except (RuntimeError, ValueError) as exc:
-        raise BadInput(f"{name}: LiteRT refuses this model ({_first_line(exc)}); "
-                       "re-export it from the converter") from None
-    return interpreter, ""
+    outputs: list[list[np.ndarray]] | None   # None when it refused or crashed
+    last: dict                               # its last JSON answer
+    returncode: int
+    log: list[str]
 
 
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+def _run_child(mode: list[str], model: bytes, batches: list[list[np.ndarray]], name: str,
+               timeout: float) -> _ChildRun:
+    """`_arena_probe.py MODEL MODE... INPUTS OUTPUTS` in a session of its own (see arena.py)."""
+    from tflc.export.arena import read_log, start_tflm_child
+
+    with tempfile.TemporaryDirectory(prefix="tflc-micro-") as work, \
+            tempfile.TemporaryFile(prefix="tflc-micro-log-") as log:
+        folder = Path(work)
+        (folder / "model.tflite").write_bytes(model)
+        np.savez(folder / "inputs.npz", **{f"s{k}_i{i}": array for k, batch in enumerate(batches)
+                                           for i, array in enumerate(batch)})
+        child = start_tflm_child([str(folder / "model.tflite"), *mode,
+                                  str(folder / "inputs.npz"), str(folder / "outputs.npz")], log)
+        answers = _wait(child, timeout, name)
+        lines = read_log(log, 0)
+        states = [json.loads(line) for line in answers.splitlines() if line.startswith("{")]
+        last = states[-1] if states else {}
+        outputs = None
+        if child.returncode == 0 and last.get("ok"):
+            with np.load(folder / "outputs.npz", allow_pickle=False) as saved:
+                outputs = [[saved[f"s{k}_o{o}"] for o in range(sum(
+                    1 for key in saved.files if key.startswith(f"s{k}_o")))]
+                    for k in range(len(batches))]
+        return _ChildRun(outputs, last, child.returncode, lines)
 
 
 def run_micro(model: bytes, arena_size: int, batches: list[list[np.ndarray]],
@@ -97,32 +113,55 @@ def run_micro(model: bytes, arena_size: int, batches: list[list[np.ndarray]],
     A malformed model can make a kernel read past its buffers and kill the process; in the
     child that death becomes one PipelineError line naming the signal and the sample.
     """
-    from tflc.export.arena import _reason, crash_site, death_text, read_log, start_tflm_child
+    from tflc.export.arena import _reason, crash_site, death_text
 
-    with tempfile.TemporaryDirectory(prefix="tflc-micro-") as work, \
-            tempfile.TemporaryFile(prefix="tflc-micro-log-") as log:
-        folder = Path(work)
-        (folder / "model.tflite").write_bytes(model)
-        np.savez(folder / "inputs.npz", **{f"s{k}_i{i}": array for k, batch in enumerate(batches)
-                                           for i, array in enumerate(batch)})
-        child = start_tflm_child([str(folder / "model.tflite"), "--invoke", str(arena_size),
-                                  str(folder / "inputs.npz"), str(folder / "outputs.npz")], log)
-        answers = _wait(child, timeout, name)
-        lines = read_log(log, 0)
-        states = [json.loads(line) for line in answers.splitlines() if line.startswith("{")]
-        last = states[-1] if states else {}
-        if child.returncode != 0 or "ok" not in last:
-            where = f"sample {last['sample']}" if "sample" in last else "setting it up"
-            raise PipelineError(f"{name}: TFLite Micro crashed ({death_text(child.returncode)}"
-                                f"{crash_site(lines)}) on {where} in a {arena_size}-byte arena")
-        if not last["ok"]:
-            what = ("allocate the model in the exported arena of" if last["stage"] == "allocate"
-                    else f"run sample {last.get('sample')} in an arena of")
-            raise PipelineError(f"{name}: TFLite Micro cannot {what} {arena_size} B: {_reason(lines)}")
-        with np.load(folder / "outputs.npz", allow_pickle=False) as saved:
-            return [[saved[f"s{k}_o{o}"] for o in range(sum(1 for key in saved.files
-                                                             if key.startswith(f"s{k}_o")))]
-                    for k in range(len(batches))]
+    run = _run_child(["--invoke", str(arena_size)], model, batches, name, timeout)
+    last = run.last
+    if run.returncode != 0 or "ok" not in last:
+        where = f"sample {last['sample']}" if "sample" in last else "setting it up"
+        raise PipelineError(f"{name}: TFLite Micro crashed ({death_text(run.returncode)}"
+                            f"{crash_site(run.log)}) on {where} in a {arena_size}-byte arena")
+    if not last["ok"]:
+        what = ("allocate the model in the exported arena of" if last["stage"] == "allocate"
+                else f"run sample {last.get('sample')} in an arena of")
+        raise PipelineError(f"{name}: TFLite Micro cannot {what} {arena_size} B: {_reason(run.log)}")
+    return run.outputs
+
+
+def run_litert(model: bytes, batches: list[list[np.ndarray]], name: str = "the model",
+               timeout: float = 900) -> tuple[list[list[np.ndarray]] | None, str]:
+    """LiteRT's outputs (reference kernels, no delegates) in a child process, or (None, why not):
+    LiteRT refused the model, failed on a sample, or crashed (heap corruption in its kernels
+    aborts the process; glibc's text stays in the child's log)."""
+    from tflc.export.arena import death_text
+
+    run = _run_child(["--litert"], model, batches, name, timeout)
+    last = run.last
+    if run.returncode != 0:
+        where = f" on sample {last['sample']}" if "sample" in last else ""
+        return None, f"LiteRT crashed ({death_text(run.returncode)}){where}"
+    if not last.get("ok"):
+        if last.get("stage") == "allocate":
+            reason = last.get("reason", "no message")
+            reason = reason if len(reason) <= 120 else reason[:117].rstrip() + "..."
+            return None, f"LiteRT refuses this model ({reason})"
+        return None, f"LiteRT fails on sample {last.get('sample')}"
+    return run.outputs, ""
+
+
+def input_details(model: bytes, name: str = "the model") -> list[dict]:
+    """Shape and dtype of each subgraph input, from tflc's reader (TFLite Micro's rules).
+
+    The reader's refusal (BadInput naming `name`) comes before either interpreter runs: its
+    rules (e.g. a constant shorter than its shape) keep kernels from reading past buffers."""
+    from tflc.tflite.reader import read_model
+
+    try:
+        view = read_model(model, judge="tflite-micro")
+    except BadInput as exc:
+        raise BadInput(exc.message.replace("<bytes>", name, 1)) from None
+    return [{"shape": [max(1, int(d)) for d in t.shape], "dtype": t.dtype}
+            for t in view.input_tensors()]
 
 
 def _wait(child, timeout: float, name: str) -> str:
@@ -143,31 +182,43 @@ def _wait(child, timeout: float, name: str) -> str:
 
 def compare_interpreters(model: bytes, arena_size: int, samples: int = 4, seed: int = 0,
                          name: str = "the model") -> Verification:
-    """Run TFLite Micro and LiteRT (reference kernels) on the same seeded inputs."""
+    """Run TFLite Micro and LiteRT (reference kernels) on the same seeded inputs.
+
+    TFLite Micro is the judge: a model LiteRT refuses or crashes on, but TFLite Micro runs, is
+    verified by TFLite Micro alone and the notes say why there is no comparison. A model both
+    refuse is BadInput naming LiteRT's reason; one TFLite Micro alone fails on, a PipelineError.
+    """
     from tflc.export.arena import tflm_runtime, tflm_version
 
     result = Verification(array_identical=True, compared=False)
-    runtime = tflm_runtime()
-    litert, why = _litert(model, name)
-    if runtime is None or litert is None:
-        result.notes.append(why or "tflite-micro is not installed")
+    if tflm_runtime() is None:
+        result.notes.append("tflite-micro is not installed")
         return result
-    from importlib.metadata import version
+    try:
+        from importlib.metadata import version
 
+        litert_version = version("ai-edge-litert")
+    except Exception:  # noqa: BLE001 - any reason LiteRT's metadata is missing means no LiteRT
+        litert_version = None
+    batches = sample_inputs(input_details(model, name), samples, seed)
+    expected, why = (run_litert(model, batches, name) if litert_version
+                     else (None, "ai-edge-litert is not installed"))
+    try:
+        micro_outputs = run_micro(model, arena_size, batches, name)
+    except PipelineError as exc:
+        if expected is None and litert_version:
+            raise BadInput(f"{name}: {why} and {exc.message.removeprefix(name + ': ')}") from None
+        raise
     result.tflm = f"{tflm_version()}, reference kernels, arena {arena_size} B"
-    result.litert = f"ai-edge-litert {version('ai-edge-litert')}, BUILTIN_REF kernels, no delegates"
-    inputs = litert.get_input_details()
-    outputs = litert.get_output_details()
-    batches = sample_inputs(inputs, samples, seed)
-    micro_outputs = run_micro(model, arena_size, batches, name)
+    if expected is None:
+        result.notes.append(f"{why}, while TFLite Micro (the judge for microcontrollers) runs it: "
+                            f"{samples} samples ran in TFLite Micro, not compared with LiteRT")
+        return result
+    result.litert = f"ai-edge-litert {litert_version}, BUILTIN_REF kernels, no delegates"
     largest = 0.0
-    for batch, micro in zip(batches, micro_outputs, strict=True):
-        for detail, array in zip(inputs, batch, strict=True):
-            litert.set_tensor(detail["index"], array)
-        litert.invoke()
-        for detail, got in zip(outputs, micro, strict=True):
-            expected = litert.get_tensor(detail["index"])
-            diff = np.abs(got.reshape(expected.shape).astype(np.float64) - expected.astype(np.float64))
+    for micro, reference in zip(micro_outputs, expected, strict=True):
+        for got, want in zip(micro, reference, strict=True):
+            diff = np.abs(got.reshape(want.shape).astype(np.float64) - want.astype(np.float64))
             largest = max(largest, float(diff.max()) if diff.size else 0.0)
     result.compared = True
     result.samples = samples

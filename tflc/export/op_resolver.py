@@ -1,10 +1,11 @@
-"""The TFLite Micro op resolver a model needs: exactly its builtin ops, nothing more.
+"""The TFLite Micro op resolver a model needs: exactly its ops, nothing more.
 
 TFLite Micro links only the kernels an application registers in a
 `tflite::MicroMutableOpResolver<N>`; registering too few makes AllocateTensors fail on the device,
-registering too many wastes flash. `resolver_ops` lists the model's builtin operators in the order
-they first appear, each with the `MicroMutableOpResolver` method that registers it, and refuses
-a model that uses an operator TFLite Micro has no kernel for. `render_op_resolver_header` writes
+registering too many wastes flash. `resolver_ops` lists the model's operators in the order
+they first appear, each with the `MicroMutableOpResolver` method that registers it (builtin
+operators and TFLite Micro's signal-library custom operators), and refuses a model that uses
+an operator TFLite Micro has no kernel for. `render_op_resolver_header` writes
 the C++ header.
 """
 
@@ -57,6 +58,21 @@ RESOLVER_METHODS: dict[str, str] = {
 }
 
 
+# TFLite Micro's own signal library (tflite-micro signal/micro/kernels, the audio front ends such
+# as micro_speech's preprocessor): custom code -> the MicroMutableOpResolver method that calls
+# AddCustom(code, tflite::tflm_signal::Register_...()) (micro_mutable_op_resolver.h, same commit).
+# The application links the signal library's kernel sources with TFLite Micro's.
+SIGNAL_METHODS: dict[str, str] = {
+    "SignalDelay": "AddDelay", "SignalEnergy": "AddEnergy",
+    "SignalFftAutoScale": "AddFftAutoScale", "SignalFilterBank": "AddFilterBank",
+    "SignalFilterBankLog": "AddFilterBankLog",
+    "SignalFilterBankSpectralSubtraction": "AddFilterBankSpectralSubtraction",
+    "SignalFilterBankSquareRoot": "AddFilterBankSquareRoot", "SignalFramer": "AddFramer",
+    "SignalIrfft": "AddIrfft", "SignalOverlapAdd": "AddOverlapAdd", "SignalPCAN": "AddPCAN",
+    "SignalRfft": "AddRfft", "SignalStacker": "AddStacker", "SignalWindow": "AddWindow",
+}
+
+
 @dataclass(frozen=True)
 class ResolverOp:
     op: str        # builtin operator name, e.g. CONV_2D
@@ -65,18 +81,21 @@ class ResolverOp:
 
 
 def resolver_ops(view: ModelView, model_name: str = "the model") -> list[ResolverOp]:
-    """The model's builtin ops in first-use order, with their resolver methods.
+    """The model's ops in first-use order, with their resolver methods.
 
-    Raises BadInput naming every operator TFLite Micro lacks (and custom operators, whose kernels
-    only the application can provide).
+    TFLite Micro's signal-library custom ops (`SIGNAL_METHODS`) count as TFLite Micro's own.
+    Raises BadInput naming every operator TFLite Micro lacks (and other custom operators, whose
+    kernels only the application can provide).
     """
     histogram = view.op_histogram()
     order: list[str] = []
     for op in view.operators:
         if op.op not in order:
             order.append(op.op)
-    custom = sorted({op.custom_code or op.op for op in view.operators if op.is_custom})
-    missing = [name for name in order if name not in RESOLVER_METHODS and not _is_custom(view, name)]
+    methods = {**RESOLVER_METHODS, **SIGNAL_METHODS}
+    custom = sorted({op.custom_code or op.op for op in view.operators
+                     if op.is_custom and (op.custom_code or op.op) not in SIGNAL_METHODS})
+    missing = [name for name in order if name not in methods and not _is_custom(view, name)]
     if missing:
         raise BadInput(
             f"{model_name}: TFLite Micro has no kernel for {', '.join(missing)}; "
@@ -89,7 +108,7 @@ def resolver_ops(view: ModelView, model_name: str = "the model") -> list[Resolve
             "application can provide; register them with AddCustom() yourself, or convert "
             "without custom ops"
         )
-    return [ResolverOp(name, RESOLVER_METHODS[name], histogram[name]) for name in order]
+    return [ResolverOp(name, methods[name], histogram[name]) for name in order]
 
 
 def _is_custom(view: ModelView, name: str) -> bool:
@@ -107,7 +126,10 @@ def render_op_resolver_header(ops: list[ResolverOp], name: str) -> str:
         "",
         '#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"',
         "",
-        f"// {len(ops)} builtin op(s): " + user_text(", ".join(f"{o.op} x{o.count}" for o in ops)),
+        f"// {len(ops)} op(s): " + user_text(", ".join(f"{o.op} x{o.count}" for o in ops)),
+        *(["// Signal* ops are TFLite Micro's signal library (tflite-micro signal/micro/kernels):",
+           "// build its kernel sources with TFLite Micro's."]
+          if any(o.op in SIGNAL_METHODS for o in ops) else []),
         f"constexpr unsigned int k{_camel(name)}OpCount = {len(ops)};",
         f"using {name}_OpResolver = tflite::MicroMutableOpResolver<k{_camel(name)}OpCount>;",
         "",

@@ -129,7 +129,7 @@ def export_c(model_path: str | os.PathLike, out_dir: str | os.PathLike, target=N
     """
     _check_name_and_layout(name, layout)
     model_path, out = Path(model_path), Path(out_dir)
-    view = read_model(model_path)
+    view = read_model(model_path, judge="tflite-micro")  # TFLite Micro judges MCU packages
     model = model_path.read_bytes()
     spec = _runnable_on_target(view, model_path, target)
     ops = resolver_ops(view, str(model_path))
@@ -147,6 +147,10 @@ def export_c(model_path: str | os.PathLike, out_dir: str | os.PathLike, target=N
         files=sorted(files), ops=[asdict(o) for o in ops], arena=arena, budget=budget,
         verification=verification, notes=[plan_note] if plan_note else [],
     )
+    if view.waived:
+        report.notes.append("LiteRT would refuse this model (" + "; ".join(view.waived[:3])
+                            + (f"; {len(view.waived) - 3} more like it" if len(view.waived) > 3
+                               else "") + "), a rule TFLite Micro, the judge here, does not have")
     if spec is None:
         report.notes.append("no --target: RAM and flash budgets not checked")
     write_package(out, {**files, REPORT_FILE: _json_text(report)})

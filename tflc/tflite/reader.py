@@ -147,6 +147,8 @@ class ModelView:
     signatures: list[str]
     _data: object = field(repr=False, default=None)
     _buffers: object = field(repr=False, default=None)
+    # LiteRT rules the model breaks that the judging runtime does not enforce (read_model(judge=))
+    waived: list[str] = field(default_factory=list)
 
     @property
     def main(self) -> SubgraphInfo:
@@ -202,15 +204,19 @@ class ModelView:
         return total
 
 
-def read_model(source: str | os.PathLike | bytes) -> ModelView:
+def read_model(source: str | os.PathLike | bytes, judge: str = "litert") -> ModelView:
     """Read a .tflite file (a path) or flatbuffer bytes into a `ModelView`.
 
     Raises `BadInput` naming the file when it is missing, not a TFLite flatbuffer, or corrupt.
+    `judge` is the runtime whose rules decide (`validate.JUDGES`): with "tflite-micro", rules
+    only LiteRT enforces are listed in `view.waived` instead of refusing the model.
     """
+    if judge not in validate.JUDGES:
+        raise ValueError(f"judge {judge!r}: expected one of {validate.JUDGES}")
     name = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
     data = _open(source, name)
     try:
-        return _parse(data, name)
+        return _parse(data, name, [] if judge == "tflite-micro" else None)
     except BadInput:
         raise
     except _LOW_LEVEL_ERRORS as exc:
@@ -245,8 +251,8 @@ def _open(source, name: str):
 class _Bounds:
     """Guards vector lengths read from the file against its size (no hang on garbage)."""
 
-    def __init__(self, size: int, name: str):
-        self.size, self.name = size, name
+    def __init__(self, size: int, name: str, waived: list[str] | None = None):
+        self.size, self.name, self.waived = size, name, waived
 
     def count(self, n: int, what: str) -> int:
         if n < 0 or n * 4 > self.size:
@@ -254,7 +260,7 @@ class _Bounds:
         return n
 
 
-def _parse(data, name: str) -> ModelView:
+def _parse(data, name: str, waived: list[str] | None = None) -> ModelView:
     size = len(data)
     root = struct.unpack_from("<I", data, 0)[0]
     if root >= size:
@@ -265,7 +271,7 @@ def _parse(data, name: str) -> ModelView:
         raise validate.refuse(name, f"the flatbuffer is damaged: {exc}") from None
     model = tflite.Model.GetRootAs(data, 0)
     validate.check_version(name, model.Version())
-    bounds = _Bounds(size, name)
+    bounds = _Bounds(size, name, waived)
     opcodes = [_opcode(model.OperatorCodes(i), i, name)
                for i in range(bounds.count(model.OperatorCodesLength(), "operator codes"))]
     n_buffers = bounds.count(model.BuffersLength(), "buffers")
@@ -294,6 +300,7 @@ def _parse(data, name: str) -> ModelView:
         signatures=signatures,
         _data=data,
         _buffers=model,
+        waived=list(dict.fromkeys(waived or ())),
     )
 
 
@@ -401,7 +408,8 @@ def _quantization(q, tensor: TensorInfo, sg: int, bounds: _Bounds) -> Quantizati
         return None
     n_scales = bounds.count(q.ScaleLength(), "quantization scales")
     n_zero_points = bounds.count(q.ZeroPointLength(), "quantization zero points")
-    validate.check_quantization(bounds.name, sg, tensor, n_scales, n_zero_points, q.QuantizedDimension())
+    validate.check_quantization(bounds.name, sg, tensor, n_scales, n_zero_points, q.QuantizedDimension(),
+                                bounds.waived)
     return Quantization(
         scales=tuple(float(s) for s in q.ScaleAsNumpy()),
         zero_points=tuple(int(z) for z in q.ZeroPointAsNumpy()),

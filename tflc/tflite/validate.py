@@ -80,8 +80,21 @@ DTYPE_BITS = {
 }
 
 
-def check_quantization(name: str, sg: int, tensor, n_scales: int, n_zero_points: int, axis: int) -> None:
-    """Scales and zero points pair up, and per-axis scales match the quantized dimension's size."""
+# The runtimes whose rules `read_model(judge=...)` applies. LiteRT's are the default; TFLite
+# Micro (the judge for microcontroller targets) copies a tensor's quantized dimension without
+# checking it (micro_allocator.cc, InitializeTfLiteTensorFromFlatbuffer): its kernels use
+# their own fixed channel axes, so a dimension outside the shape (old converters wrote the
+# filter's axis 3 onto 1-D biases) is harmless there, and recorded instead of refused.
+JUDGES = ("litert", "tflite-micro")
+
+
+def check_quantization(name: str, sg: int, tensor, n_scales: int, n_zero_points: int, axis: int,
+                       waived: list[str] | None = None) -> None:
+    """Scales and zero points pair up, and per-axis scales match the quantized dimension's size.
+
+    `waived` (a list) is given when TFLite Micro judges: a rule only LiteRT enforces then
+    appends its text to the list instead of refusing.
+    """
     if n_scales == 0:
         return
     where = f"subgraph {sg} tensor {tensor.index}"
@@ -89,7 +102,11 @@ def check_quantization(name: str, sg: int, tensor, n_scales: int, n_zero_points:
         raise refuse(name, f"{where} has {n_scales} scales but {n_zero_points} zero points")
     rank = len(tensor.shape)
     if axis < 0 or (rank and axis >= rank):
-        raise refuse(name, f"{where} has quantized dimension {axis}, outside its {rank} dimensions")
+        what = f"{where} has quantized dimension {axis}, outside its {rank} dimensions"
+        if waived is None or axis < 0:
+            raise refuse(name, what)
+        waived.append(what)
+        return
     if n_scales != 1 and not rank:
         raise refuse(name, f"{where} has {n_scales} scales but no dimension to spread them over")
     if n_scales != 1 and tensor.shape[axis] != n_scales:
