@@ -113,3 +113,22 @@ def test_the_reader_judged_by_tflite_micro_records_what_only_litert_refuses():
     assert read_model(EXAMPLES / "hello_world_int8.tflite", judge="tflite-micro").waived == []
     with pytest.raises(ValueError, match="judge"):
         read_model(path, judge="vela")
+
+
+def test_a_custom_op_outside_the_signal_library_is_still_refused(tmp_path):
+    """Renaming one signal op's custom code makes it a vendor op: refused in one line naming it,
+    and the signal ops beside it are not blamed."""
+    flatbuffers = pytest.importorskip("flatbuffers")
+    schema = pytest.importorskip("tflite_micro.tensorflow.lite.micro.python.schema_py_generated")
+    data = (EXAMPLES / "audio_preprocessor_int8.tflite").read_bytes()
+    obj = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    code = next(c for c in obj.operatorCodes if c.customCode == b"SignalPCAN")
+    code.customCode = b"VendorNoiseGate"
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(obj.Pack(builder), file_identifier=b"TFL3")
+    model = tmp_path / "vendor.tflite"
+    model.write_bytes(bytes(builder.Output()))
+    done = tflc("export", str(model), "-o", str(tmp_path / "out"), "--no-verify", "--no-measure")
+    err = done.stderr.strip()
+    assert done.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "VendorNoiseGate" in err and "Signal" not in err
