@@ -55,7 +55,10 @@ def verdict(tflite: Path, target: str) -> str:
     """`runs`, `runs, k/n on the target` (the rest on the CPU fallback), or `no` and why."""
     from tflc.check import check_model
 
-    data = check_model(tflite, target).to_dict()
+    try:
+        data = check_model(tflite, target).to_dict()
+    except Exception as exc:  # a descriptor being edited: the row still gets its other columns
+        return f"check failed: {str(exc)[:60]}"
     s = data["summary"]
     if s["runs"]:
         if s["ops_on_target"] == s["ops_total"]:
@@ -140,6 +143,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             rows.append(measure(name, args.samples, Path(folder)))
         print(rows[-1], flush=True)
+        write(rows, args)  # after every model: an interrupted run keeps what it measured
+    print(f"wrote {args.out}")
+
+
+def write(rows: list[dict], args) -> None:
     text = (f"# Zoo: {len(rows)} architectures\n\n`python benchmarks/zoo.py {' '.join(sys.argv[1:])}` on "
             f"{platform.machine()} ({os.cpu_count()} cores shared with other jobs: times are indicative), "
             f"{args.samples} random calibration samples (uniform [0,1]); fidelity is the int8 file against "
@@ -149,7 +157,6 @@ def main() -> None:
             "int8 settings. Verdicts: `tflc check` for cpu on the default file, for cortex-m4 and edgetpu on "
             "the batch-1 file those targets get.\n\n" + table(rows))
     Path(args.out).write_text(text)
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
