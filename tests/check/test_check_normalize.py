@@ -378,3 +378,39 @@ def test_batch_axis_rule_looks_at_the_size_of_the_batch():
     assert verdict(0, 1) is None  # along a batch of one nothing is joined
     assert "axis 0 of size 3" in verdict(0, 3)
     assert verdict(1, 3) is None
+
+
+# ------------------------------------------------------------------------------- vela rules
+
+
+def _vela_model(build) -> bytes:
+    k, tf = _k()
+    tf.random.set_seed(0)
+    k.backend.clear_session()
+    inp = k.Input((4, 4, 8), batch_size=1)
+    return _convert(k.Model(inp, build(k, tf, inp)), int8_io=(tf.int8, tf.int8),
+                    data_shape=(1, 4, 4, 8))
+
+
+@pytest.mark.parametrize("name, build, op, on_npu", [
+    # MEAN over the channels of an 8-channel 4x4 map: "reduction over depth is only supported if
+    # any of h,w,c == 1"; over a 1-pixel-wide map it is.
+    ("depth_mean", lambda k, tf, x: k.layers.Conv2D(4, 1)(k.layers.Lambda(
+        lambda t: tf.reduce_mean(t, axis=-1, keepdims=True))(x)), "MEAN", False),
+    ("depth_mean_w1", lambda k, tf, x: k.layers.Conv2D(4, 1)(k.layers.Lambda(
+        lambda t: tf.reduce_mean(t[:, :, :1, :], axis=-1, keepdims=True))(x)), "MEAN", True),
+    # ARG_MAX takes its axis as an input: along the height it stays on the CPU.
+    ("argmax_h", lambda k, tf, x: k.layers.Lambda(lambda t: tf.argmax(t, axis=1))(x), "ARG_MAX", False),
+    ("argmax_c", lambda k, tf, x: k.layers.Lambda(lambda t: tf.argmax(t, axis=-1))(x), "ARG_MAX", True),
+])
+def test_vela_reduction_rules_against_vela(name, build, op, on_npu, tmp_path):
+    pytest.importorskip("ethosu.vela")
+    from tests.check.oracles import vela_placement
+
+    data = _vela_model(build)
+    sg = read_model(data).main
+    index = next(o.index for o in sg.operators if o.op == op)
+    truth = vela_placement(data, tmp_path / name)
+    assert truth[index] is on_npu
+    verdict = check_model(data, "ethos-u55-128").ops[index]
+    assert (verdict.placement == "target") is on_npu, [r.text for r in verdict.reasons]

@@ -407,7 +407,9 @@ def quantized_tensors(ctx: OpContext, exempt: list[str] = ()):
     if ctx.op.op in exempt:
         return None
     for t in ctx.inputs + ctx.outputs:
-        if t is None or t.dtype in ("int32", "int64", "bool") and t.is_constant:
+        # Integer index and shape data (int32 shapes, argmax results) is not quantized, constant
+        # or computed: vela runs RESHAPE, MUL and SUB of int32 tensors without parameters.
+        if t is None or t.dtype in ("int32", "int64", "bool"):
             continue
         if t.is_float:
             continue  # the dtype policy reports float tensors
@@ -480,9 +482,15 @@ def softmax_beta(ctx: OpContext, value: float = 1.0):
 def axis_last(ctx: OpContext):
     """The operation must run along the last (channel) axis (found axis {found})."""
     axis = ctx.options.get("axis")
+    rank = len(ctx.output(0).shape) if ctx.output(0) is not None else 0
+    if axis is None and "axis" not in ctx.options and len(ctx.op.inputs) > 1:
+        # ARG_MAX and ARG_MIN take the axis as a constant second input, over the first's rank
+        values = ctx.values(ctx.input(1))
+        if values is None or np.asarray(values).size != 1 or ctx.input(0) is None:
+            return None
+        axis, rank = int(np.asarray(values).reshape(-1)[0]), len(ctx.input(0).shape)
     if axis is None:
         return None
-    rank = len(ctx.output(0).shape) if ctx.output(0) is not None else 0
     if rank and int(axis) % rank != rank - 1:
         return {"found": axis}
     return None
@@ -802,3 +810,14 @@ def input_dtype_in(ctx: OpContext, allowed: list[str], index: int = 0):
     """Input {index} must be one of {allowed} (found {found})."""
     t = ctx.input(index)
     return {"found": t.dtype} if t is not None and t.dtype not in allowed else None
+
+
+@constraint
+def depth_reduction_needs_unit_dim(ctx: OpContext):
+    """A reduction over the channel axis needs height, width or channels of 1 (found shape {found})."""
+    axes, a = _axes(ctx), ctx.input(0)
+    if axes is None or a is None or len(a.shape) != 4:
+        return None
+    if 3 in axes and all(d > 1 for d in a.shape[1:]):
+        return {"found": list(a.shape)}
+    return None
