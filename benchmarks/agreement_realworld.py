@@ -236,8 +236,8 @@ def write_known(results, path: Path = KNOWN) -> None:
     entries = sorted(entries.values(), key=lambda e: (e["target"], -e["count"], e["op"]))
     header = ("# Disagreements of `tflc check` with the real backends that the tests accept, each\n"
               "# with its cause (tests/realworld/agreement.py: cause). Written by\n"
-              "# benchmarks/agreement_realworld.py --write-known from the full corpus; the\n"
-              "# baseline before graph normalization (benchmarks/results/agreement_realworld.md).\n")
+              "# benchmarks/agreement_realworld.py --write-known from the full corpus\n"
+              "# (benchmarks/results/agreement_realworld.md explains each cause).\n")
     atomic_write_text(path, header + yaml.safe_dump(entries, sort_keys=False, width=100))
 
 
