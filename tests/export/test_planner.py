@@ -55,3 +55,20 @@ def test_plan_names_the_phase_that_needs_the_most_memory():
     # (per-tensor records) needs more than the final layout does.
     assert plan_memory(read_model(mlperf("ad"))).limited_by == "memory planning"
     assert plan_memory(read_model(mlperf("vww"))).limited_by == "final layout"
+
+
+def test_the_cortex_m_arena_is_the_host_arena_less_its_wider_bookkeeping(digits_tflite):
+    """A 32-bit MCU's arena: the same tensors (head) with smaller per-tensor and per-op structs."""
+    from tflc.tflite.planner import CORTEX_M_32, HOST_64
+    from tflc.tflite.reader import read_model
+
+    view = read_model(digits_tflite)
+    host, mcu = plan_memory(view, abi=HOST_64), plan_memory(view, abi=CORTEX_M_32)
+    sg = view.subgraphs[0]
+    struct_savings = ((HOST_64.eval_tensor - CORTEX_M_32.eval_tensor) * len(sg.tensors)
+                      + (HOST_64.node_and_registration - CORTEX_M_32.node_and_registration)
+                      * len(sg.operators))
+    assert mcu.head_bytes == host.head_bytes  # activations do not depend on pointer width
+    assert host.persistent_bytes - mcu.persistent_bytes >= struct_savings
+    assert 0 < host.arena_bytes - mcu.arena_bytes <= host.persistent_bytes
+    assert plan_memory(view).arena_bytes == host.arena_bytes  # the default stays the host's

@@ -68,6 +68,10 @@ class ArenaFigures:
     limited_by: str | None
     measurement: ArenaMeasurement | None = None
     notes: list[str] = field(default_factory=list)
+    # Every figure above is the 64-bit host's arena (what the tflite-micro Python interpreter
+    # allocates); a 32-bit Cortex-M's bookkeeping structs are smaller: the static planner's
+    # figure for that ABI (None without a plan).
+    cortex_m_estimated_bytes: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

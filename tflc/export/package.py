@@ -31,7 +31,7 @@ from tflc.export.crosscheck import Verification, compare_interpreters
 from tflc.export.op_resolver import ResolverOp, render_op_resolver_header, resolver_ops
 from tflc.export.staging import REPORT_FILE, check_replaceable, write_package
 from tflc.fileio import _json_default, sha256_bytes
-from tflc.tflite.planner import MemoryPlan, plan_or_note
+from tflc.tflite.planner import CORTEX_M_32, MemoryPlan, plan_memory, plan_or_note
 from tflc.tflite.reader import ModelView, read_model
 
 LAYOUTS = ("plain", "arduino")
@@ -100,7 +100,10 @@ class ExportReport:
         estimate = (f"static estimate {a.estimated_bytes} B{error}" if a.estimated_bytes is not None
                     else "no static estimate")
         lines.append(f"arena       {a.recommended_bytes} B = {base} + {a.margin_bytes} B margin; "
-                     + estimate)
+                     + estimate + " (64-bit host figures)")
+        if a.cortex_m_estimated_bytes is not None:
+            lines.append(f"            on a 32-bit Cortex-M: {a.cortex_m_estimated_bytes} B static "
+                         "estimate (smaller bookkeeping structs); the header keeps the host's size")
         if self.budget:
             for line in self.budget.lines:
                 state = "ok" if line.ok else "OVER"
@@ -137,6 +140,8 @@ def export_c(model_path: str | os.PathLike, out_dir: str | os.PathLike, target=N
 
     plan, plan_note = plan_or_note(view)  # no plan: TFLite Micro's measurement alone sizes it
     arena = _arena(model, plan, plan_note, measure, model_path)
+    if plan is not None:
+        arena.cortex_m_estimated_bytes = plan_memory(view, abi=CORTEX_M_32).arena_bytes
     budget = check_budget(view, arena.recommended_bytes, plan or empty_plan(), spec) if spec else None
     files = _render(model, model_path, name, layout, ops, arena, view)
     verification = _verify(model, files[_source_name(name, layout)], arena, model_path,

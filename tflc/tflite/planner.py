@@ -109,19 +109,45 @@ KERNEL_COSTS: dict[str, KernelCost] = {
 }
 DEFAULT_COST = KernelCost(params=40, op_data=96)
 
-# Persistent structs (x86-64).
-STARTUP_BYTES = 448          # RecordingSingleArenaBufferAllocator + GreedyMemoryPlanner + allocator
-BUILTIN_DATA_ALLOCATOR_BYTES = 16
-SUBGRAPH_ALLOCATIONS_BYTES = 24
-EVAL_TENSOR_BYTES = 24
-NODE_AND_REGISTRATION_BYTES = 64
-TFLITE_TENSOR_BYTES = 64
-AFFINE_QUANTIZATION_BYTES = 24
-SCRATCH_BUFFER_HANDLE_BYTES = 8
-# Temporary structs while the arena is set up.
-SCRATCH_REQUEST_BYTES = 16
+@dataclass(frozen=True)
+class StructSizes:
+    """Sizes of TFLite Micro's own bookkeeping structs for one ABI.
+
+    The host figures (x86-64, LP64) were measured against the RecordingMicroAllocator of the
+    tflite-micro Python interpreter, so the estimate equals its measurement. A Cortex-M build is
+    ILP32: every pointer and size_t is 4 bytes, so the same structs are smaller there; their
+    sizes follow from the same declarations with 4-byte pointers (noted per field). Kernel
+    OpData and builtin options keep their host sizes: most hold only ints, and a pointer-holding
+    one costs at most a few bytes more on the host, so the 32-bit figure stays on the safe side.
+    """
+
+    name: str
+    startup: int                   # SingleArenaBufferAllocator + GreedyMemoryPlanner + MicroAllocator
+    builtin_data_allocator: int    # vtable pointer + allocator pointer
+    subgraph_allocations: int      # two pointers per subgraph (+ alignment)
+    eval_tensor: int               # TfLiteEvalTensor: data, dims pointers + type
+    node_and_registration: int     # TfLiteNode (6 pointers + int) + registration pointer
+    tflite_tensor: int             # TfLiteTensor (static-memory build)
+    affine_quantization: int       # scale, zero_point pointers + quantized_dimension
+    scratch_buffer_handle: int     # one pointer
+    scratch_request: int           # size_t bytes + int node index
+    allocation_info: int           # size_t, pointer, three ints, a bool
+    pointer: int
+
+
+HOST_64 = StructSizes(name="x86-64 host (tflite-micro Python interpreter)", startup=448,
+                      builtin_data_allocator=16, subgraph_allocations=24, eval_tensor=24,
+                      node_and_registration=64, tflite_tensor=64, affine_quantization=24,
+                      scratch_buffer_handle=8, scratch_request=16, allocation_info=32, pointer=8)
+# The allocator objects are mostly pointers and size_t: about half their host size; rounded up.
+CORTEX_M_32 = StructSizes(name="32-bit Cortex-M (ILP32)", startup=240, builtin_data_allocator=8,
+                          subgraph_allocations=8, eval_tensor=12, node_and_registration=32,
+                          tflite_tensor=40, affine_quantization=12, scratch_buffer_handle=4,
+                          scratch_request=8, allocation_info=24, pointer=4)
+ABIS = {"host": HOST_64, "cortex-m": CORTEX_M_32}
+
+# Temporary structs while the arena is set up (ints only: the same on every ABI).
 MAX_SCRATCH_BUFFERS_PER_OP = 12
-ALLOCATION_INFO_BYTES = 32
 PLANNER_BYTES_PER_BUFFER = 40
 
 _CONTROL_FLOW = {
@@ -417,21 +443,21 @@ def _scratch(sg: SubgraphInfo, op, cost: KernelCost) -> list[int]:
 
 
 def _replay(view: ModelView, setups: list[_OpSetup], buffers_count: int, head: int,
-            size: int) -> int:
+            size: int, abi: StructSizes = HOST_64) -> int:
     """Run TFLite Micro's allocation sequence in an arena of `size` bytes; return the tail size.
 
     Raises _OutOfArena naming the step that did not fit.
     """
     arena = _Arena(size)
-    arena.persistent(STARTUP_BYTES, 8, "allocator setup")
-    arena.persistent(BUILTIN_DATA_ALLOCATOR_BYTES, 8, "allocator setup")
-    arena.resize_head(SCRATCH_REQUEST_BYTES * MAX_SCRATCH_BUFFERS_PER_OP, "allocator setup")
+    arena.persistent(abi.startup, 8, "allocator setup")
+    arena.persistent(abi.builtin_data_allocator, 8, "allocator setup")
+    arena.resize_head(abi.scratch_request * MAX_SCRATCH_BUFFERS_PER_OP, "allocator setup")
     n_subgraphs = len(view.subgraphs)
-    arena.persistent(SUBGRAPH_ALLOCATIONS_BYTES * n_subgraphs, 8, "model setup")
+    arena.persistent(abi.subgraph_allocations * n_subgraphs, 8, "model setup")
     for sg in view.subgraphs:
-        arena.persistent(EVAL_TENSOR_BYTES * len(sg.tensors), 8, "tensor structs")
+        arena.persistent(abi.eval_tensor * len(sg.tensors), 8, "tensor structs")
     for sg in view.subgraphs:
-        arena.persistent(NODE_AND_REGISTRATION_BYTES * len(sg.operators), 8, "operator structs")
+        arena.persistent(abi.node_and_registration * len(sg.operators), 8, "operator structs")
     for op in setups:
         if op.params:
             arena.persistent(op.params[0], op.params[1], f"options of op {op.index}")
@@ -442,21 +468,21 @@ def _replay(view: ModelView, setups: list[_OpSetup], buffers_count: int, head: i
     for op in setups:
         phase = f"prepare of op {op.index}"
         for channels in op.temp_tensors:
-            arena.allocate_temp(TFLITE_TENSOR_BYTES, 8, phase)
+            arena.allocate_temp(abi.tflite_tensor, 8, phase)
             if channels:
-                arena.allocate_temp(AFFINE_QUANTIZATION_BYTES, 8, phase)
+                arena.allocate_temp(abi.affine_quantization, 8, phase)
                 arena.allocate_temp(4 + 4 * channels, 4, phase)
         for nbytes in op.per_channel_bytes:
             arena.persistent(nbytes, ALIGNMENT, phase)
         requests += len(op.scratch)
         arena.reset_temp()
-        arena.resize_head(SCRATCH_REQUEST_BYTES * (requests + MAX_SCRATCH_BUFFERS_PER_OP), phase)
+        arena.resize_head(abi.scratch_request * (requests + MAX_SCRATCH_BUFFERS_PER_OP), phase)
     if requests:
-        arena.persistent(SCRATCH_BUFFER_HANDLE_BYTES * requests, 8, "scratch buffer handles")
+        arena.persistent(abi.scratch_buffer_handle * requests, 8, "scratch buffer handles")
     phase = "memory planning"
-    arena.allocate_temp(8 * n_subgraphs, 8, phase)
+    arena.allocate_temp(abi.pointer * n_subgraphs, 8, phase)
     total_tensors = sum(len(sg.tensors) for sg in view.subgraphs)
-    arena.allocate_temp(ALLOCATION_INFO_BYTES * (total_tensors + requests), 8, phase)
+    arena.allocate_temp(abi.allocation_info * (total_tensors + requests), 8, phase)
     if buffers_count > arena.available() // PLANNER_BYTES_PER_BUFFER:
         raise _OutOfArena(phase)
     arena.reset_temp()
@@ -465,21 +491,23 @@ def _replay(view: ModelView, setups: list[_OpSetup], buffers_count: int, head: i
     arena.resize_head(head, phase)
     sg = view.subgraphs[0]
     for group in (sg.inputs, sg.outputs):
-        arena.persistent(8 * len(group), ALIGNMENT, phase)
+        arena.persistent(abi.pointer * len(group), ALIGNMENT, phase)
         for t in group:
-            arena.persistent(TFLITE_TENSOR_BYTES, 8, phase)
+            arena.persistent(abi.tflite_tensor, 8, phase)
             channels = _quant_channels(sg.tensors[t])
             if channels:
-                arena.persistent(AFFINE_QUANTIZATION_BYTES, 8, phase)
+                arena.persistent(abi.affine_quantization, 8, phase)
                 arena.persistent(4 + 4 * channels, 4, phase)
     return size - arena.tail
 
 
-def plan_memory(view: ModelView, subgraph: int = 0) -> MemoryPlan:
+def plan_memory(view: ModelView, subgraph: int = 0, abi: StructSizes = HOST_64) -> MemoryPlan:
     """Static estimate of the tensor arena TFLite Micro needs for the model in `view`.
 
     TFLite Micro plans all subgraphs in one arena starting from the main one, so `subgraph`
-    only selects which subgraph's buffers are reported in `buffers`.
+    only selects which subgraph's buffers are reported in `buffers`. `abi` says whose arena:
+    `HOST_64` (the default) is the one the host's tflite-micro interpreter measures,
+    `CORTEX_M_32` a 32-bit microcontroller's, whose bookkeeping structs are smaller.
     """
     setups, approximate = [], []
     for sg in view.subgraphs:
@@ -494,7 +522,7 @@ def plan_memory(view: ModelView, subgraph: int = 0) -> MemoryPlan:
 
     def fits(size: int) -> str | None:
         try:
-            _replay(view, setups, len(buffers), head, size)
+            _replay(view, setups, len(buffers), head, size, abi)
         except _OutOfArena as exc:
             return exc.phase
         return None
@@ -508,7 +536,7 @@ def plan_memory(view: ModelView, subgraph: int = 0) -> MemoryPlan:
             high = middle
         else:
             low = middle
-    tail = _replay(view, setups, len(buffers), head, high)
+    tail = _replay(view, setups, len(buffers), head, high, abi)
     limited_by = fits(high - 1) or "final layout"
     return MemoryPlan(
         arena_bytes=high,
