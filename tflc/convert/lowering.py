@@ -81,7 +81,14 @@ def lower(loaded, activations: str = "int8", seed: int = 0):
     overrides = _overrides(found, activations)
     report = LoweringReport(route="rebuilt as tf_keras" if loaded.format == "keras3"
                             else "tf_keras, recurrent layers cloned", static_batch=bool(found))
-    model, difference = _rebuild(loaded, overrides, seed)
+    try:
+        model, difference = _rebuild(loaded, overrides, seed)
+    except BadInput as exc:  # a layer with no tf_keras twin: the route is closed, say which
+        layer, kind = (found or rebuilt)[0]
+        detail = str(exc).split(": ", 1)[-1].split(";")[0].split(", so TF-MOT")[0]
+        raise BadInput(f"{loaded.path}: layer '{layer.name}' ({kind}) is lowered by rebuilding "
+                       f"the model as tf_keras, which fails: {detail}; build the model with "
+                       "tf_keras, or without that layer") from None
     report.max_abs_difference = difference
     steps = loaded.inputs[0].shape[1] if len(loaded.inputs[0].shape) > 1 else None
     for layer, kind in found:
