@@ -3,7 +3,8 @@ dtype of every tensor an op touches), for `--target cpu` and, where its ops and 
 `--target cortex-m4` (the whole model on TFLite Micro, within the board's budgets).
 
 Conversions are cached by content hash (tests/zoo/cache.py); the keras.applications models are
-marked slow.
+marked heavy (minutes each on two cores): `pytest -m heavy tests/zoo` runs them, `make test`
+leaves them out to keep CI inside its time.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ OPTIONS = {"calibration": "random", "calibration_samples": 16}
 
 def _cases(target):
     names = sorted(ZOO) if target == "cpu" else sorted(set(ZOO) - NOT_M4)
-    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in names]
+    return [pytest.param(name, marks=pytest.mark.heavy) if name in SLOW else name for name in names]
 
 
 def _compile(name, tmp_path, target):
