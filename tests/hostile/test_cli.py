@@ -64,3 +64,12 @@ def test_a_file_name_with_a_newline_keeps_the_error_on_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tflc: error:"), proc.stderr
     assert "\x1b" not in proc.stderr and "bad\\nname" in lines[0]
+
+
+def test_an_overlong_export_name_is_refused_before_any_work(tmp_path):
+    proc = subprocess.run([*TFLC, "export", str(tmp_path / "m.tflite"), "-o", str(tmp_path / "out"),
+                           "--name", "a" * 300], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--name" in lines[0] and "at most 64" in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -162,7 +162,13 @@ def export_c(model_path: str | os.PathLike, out_dir: str | os.PathLike, target=N
     return report
 
 
+MAX_NAME_LENGTH = 64  # NAME prefixes file names: NAME_model_data.cc must fit a file system's 255
+
+
 def _check_name_and_layout(name: str, layout: str) -> None:
+    if len(name) > MAX_NAME_LENGTH:
+        raise BadInput(f"--name {name[:20]}...: {len(name)} characters; at most {MAX_NAME_LENGTH} "
+                       "(it prefixes every symbol and file name)")
     if not is_c_identifier(name):
         raise BadInput(f"--name {name!r}: expected a C identifier (letters, digits, '_', not "
                        "starting with a digit), e.g. kws_model")
