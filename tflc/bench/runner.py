@@ -880,16 +880,22 @@ def _split(total: int, parts: int) -> list:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def run_trial(request: dict, trial: int, base: str, progress: dict) -> dict:
-    """Fresh workers, load and warm up each model, then timed slices A B A B ..."""
-    if request.get("one_process"):
-        return run_trial_one_process(request, trial, base, progress)
+def trial_settings(request: dict, base: str):
+    """(models, runs, min_seconds, rounds, inputs) of a trial, as both ways of running read it."""
     models = request["models"]
     runs, min_seconds = int(request.get("runs", 50)), float(request.get("min_duration_s", 0.0))
     rounds = 1 if len(models) == 1 else max(1, int(request.get("rounds") or 10))
     inputs = dict(request.get("inputs") or {"kind": "random", "seed": 0})
     if inputs.get("kind") == "npz":
         inputs["path"] = os.path.join(base, inputs["path"])
+    return models, runs, min_seconds, rounds, inputs
+
+
+def run_trial(request: dict, trial: int, base: str, progress: dict) -> dict:
+    """Fresh workers, load and warm up each model, then timed slices A B A B ..."""
+    if request.get("one_process"):
+        return run_trial_one_process(request, trial, base, progress)
+    models, runs, min_seconds, rounds, inputs = trial_settings(request, base)
     before = conditions()
     workers, entries = [], []
     try:
@@ -958,12 +964,7 @@ def _load_in_one(worker: Worker, request: dict, model: dict, base: str, inputs: 
 
 def run_trial_one_process(request: dict, trial: int, base: str, progress: dict) -> dict:
     """`one_process`: every model in one worker, timed in interleaved slices as run_trial does."""
-    models = request["models"]
-    runs, min_seconds = int(request.get("runs", 50)), float(request.get("min_duration_s", 0.0))
-    rounds = 1 if len(models) == 1 else max(1, int(request.get("rounds") or 10))
-    inputs = dict(request.get("inputs") or {"kind": "random", "seed": 0})
-    if inputs.get("kind") == "npz":
-        inputs["path"] = os.path.join(base, inputs["path"])
+    models, runs, min_seconds, rounds, inputs = trial_settings(request, base)
     before = conditions()
     worker = Worker("all models")
     try:
