@@ -108,9 +108,6 @@ class CompileOptions:
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
 
-    def replace(self, **changes) -> CompileOptions:
-        return CompileOptions.from_dict({**self.to_dict(), **changes})
-
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
