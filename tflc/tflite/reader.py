@@ -342,6 +342,10 @@ def _opcode(code, index: int, file_name: str) -> tuple[str, int, str | None]:
     name = _BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
     validate.check_operator_code(file_name, index, builtin, name, code.Version())
     custom = _text(code.CustomCode()) if name == "CUSTOM" else None
+    if builtin == 0 and code.CustomCode():
+        # Both builtin-code fields left at the schema's default (0, ADD) with a custom code set:
+        # how LiteRT's compiler plugins write their DISPATCH_OP (ADD never carries a custom code).
+        name, custom = "CUSTOM", _text(code.CustomCode())
     return (custom or "CUSTOM") if custom is not None else name, code.Version(), custom
 
 

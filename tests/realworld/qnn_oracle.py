@@ -1,0 +1,92 @@
+"""Qualcomm's real HTP compiler as an oracle: which ops of a model go to the NPU of one SoC.
+
+The whole model is compiled first (tflc.aot.qualcomm: LiteRT's Qualcomm plugin over QAIRT's
+host libraries); its DISPATCH_OP ops hold what the NPU runs, the ops left in the compiled file
+run on the CPU. Some models stop the whole compile (an op QNN validates but cannot finalize);
+for them each op is compiled alone (tflc.profile.cut.single_op_model) and judged by whether its
+one-op model becomes a dispatch op, which says what the compiler takes op by op but not what
+partitioning would do with it (noted in the answer).
+
+Answers are cached like the other oracles' (by the model's bytes, the SoC, the plugin's and
+QAIRT's versions and this file), under CACHE/oracles/qnn-<soc>/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tflc.aot import qualcomm
+
+from .corpus import CACHE, REPO
+
+# oracle name -> (SoC, target descriptor compared with it)
+SOCS = {"qnn-sm8650": ("SM8650", "qualcomm-htp"), "qnn-sm7325": ("SM7325", "qualcomm-htp-sm7325")}
+
+
+def available() -> str:
+    """'' when the compiler runs here, else why not (a skip reason)."""
+    try:
+        qualcomm.toolchain()
+    except Exception as exc:  # BadInput: not installed, not x86-64 Linux, no gcc
+        return str(exc)
+    return ""
+
+
+def _versions(tool) -> str:
+    code = b"".join((REPO / p).read_bytes() for p in ("tflc/aot/qualcomm.py",
+                                                      "tests/realworld/qnn_oracle.py"))
+    return ":".join([*(f"{k}={v}" for k, v in sorted(tool.versions.items())),
+                     hashlib.sha256(code).hexdigest()[:12]])
+
+
+def answers(oracle: str, models: dict[str, Path], cache: Path = CACHE, log=None) -> dict[str, dict]:
+    """{model: {"truth": {index: bool|None} or None, "note": text, "whole": bool}}, cached."""
+    soc = SOCS[oracle][0]
+    tool = qualcomm.toolchain()
+    versions = _versions(tool)
+    found = {}
+    for name, path in sorted(models.items()):
+        data = Path(path).read_bytes()
+        digest = hashlib.sha256(data + soc.encode() + versions.encode()).hexdigest()[:24]
+        cached = cache / "oracles" / oracle / f"{digest}.json"
+        if cached.exists():
+            found[name] = json.loads(cached.read_text())
+            continue
+        answer = judge(data, soc, tool)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps(answer))
+        found[name] = answer
+        if log:
+            log(f"{oracle} {name}: {answer['note'] or 'compiled whole'}")
+    return found
+
+
+def judge(data: bytes, soc: str, tool) -> dict:
+    result = qualcomm.compile_soc(data, soc, tool=tool)
+    if result.ok:
+        truth = {str(k): v for k, v in result.placement.items()}
+        on = sum(1 for v in result.placement.values() if v)
+        note = ""
+        if result.selected is not None and result.selected != on:
+            note = f"the plugin says it selected {result.selected} ops; {on} matched by name"
+        return {"truth": truth, "note": note, "whole": True, "partitions": result.partitions}
+    return _op_by_op(data, soc, tool, result.error)
+
+
+def _op_by_op(data: bytes, soc: str, tool, error: str) -> dict:
+    from tflc.profile import cut
+    from tflc.tflite.reader import read_model
+
+    model = cut.unpack(data)
+    truth: dict[str, bool | None] = {}
+    for op in read_model(data).main.operators:
+        piece = cut.single_op_model(model, 0, op.index)
+        if piece is None:
+            truth[str(op.index)] = None
+            continue
+        one = qualcomm.compile_soc(piece, soc, tool=tool)
+        truth[str(op.index)] = bool(one.ok and one.dispatch)
+    return {"truth": truth, "whole": False,
+            "note": f"whole compile stopped ({error[:200]}); judged op by op"}
