@@ -131,8 +131,13 @@ def convert_float(loaded, static_batch: bool = False, frozen=None) -> bytes:
 
 
 def convert_int8(loaded, calibration: list[np.ndarray], options: ConvertOptions = ConvertOptions(),
-                 frozen=None) -> bytes:
-    """The fully-integer model: int8 (or 16x8) kernels only, I/O as `options.io_type` says."""
+                 frozen=None, calibration_hook=None) -> bytes:
+    """The fully-integer model: int8 (or 16x8) kernels only, I/O as `options.io_type` says.
+
+    `calibration_hook(calibrated_bytes) -> bytes` (int8 only) sees the calibrated float model,
+    whose tensors carry the recorded min/max, before the quantizer reads it; it may return the
+    model with other ranges (`tflc.convert.ptq`). Everything else runs as without it.
+    """
     options.validate()
     tf = import_tensorflow()
     frozen = frozen or frozen_function(loaded, options.static_batch)
@@ -158,7 +163,43 @@ def convert_int8(loaded, calibration: list[np.ndarray], options: ConvertOptions 
     converter.inference_output_type = io_type
     if options.weights == "per-tensor":
         converter._experimental_disable_per_channel = True
+    if calibration_hook is not None:
+        if options.activations != "int8":
+            raise BadInput("activation range methods (--ptq) work with --activations int8 only")
+        converter._quantize = _hooked_quantize(converter, calibration_hook)
     return _run(converter, loaded)
+
+
+def _hooked_quantize(converter, hook):
+    """The converter's own quantize step, calibrating only, then the hook, then its quantizer.
+
+    Mirrors `TFLiteConverterBase._quantize` for int8 with the MLIR quantizer (the default), so
+    that an identity hook gives the same bytes as no hook (tested).
+    """
+    from tensorflow.lite.python import lite as tf_lite
+
+    original = converter._quantize
+
+    def quantize(result, input_type, output_type, activations_type, bias_type, allow_float,
+                 enable_variable_quantization, debug_options):
+        converter._experimental_calibrate_only = True
+        try:
+            calibrated = original(result, input_type, output_type, activations_type, bias_type,
+                                  allow_float, enable_variable_quantization, debug_options)
+        finally:
+            converter._experimental_calibrate_only = False
+        return tf_lite._mlir_quantize(
+            hook(bytes(calibrated)),
+            converter._experimental_disable_per_channel,
+            input_data_type=input_type,
+            output_data_type=output_type,
+            enable_variable_quantization=enable_variable_quantization,
+            disable_per_channel_for_dense_layers=(
+                converter._experimental_disable_per_channel_quantization_for_dense_layers),
+            debug_options_str=debug_options.SerializeToString(),
+        )
+
+    return quantize
 
 
 def _converter(tf, loaded, function):

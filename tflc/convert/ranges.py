@@ -1,0 +1,109 @@
+"""Activation ranges beyond min-max: percentile, MSE-optimal and entropy (KL) per tensor.
+
+The converter's calibrator records each activation tensor's min and max over the calibration
+set; the quantizer turns them into a scale and zero point (256 levels for int8). One outlier
+sample stretches that range and every other value loses resolution. The functions here choose a
+narrower range from the values themselves (no training): the tails are clipped, the body gets
+finer steps. Pure numpy, no TensorFlow: `tflc.convert.ptq` captures the values and writes the
+chosen ranges back into the calibrated model.
+
+Every method only narrows: the chosen range lies inside [min, max] and always holds 0 (the
+quantizer needs zero exactly representable), so a ReLU output keeps its lower bound at 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RANGE_METHODS = ("minmax", "percentile", "mse", "kl")
+DEFAULT_PERCENTILE = 99.99
+# how far a range may shrink: candidates scale both ends by these factors (1.0 = min-max)
+_SHRINK_GRID = np.linspace(0.2, 1.0, 81)
+_KL_BINS = 2048
+
+
+def choose_range(values: np.ndarray, method: str, levels: int = 256,
+                 percentile: float = DEFAULT_PERCENTILE) -> tuple[float, float]:
+    """The (low, high) range `method` picks for these values, quantized to `levels` steps."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0, 0.0
+    low, high = min(float(v.min()), 0.0), max(float(v.max()), 0.0)
+    if method == "minmax" or high - low <= 0.0:
+        return low, high
+    if method == "percentile":
+        lo = float(np.percentile(v, 100.0 - percentile)) if low < 0 else 0.0
+        hi = float(np.percentile(v, percentile)) if high > 0 else 0.0
+        return _inside(min(lo, 0.0), max(hi, 0.0), low, high)
+    if method == "mse":
+        factor = min(_SHRINK_GRID, key=lambda a: _fake_quant_mse(v, a * low, a * high, levels))
+        return _inside(factor * low, factor * high, low, high)
+    if method == "kl":
+        factor = _kl_factor(v, low, high, levels)
+        return _inside(factor * low, factor * high, low, high)
+    raise ValueError(f"unknown range method {method!r}; expected one of {', '.join(RANGE_METHODS)}")
+
+
+def _inside(lo: float, hi: float, low: float, high: float) -> tuple[float, float]:
+    lo, hi = max(lo, low), min(hi, high)
+    if hi - lo <= 0.0:  # a degenerate choice (all values equal): keep the measured range
+        return low, high
+    return float(lo), float(hi)
+
+
+def fake_quant(v: np.ndarray, lo: float, hi: float, levels: int = 256) -> np.ndarray:
+    """Quantize and dequantize `v` with the affine scheme a [lo, hi] range gives (zero exact)."""
+    scale = (hi - lo) / (levels - 1)
+    if scale <= 0:
+        return np.zeros_like(v)
+    zero_point = np.round(-lo / scale)
+    q = np.clip(np.round(v / scale) + zero_point, 0, levels - 1)
+    return (q - zero_point) * scale
+
+
+def _fake_quant_mse(v: np.ndarray, lo: float, hi: float, levels: int) -> float:
+    return float(np.mean(np.square(fake_quant(v, lo, hi, levels) - v)))
+
+
+def _kl_factor(v: np.ndarray, low: float, high: float, levels: int) -> float:
+    """The shrink factor whose clipped, `levels`-step histogram is closest in KL to the full one.
+
+    As TensorRT's entropy calibration, generalised to ranges with a negative part: the reference
+    distribution P is the histogram inside the candidate range with the clipped tails folded
+    into its edge bins; Q is P merged into `levels` equal groups and spread back over the bins
+    that were non-empty. The factor minimising KL(P || Q) wins.
+    """
+    hist, edges = np.histogram(v, bins=_KL_BINS, range=(low, high))
+    hist = hist.astype(np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    best, best_kl = 1.0, np.inf
+    for factor in _SHRINK_GRID:
+        lo, hi = factor * low, factor * high
+        inside = (centres >= lo) & (centres <= hi)
+        idx = np.flatnonzero(inside)
+        if idx.size < levels:  # fewer bins than levels: no quantization loss to compare
+            continue
+        p = hist[idx].copy()
+        p[0] += hist[: idx[0]].sum()
+        p[-1] += hist[idx[-1] + 1:].sum()
+        groups = np.array_split(np.arange(p.size), levels)
+        q = np.zeros_like(p)
+        for group in groups:
+            part = p[group]
+            nonzero = part > 0
+            if nonzero.any():
+                q[group[nonzero]] = p[group].sum() / nonzero.sum()
+        kl = _kl(p, q)
+        if kl < best_kl:
+            best, best_kl = float(factor), kl
+    return best
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    p = p / p.sum()
+    q = q / q.sum() if q.sum() > 0 else q
+    mask = p > 0
+    if np.any(q[mask] == 0):
+        return np.inf
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
