@@ -7,7 +7,7 @@ import pytest
 
 from tests.convert.test_lowering import _compile, _keras3
 from tests.zoo.flatbuffer import assert_fully_integer
-from tflc.errors import BadInput, PipelineError
+from tflc.errors import PipelineError
 
 
 def _model(body, shape):
@@ -47,13 +47,3 @@ def test_generic_rnn_names_layer_op_and_unroll_which_compiles(tmp_path):
     unrolled = _model(lambda k, i: k.layers.RNN(k.layers.GRUCell(4), unroll=True)(i), (5, 3))
     assert_fully_integer(_compile(unrolled, tmp_path / "b").tflite_path)
 
-
-def test_layer_normalization_in_16x8_is_refused_with_the_int8_fix(tmp_path):
-    """LiteRT aborts on its 16x8 graph: refused before any conversion, not a dead process."""
-    model = _model(lambda k, i: k.layers.Flatten()(k.layers.LayerNormalization(name="ln")(i)), (4, 8))
-    with pytest.raises(BadInput) as exc:
-        _compile(model, tmp_path / "a", activations="int16")
-    line = _one_line(exc)
-    assert "layer 'ln' (LayerNormalization" in line and "Rsqrt" in line
-    assert "--activations int8" in line
-    assert_fully_integer(_compile(model, tmp_path / "b").tflite_path)

@@ -13,7 +13,10 @@ rebuilt model gives the same outputs), and:
 - the batch is pinned to 1: the loops need a static element shape.
 
 Keras 3 `LayerNormalization` (transformer blocks) is rebuilt the same way: its Keras 3 trace
-has a `Neg` the int8 quantizer rejects, tf_keras' converts to builtin int8 ops.
+has a `Neg` the int8 quantizer rejects, tf_keras' converts to builtin int8 ops. In 16x8 mode
+every `LayerNormalization` (Keras 3 and tf_keras) is written out in elementary ops instead (see
+`_written_out_layer_normalization`): tf_keras' fused form subtracts an all-zero constant, which
+16x8 quantizes with scale 0, and LiteRT's int16 SUB aborts the process preparing that.
 
 Everything is decided by layer class, never by name, and recorded in the report (`lowering`).
 A model without recurrent layers passes through untouched: its conversion does not change.
@@ -74,27 +77,37 @@ def lower(loaded, activations: str = "int8", seed: int = 0):
     found = recurrent_layers(loaded.model) if loaded.is_keras else []
     rebuilt = [(layer, type(layer).__name__) for layer in _layers(loaded.model)
                if type(layer).__name__ in _REBUILT] if loaded.format == "keras3" else []
-    _refuse_16x8(loaded, activations)
-    if not found and not rebuilt:
+    written = [(layer, type(layer).__name__) for layer in _layers(loaded.model)
+               if type(layer).__name__ in _WRITTEN_OUT_16X8] \
+        if activations == "int16" and loaded.is_keras else []
+    if not found and not rebuilt and not written:
         return loaded, None
     _require_static_time(loaded, found)
     overrides = _overrides(found, activations)
     report = LoweringReport(route="rebuilt as tf_keras" if loaded.format == "keras3"
-                            else "tf_keras, recurrent layers cloned", static_batch=bool(found))
+                            else "tf_keras, layers cloned", static_batch=bool(found))
     try:
         model, difference = _rebuild(loaded, overrides, seed)
     except BadInput as exc:  # a layer with no tf_keras twin: the route is closed, say which
-        layer, kind = (found or rebuilt)[0]
+        layer, kind = (found or rebuilt or written)[0]
         detail = str(exc).split(": ", 1)[-1].split(";")[0].split(", so TF-MOT")[0]
         raise BadInput(f"{loaded.path}: layer '{layer.name}' ({kind}) is lowered by rebuilding "
                        f"the model as tf_keras, which fails: {detail}; build the model with "
                        "tf_keras, or without that layer") from None
+    if written:
+        model, written_difference = _write_out(model, loaded, seed)
+        difference = max(difference, written_difference)
     report.max_abs_difference = difference
     steps = loaded.inputs[0].shape[1] if len(loaded.inputs[0].shape) > 1 else None
     for layer, kind in found:
         report.layers.append(LoweredLayer(layer.name, kind, _lowered_to(layer, overrides, steps)))
-    for layer, kind in rebuilt:
-        report.layers.append(LoweredLayer(layer.name, kind, _REBUILT[kind]))
+    for layer, kind in written or rebuilt:
+        report.layers.append(LoweredLayer(layer.name, kind, (_WRITTEN_OUT_16X8 if written
+                                                             else _REBUILT)[kind]))
+    if written:
+        report.notes.append("16x8: LayerNormalization written out as (x - mean) * rsqrt(variance "
+                            "+ epsilon) * gamma + beta (tf_keras' fused form has no int16 "
+                            "kernel LiteRT can prepare)")
     if found:
         report.notes.append("batch pinned to 1: recurrent loops need a static shape")
     if activations == "int16" and any(_cell(layer) == "LSTM" for layer, _ in found):
@@ -185,20 +198,82 @@ def _lowered_to(layer, overrides: dict, steps) -> str:
     return "fused UNIDIRECTIONAL_SEQUENCE_LSTM"
 
 
-# Layers whose 16x8 graph LiteRT cannot run: it aborts the process when allocating tensors.
-_NO_16X8 = {"LayerNormalization": "Mean, SquaredDifference, Rsqrt"}
+# 16x8 mode: layers written out in elementary ops, each with an int16 kernel in LiteRT. tf_keras'
+# LayerNormalization is FusedBatchNormV3 with a zero offset, which the converter expands into
+# SUB(zeros, mean * rsqrt(variance)); 16x8 quantizes the all-zero constant with scale 0.0, and
+# LiteRT's int16 SUB aborts the process preparing it (TFLITE_CHECK in
+# QuantizeMultiplierSmallerThanOneExp, called by sub.cc's PrepareGeneralSubOp). Written out, no
+# op takes an all-zero constant: identity steps (gamma all ones, beta all zeros) are left out.
+_WRITTEN_OUT_16X8 = {"LayerNormalization": "written out for 16x8: MEAN, SUB, MUL, MEAN, ADD, "
+                                           "RSQRT, MUL (then MUL gamma, ADD beta where not identity)"}
 
 
-def _refuse_16x8(loaded, activations: str) -> None:
-    if activations != "int16" or not loaded.is_keras:
-        return
-    for layer in _layers(loaded.model):
-        kind = type(layer).__name__
-        if kind in _NO_16X8:
-            raise BadInput(
-                f"{loaded.path}: layer '{layer.name}' ({kind}, TensorFlow ops {_NO_16X8[kind]}) "
-                "has no 16x8 kernels LiteRT can run (it aborts allocating them); compile with "
-                "--activations int8, which lowers it to builtin int8 ops")
+def _write_out(model, loaded, seed: int):
+    """`model` (tf_keras) with every layer of `_WRITTEN_OUT_16X8` replaced by its written-out
+    twin (same config and weights), and the largest output difference between the two."""
+    import numpy as np
+
+    from tflc.tf_env import import_tf_keras
+
+    keras2 = import_tf_keras()
+    replacement = {"LayerNormalization": _written_out_layer_normalization()}
+
+    def clone(layer):
+        if isinstance(layer, keras2.Model):  # nested models: their layers are replaced too
+            return keras2.models.clone_model(layer, clone_function=clone)
+        cls = replacement.get(type(layer).__name__, type(layer))
+        return cls.from_config(layer.get_config())
+
+    written = keras2.models.clone_model(model, clone_function=clone)
+    written.set_weights(model.get_weights())
+    rng = np.random.default_rng(seed)
+    batch = model.inputs[0].shape[0] or 8
+    samples = [rng.standard_normal((batch,) + tuple(d or 1 for d in spec.shape[1:]))
+               .astype(np.float32) for spec in loaded.inputs]
+    expected, got = (_as_list(m(samples if len(samples) > 1 else samples[0], training=False))
+                     for m in (model, written))
+    difference = max((float(np.max(np.abs(np.asarray(e) - np.asarray(g)))) for e, g
+                      in zip(expected, got, strict=True)), default=0.0)
+    return written, difference
+
+
+def _as_list(outputs):
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+_WRITTEN_OUT_CLASSES: dict = {}
+
+
+def _written_out_layer_normalization():
+    """A tf_keras LayerNormalization computing the same, in ops with int16 kernels in LiteRT."""
+    if "LayerNormalization" in _WRITTEN_OUT_CLASSES:
+        return _WRITTEN_OUT_CLASSES["LayerNormalization"]
+    import numpy as np
+
+    from tflc.tf_env import import_tensorflow, import_tf_keras
+
+    tf, keras2 = import_tensorflow(), import_tf_keras()
+
+    class WrittenOutLayerNormalization(keras2.layers.LayerNormalization):
+        def call(self, inputs):
+            rank = inputs.shape.rank
+            axes = sorted(a % rank for a in self.axis)
+            mean = tf.reduce_mean(inputs, axis=axes, keepdims=True)
+            centered = inputs - mean
+            variance = tf.reduce_mean(centered * centered, axis=axes, keepdims=True)
+            outputs = centered * tf.math.rsqrt(variance + self.epsilon)
+            shape = [inputs.shape[d] if d in axes else 1 for d in range(rank)]
+            with tf.init_scope():  # the weights' values decide which steps are identities
+                gamma = self.gamma.numpy() if self.gamma is not None else None
+                beta = self.beta.numpy() if self.beta is not None else None
+            if gamma is not None and not np.all(gamma == 1):
+                outputs = outputs * tf.reshape(tf.cast(self.gamma, outputs.dtype), shape)
+            if beta is not None and np.any(beta != 0):
+                outputs = outputs + tf.reshape(tf.cast(self.beta, outputs.dtype), shape)
+            return outputs
+
+    _WRITTEN_OUT_CLASSES["LayerNormalization"] = WrittenOutLayerNormalization
+    return WrittenOutLayerNormalization
 
 
 def _require_static_time(loaded, found) -> None:
