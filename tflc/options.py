@@ -25,6 +25,7 @@ WEIGHT_MODES = ("per-channel", "per-tensor")
 ACTIVATION_MODES = ("int8", "int16")
 IO_TYPES = ("int8", "uint8", "int16", "float32")
 EXPORT_FORMATS = ("c",)
+PTQ_MODES = ("minmax", "percentile", "mse", "kl", "auto")  # tflc.convert.ptq.PTQ_MODES
 MAX_SEED = 2**32 - 1  # numpy and TensorFlow both take 32-bit seeds
 MAX_CALIBRATION_SAMPLES = 1_000_000
 
@@ -49,6 +50,9 @@ class CompileOptions:
     io_type: str | None = None
     static_batch: bool = False
     allow_float_ops: bool = False
+    # post-training quantization methods (tflc.convert.ptq): None is the converter's own min-max
+    ptq: str | None = None  # minmax | percentile | mse | kl | auto
+    bias_correction: bool = False
     # loading
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     custom_objects: tuple[str, ...] = ()
@@ -153,6 +157,8 @@ def _validate(o: CompileOptions) -> None:
         _choice("io_type", o.io_type, IO_TYPES)
     if o.export is not None:
         _choice("export", o.export, EXPORT_FORMATS)
+    if o.ptq is not None:
+        _choice("ptq", o.ptq, PTQ_MODES)
     _whole("seed", o.seed, 0, MAX_SEED)
     _whole("calibration_samples", o.calibration_samples, 1, MAX_CALIBRATION_SAMPLES)
     low, high = o.random_range
@@ -167,7 +173,7 @@ def _validate(o: CompileOptions) -> None:
     if o.epochs is not None:
         _whole("epochs", o.epochs, 1, 10_000)
     for name in ("static_batch", "allow_float_ops", "allow_unsafe_code", "strict", "qat",
-                 "qat_skip_unsupported"):
+                 "qat_skip_unsupported", "bias_correction"):
         if not isinstance(getattr(o, name), bool):
             raise BadInput(f"{_flag(name)}: expected true or false, got {getattr(o, name)!r}")
     _pairs(o)
@@ -190,6 +196,10 @@ def _pairs(o: CompileOptions) -> None:
         stages = [k for k in o.stage_flags if k != "epochs"]
         raise BadInput(f"--config {o.pipeline}: give the stages either in the config file or as flags "
                        f"({', '.join(_flag(k) for k in stages)}), not both")
+    if (o.ptq is not None or o.bias_correction) and o.activations != "int8":
+        flag = f"--ptq {o.ptq}" if o.ptq is not None else "--bias-correction"
+        raise BadInput(f"{flag}: the range and bias methods quantize int8 activations; drop it or "
+                       "use --activations int8")
     if o.epochs is not None and not o.wants_pipeline:
         raise BadInput("--epochs: sets the fine-tuning of pipeline stages; add a stage "
                        "(--prune, --qat, --cluster, --distill) or --config")
