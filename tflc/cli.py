@@ -144,6 +144,11 @@ def main(debug: bool) -> None:
 @click.option("--custom-objects", multiple=True, help="module:attr providing custom layers (repeatable).")
 @click.option("--allow-unsafe-code", is_flag=True, help="Load models whose Lambda layers run code from the file.")
 @click.option("--allow-float-ops", is_flag=True, help="Keep float ops the converter could not lower (hybrid model).")
+@click.option("--ptq", type=click.Choice(["minmax", "percentile", "mse", "kl", "auto"]), default=None,
+              help="Activation ranges: the converter's min-max (default), percentile, MSE or KL per tensor; "
+                   "auto tries each, with and without bias correction, on --eval-data and keeps the best.")
+@click.option("--bias-correction", is_flag=True,
+              help="Correct each conv/dense layer's mean int8 output error in its bias (calibration set).")
 @click.option("--target", help="Check the result against this target (name or YAML path).")
 @click.option("--strict", is_flag=True, help="With --target: a partial mapping fails (exit 3).")
 @click.option("--export", "export_format", type=click.Choice(["c"]), help="With --target: also export C source to OUT/c.")
@@ -162,7 +167,7 @@ def compile_command(model, out_dir, calibration_data, calibration, calibration_s
                     normalize, weights, activations, io_type, static_batch, eval_data, max_accuracy_drop, seed,
                     input_shape, custom_objects, allow_unsafe_code, allow_float_ops, target, strict, export_format,
                     pipeline_config, train_data, prune, prune_structure, qat, qat_skip_unsupported,
-                    cluster, distill_student, epochs, fmt):
+                    cluster, distill_student, epochs, ptq, bias_correction, fmt):
     """Compile a Keras model (.keras, .h5, SavedModel) into a fully-integer TFLite model."""
     import tflc
     from tflc.load.models import parse_input_shapes
@@ -179,6 +184,7 @@ def compile_command(model, out_dir, calibration_data, calibration, calibration_s
         pipeline=pipeline_config, train_data=train_data, prune=prune,
         prune_structure=prune_structure, qat=qat, qat_skip_unsupported=qat_skip_unsupported,
         cluster=cluster, distill=distill_student, epochs=epochs,
+        ptq=ptq, bias_correction=bias_correction,
     )
     log = None if fmt == "json" else (lambda message: click.echo(f"... {message}", err=True))
     report = tflc.compile(model, out_dir, options, log=log)

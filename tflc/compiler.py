@@ -42,6 +42,8 @@ class CompileReport:
     stages: list | None = None
     lowering: dict | None = None  # recurrent layers rebuilt, unrolled or fused for TFLite
     pipeline: dict | None = None  # the stages' settings as run: the request with defaults filled in
+    ptq: dict | None = None  # --ptq / --bias-correction: the method chosen, its settings, the table
+    layers: dict | None = None  # per-layer SQNR, float vs quantized, the worst layers, advice
     warnings: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     tflc_version: str = __version__
@@ -166,7 +168,15 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
         timings["convert_float"] = time.perf_counter() - clock
         clock = time.perf_counter()
         say(f"calibrating on {len(calib)} samples and converting to {o.activations} TFLite")
-        tflite_bytes = convert_int8(loaded, calib.x, convert_options, frozen)
+        ptq_result = None
+        if o.ptq is None and not o.bias_correction:  # the converter's own min-max calibration
+            tflite_bytes = convert_int8(loaded, calib.x, convert_options, frozen)
+        else:
+            from tflc.convert.ptq import run_ptq
+
+            ptq_result = run_ptq(loaded, calib.x, convert_options, frozen, o.ptq, o.bias_correction,
+                                 evaluation_set, target_spec, log=say)
+            tflite_bytes = ptq_result.model
         timings["convert_int8"] = time.perf_counter() - clock
 
         view = read_model(tflite_bytes)
@@ -201,6 +211,12 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
                 gate = _fail(gate, "strict", f"only {check['summary']['ops_on_target']} of "
                              f"{check['summary']['ops_total']} ops map to {o.target}")
 
+        clock = time.perf_counter()
+        reference = ptq_result.calibrated if ptq_result is not None else None
+        if reference is None:  # a float file of the model that was quantized: same tensor names
+            reference = float_bytes if float_source is loaded else convert_float(loaded, static_batch, frozen)
+        layers = _layer_report(reference, tflite_bytes, view, calib.x, o, target_spec, evaluation)
+        timings["layer_report"] = time.perf_counter() - clock
         report = CompileReport(
             config=config,
             # the model the user gave, not what optimization stages (and TF-MOT's wrappers) made of it
@@ -222,6 +238,8 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
             stages=stages,
             lowering=lowering.to_dict() if lowering is not None else None,
             pipeline=pipeline_config.to_dict() if pipeline_config is not None else None,
+            ptq=ptq_result.to_dict() if ptq_result is not None else None,
+            layers=layers,
             warnings=warnings,
             timings={k: round(v, 3) for k, v in timings.items()},
         )
@@ -253,6 +271,24 @@ def _lower(loaded, options: CompileOptions, say):
     if report is not None:
         say(f"lowering {len(report.layers)} recurrent layer(s): {report.route}")
     return lowered, report
+
+
+def _layer_report(float_bytes: bytes, tflite_bytes: bytes, view, calibration, o: CompileOptions,
+                  target_spec, evaluation: dict | None) -> dict:
+    """Per-layer SQNR on the calibration set, the worst layers and advice (16x8 where it runs).
+
+    A diagnosis, not a gate: a model LiteRT cannot run with all tensors kept gets the reason
+    instead of the table, and the compile goes on.
+    """
+    from tflc.convert.layer_report import advise, measure_layers
+    from tflc.errors import TflcError
+
+    try:
+        report = measure_layers(float_bytes, tflite_bytes, calibration)
+    except (RuntimeError, ValueError, TflcError) as exc:
+        return {"error": str(exc).splitlines()[0][:300]}
+    drop = (evaluation or {}).get("accuracy_drop")
+    return advise(report, view, o.activations, target_spec, drop, o.max_accuracy_drop).to_dict()
 
 
 def _fail(gate: dict | None, key: str, reason: str) -> dict:
@@ -341,6 +377,18 @@ def format_summary(report: CompileReport) -> str:
             )
         for f in evaluation["fidelity"]:
             lines.append(f"fidelity    {f['name']}: top-1 agreement {f['top1_agreement']:.2f}%, SQNR {f['sqnr_db']} dB")
+    if report.ptq and report.ptq["candidates"]:
+        from tflc.convert.ptq import format_table
+
+        lines.append(f"ptq         chosen {report.ptq['chosen']} (on the evaluation data; * marks it)")
+        lines.extend("            " + line for line in format_table(report.ptq).splitlines())
+    elif report.ptq:
+        lines.append(f"ptq         {report.ptq['chosen']}")
+    if report.layers and report.layers.get("worst"):
+        lines.append(f"layers      lowest SQNR vs float ({report.layers['samples']} calibration samples): "
+                     + "; ".join(report.layers["worst"]))
+    for advice in (report.layers or {}).get("advice", []):
+        lines.append(f"advice      {advice}")
     if report.stages:  # the compression pipeline's stage table
         from tflc.optimize.stage_report import stage_table
 
