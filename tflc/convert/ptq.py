@@ -87,16 +87,20 @@ class PTQResult:
                 "candidates": [c.to_dict() for c in self.candidates]}
 
     def table(self) -> str:
-        """method, accuracy, drop, SQNR, size, time: one row per candidate."""
-        rows = [f"{'method':<18}{'accuracy':>9}{'drop':>8}{'SQNR dB':>9}{'size':>10}{'time s':>8}"]
-        for c in self.candidates:
-            acc = "-" if c.accuracy is None else f"{c.accuracy:.2f}"
-            drop = "-" if c.accuracy is None or self.float_accuracy is None else \
-                f"{self.float_accuracy - c.accuracy:+.2f}"
-            mark = " *" if c.settings == self.chosen else ""
-            rows.append(f"{c.settings.label:<18}{acc:>9}{drop:>8}{c.sqnr_db:>9.2f}"
-                        f"{c.size_bytes:>10,}{c.seconds:>8.2f}{mark}")
-        return "\n".join(rows)
+        return format_table(self.to_dict())
+
+
+def format_table(ptq: dict) -> str:
+    """method, accuracy, drop, SQNR, size, time: one row per candidate of `PTQResult.to_dict()`."""
+    rows = [f"{'method':<18}{'accuracy':>9}{'drop':>8}{'SQNR dB':>9}{'size':>10}{'time s':>8}"]
+    base = ptq.get("float_accuracy")
+    for c in ptq["candidates"]:
+        acc = "-" if c["accuracy"] is None else f"{c['accuracy']:.2f}"
+        drop = "-" if c["accuracy"] is None or base is None else f"{base - c['accuracy']:+.2f}"
+        mark = " *" if c["method"] == ptq["chosen"] else ""
+        rows.append(f"{c['method']:<18}{acc:>9}{drop:>8}{c['sqnr_db']:>9.2f}"
+                    f"{c['size_bytes']:>10,}{c['seconds']:>8.2f}{mark}")
+    return "\n".join(rows)
 
 
 def quantize(loaded, calibration: list[np.ndarray], convert_options, frozen,
