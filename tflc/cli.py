@@ -152,6 +152,8 @@ def main(debug: bool) -> None:
 @click.option("--target", help="Check the result against this target (name or YAML path).")
 @click.option("--strict", is_flag=True, help="With --target: a partial mapping fails (exit 3).")
 @click.option("--export", "export_format", type=click.Choice(["c"]), help="With --target: also export C source to OUT/c.")
+@click.option("--aot", "aot", multiple=True, metavar="SOC",
+              help="With --target qualcomm-htp: also write OUT/model_SOC.tflite, compiled ahead of time for this SoC (repeatable).")
 @click.option("--config", "pipeline_config", type=click.Path(), help="Optimization pipeline YAML (stages, budget).")
 @click.option("--train-data", type=click.Path(), help="Training data for pipeline stages.")
 @click.option("--prune", help="Shortcut: a prune stage to this sparsity (0-1), or 'auto'.")
@@ -166,7 +168,7 @@ def main(debug: bool) -> None:
 def compile_command(model, out_dir, calibration_data, calibration, calibration_samples, random_range,
                     normalize, weights, activations, io_type, static_batch, eval_data, max_accuracy_drop, seed,
                     input_shape, custom_objects, allow_unsafe_code, allow_float_ops, target, strict, export_format,
-                    pipeline_config, train_data, prune, prune_structure, qat, qat_skip_unsupported,
+                    aot, pipeline_config, train_data, prune, prune_structure, qat, qat_skip_unsupported,
                     cluster, distill_student, epochs, ptq, bias_correction, fmt):
     """Compile a Keras model (.keras, .h5, SavedModel) into a fully-integer TFLite model."""
     import tflc
@@ -181,7 +183,7 @@ def compile_command(model, out_dir, calibration_data, calibration, calibration_s
         input_shapes=parse_input_shapes(input_shape), custom_objects=custom_objects,
         allow_unsafe_code=allow_unsafe_code, eval_data=eval_data,
         max_accuracy_drop=max_accuracy_drop, target=target, strict=strict, export=export_format,
-        pipeline=pipeline_config, train_data=train_data, prune=prune,
+        aot=aot, pipeline=pipeline_config, train_data=train_data, prune=prune,
         prune_structure=prune_structure, qat=qat, qat_skip_unsupported=qat_skip_unsupported,
         cluster=cluster, distill=distill_student, epochs=epochs,
         ptq=ptq, bias_correction=bias_correction,

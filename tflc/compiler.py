@@ -44,6 +44,7 @@ class CompileReport:
     pipeline: dict | None = None  # the stages' settings as run: the request with defaults filled in
     ptq: dict | None = None  # --ptq / --bias-correction: the method chosen, its settings, the table
     layers: dict | None = None  # per-layer SQNR, float vs quantized, the worst layers, advice
+    aot: list | None = None  # one entry per --aot SoC: the compiled file and what went to the NPU
     warnings: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     tflc_version: str = __version__
@@ -248,6 +249,8 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
             atomic_write_bytes(stage / "pipeline.png", pipeline_result.plot_png())
         if o.export is not None:
             report.export = _export(stage, target_spec, report)
+        if o.aot:
+            report.aot = _aot(stage, target_spec, o.aot, tflite_bytes, report, say)
         atomic_write_json(stage / "report.json", report.to_dict())
     return report
 
@@ -261,6 +264,27 @@ def _export(stage: Path, target_spec, report: CompileReport) -> dict:
     if failure is not None:
         report.gate = _fail(report.gate, "export", failure.message)
     return exported.to_dict()
+
+
+def _aot(stage: Path, target_spec, socs, tflite_bytes: bytes, report: CompileReport, say) -> list:
+    """OUT/model_<SOC>.tflite for each SoC, compiled by the target's vendor compiler beside the
+    portable model.tflite; a SoC the compiler stops on is a gate not met (its reason recorded)."""
+    from tflc.aot import compile_for
+    from tflc.fileio import atomic_write_bytes, sha256_bytes
+
+    entries = []
+    for soc in socs:
+        say(f"compiling ahead of time for {soc} ({target_spec.runtime.aot['compiler']})")
+        result = compile_for(target_spec.runtime.aot["compiler"], tflite_bytes, soc)
+        entry = {"file": None, "sha256": None, **result.summary()}
+        if result.ok:
+            entry["file"] = f"model_{soc}.tflite"
+            entry["sha256"] = sha256_bytes(result.data)
+            atomic_write_bytes(stage / entry["file"], result.data)
+        else:
+            report.gate = _fail(report.gate, "aot", f"{soc}: {result.error}")
+        entries.append(entry)
+    return entries
 
 
 def _lower(loaded, options: CompileOptions, say):
@@ -308,6 +332,14 @@ def _load_target(options: CompileOptions):
         raise BadInput(f"--export {options.export} --target {options.target}: {spec.name} runs "
                        f"{spec.runtime.name}, which takes no {options.export} package (exports: "
                        f"{can}); choose a TFLite Micro target such as cortex-m4, or drop --export")
+    if options.aot:
+        if not spec.runtime.aot:
+            raise BadInput(f"--aot --target {options.target}: {spec.name} names no ahead-of-time "
+                           "compiler (runtime.aot in its descriptor); use a target such as "
+                           "qualcomm-htp, or drop --aot")
+        from tflc.aot import toolchain_for
+
+        toolchain_for(spec.runtime.aot["compiler"])  # not installed: one line, before converting
     return spec
 
 
@@ -400,10 +432,16 @@ def format_summary(report: CompileReport) -> str:
                      f"{s['segments']} segment(s)")
     if report.export:
         lines.append(f"export      {report.export.get('output_dir', '')}")
+    for entry in report.aot or ():
+        if entry["compiled"]:
+            lines.append(f"aot         {entry['soc']}: {entry['ops_on_npu']} of {entry['ops_total']} ops "
+                         f"on the NPU in {entry['partitions']} dispatch op(s) -> {entry['file']}")
+        else:
+            lines.append(f"aot         {entry['soc']}: not compiled: {entry['error']}")
     if report.gate:
         state = "passed" if report.passed else "FAILED"
         reasons = "; ".join(str(v) for k, v in report.gate.items()
-                            if k in ("reason", "strict", "export") and v)
+                            if k in ("reason", "strict", "export", "aot") and v)
         lines.append(f"gate        {state}{': ' + reasons if reasons else ''}")
     for warning in report.warnings:
         lines.append(f"warning     {warning}")

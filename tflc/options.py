@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -63,6 +64,7 @@ class CompileOptions:
     target: str | None = None
     strict: bool = False
     export: str | None = None
+    aot: tuple[str, ...] = ()  # SoCs to compile ahead of time for (--target's runtime.aot compiler)
     # optimization pipeline: a YAML file, or the shortcut stages below
     pipeline: str | None = None
     train_data: str | None = None
@@ -97,6 +99,7 @@ class CompileOptions:
         data["random_range"] = list(self.random_range)
         data["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
         data["custom_objects"] = list(self.custom_objects)
+        data["aot"] = list(self.aot)
         return data
 
     @classmethod
@@ -132,6 +135,7 @@ def _normalise(options: CompileOptions) -> None:
     if isinstance(options.custom_objects, str):
         set_("custom_objects", (options.custom_objects,))
     set_("custom_objects", tuple(options.custom_objects or ()))
+    set_("aot", (options.aot,) if isinstance(options.aot, str) else tuple(options.aot or ()))
     shapes = {}
     for name, shape in dict(options.input_shapes or {}).items():
         try:
@@ -192,6 +196,12 @@ def _pairs(o: CompileOptions) -> None:
         raise BadInput("--export needs --target (the microcontroller whose budget the package must fit)")
     if o.strict and o.target is None:
         raise BadInput("--strict needs --target (the target whose full mapping it demands)")
+    for soc in o.aot:
+        if not (isinstance(soc, str) and re.fullmatch(r"[A-Za-z0-9_-]{2,32}", soc)):
+            raise BadInput(f"--aot {soc!r}: expected a SoC model name such as SM8650")
+    if o.aot and o.target is None:
+        raise BadInput("--aot needs --target (a target whose descriptor names an ahead-of-time "
+                       "compiler, such as qualcomm-htp)")
     if o.pipeline is not None and any(k != "epochs" for k in o.stage_flags):
         stages = [k for k in o.stage_flags if k != "epochs"]
         raise BadInput(f"--config {o.pipeline}: give the stages either in the config file or as flags "

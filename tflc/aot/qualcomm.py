@@ -147,10 +147,18 @@ class Dispatch:
     bytecode_bytes: int  # the context binary's size
     inputs: list[str]
     outputs: list[str]
+    # the ops compiled into it, in the partition's order: the plugin names each QNN node
+    # `<location>/<QnnOp>_<n>_LiteRt_OpId_<position of the op in its partition>` in the binary
+    nodes: list[list[str]] = field(default_factory=list)  # per op: the QNN node types made of it
+
+    @property
+    def op_count(self) -> int:
+        return len(self.nodes)
 
     def to_dict(self) -> dict:
         return {"index": self.index, "name": self.name, "bytecode_bytes": self.bytecode_bytes,
-                "inputs": self.inputs, "outputs": self.outputs}
+                "inputs": self.inputs, "outputs": self.outputs, "op_count": self.op_count,
+                "nodes": self.nodes}
 
 
 @dataclass
@@ -172,31 +180,51 @@ class AotResult:
     def summary(self) -> dict:
         on = sorted(i for i, v in self.placement.items() if v)
         return {"soc": self.soc, "compiled": self.ok, "error": self.error,
-                "ops_total": self.total, "ops_on_npu": len(on), "partitions": self.partitions,
+                "ops_total": self.total if self.total is not None else len(self.placement),
+                "ops_on_npu": len(on), "partitions": self.partitions,
                 "on_npu": on, "on_cpu": sorted(i for i, v in self.placement.items() if v is False),
                 "dispatch": [d.to_dict() for d in self.dispatch], "versions": self.versions}
 
 
 def compile_soc(data: bytes, soc: str, *, timeout: float = TIMEOUT,
                 tool: Toolchain | None = None, log_path: Path | None = None) -> AotResult:
-    """Compile a .tflite for one Qualcomm SoC (e.g. SM8650) with the real plugin."""
-    from tflc.tflite.reader import read_model
+    """Compile a .tflite for one Qualcomm SoC (e.g. SM8650) with the real plugin
+    (`apply_plugin_main --cmd=apply`): partition, then compile each partition with QNN."""
+    return _run("apply", data, soc, timeout, tool, log_path)
 
+
+def partition_soc(data: bytes, soc: str, *, timeout: float = TIMEOUT,
+                  tool: Toolchain | None = None) -> AotResult:
+    """Which ops the plugin takes for one SoC and how it groups them (`--cmd=partition`): the
+    same selection `compile_soc` compiles, without QNN's graph preparation (seconds instead of
+    minutes on a large float model). `data` is the partitioned model: each DISPATCH_OP calls
+    a subgraph holding its partition's ops; it is not a deployable file."""
+    return _run("partition", data, soc, timeout, tool, None)
+
+
+def _run(cmd_name: str, data: bytes, soc: str, timeout: float, tool: Toolchain | None,
+         log_path: Path | None) -> AotResult:
     tool = tool or toolchain()
-    original = read_model(data)
     with tempfile.TemporaryDirectory(prefix="tflc-qnn-") as tmp:
         src, out, err = Path(tmp) / "in.tflite", Path(tmp) / "out.tflite", Path(tmp) / "log.txt"
         src.write_bytes(data)
-        cmd = [str(tool.apply_plugin), "--cmd=apply", f"--model={src}", f"--o={out}",
+        cmd = [str(tool.apply_plugin), f"--cmd={cmd_name}", f"--model={src}", f"--o={out}",
                "--soc_manufacturer=Qualcomm", f"--soc_model={soc}", f"--libs={tool.plugin_dir}",
                f"--qualcomm_qnn_lib_dir={tool.qnn_dir}", "--err=--"]
-        try:
-            with err.open("w") as log:
-                code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
-                                      env=tool.env(), timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            return AotResult(soc, None, f"the Qualcomm compiler did not finish in {timeout:.0f} s",
-                             versions=tool.versions)
+        with err.open("w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+                                    env=tool.env(), start_new_session=True)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                return AotResult(soc, None, f"the Qualcomm compiler did not finish in {timeout:.0f} s",
+                                 versions=tool.versions)
+            except BaseException:  # interrupted: the compiler must not outlive us
+                proc.kill()
+                proc.wait()
+                raise
         text = err.read_text(errors="replace")
         if log_path is not None:
             Path(log_path).write_text(text)
@@ -208,9 +236,8 @@ def compile_soc(data: bytes, soc: str, *, timeout: float = TIMEOUT,
             result.error = _error_line(text, code)
             return result
         result.data = out.read_bytes()
-    compiled = read_model(result.data)
-    result.dispatch = dispatch_ops(compiled)
-    result.placement = placement(original, compiled)
+    result.dispatch = dispatch_ops(result.data)
+    result.placement = placement(data, result.data)
     return result
 
 
@@ -223,32 +250,94 @@ def _error_line(text: str, code: int) -> str:
     return f"the Qualcomm compiler stopped (exit {code}): {pick[:300]}"
 
 
-def dispatch_ops(view) -> list[Dispatch]:
-    """The DISPATCH_OP custom ops of a compiled model's main graph, with their QNN graph name
-    and context-binary size (from the op's flexbuffer options)."""
+@dataclass(frozen=True)
+class _Op:
+    """One op of a main graph, read without the reader's checks (the plugin's partitioned file
+    drops a sparse tensor's sparsity parameters, which the reader then rightly refuses)."""
+
+    index: int
+    op: str
+    custom: str | None
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    options: bytes
+
+
+def _main_ops(data: bytes) -> list[_Op]:
+    import tflite
+
+    from tflc.tflite.reader import _BUILTIN_NAMES
+
+    model = tflite.Model.GetRootAsModel(data, 0)
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        custom = code.CustomCode().decode(errors="replace") if code.CustomCode() else None
+        codes.append((_BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}"), custom))
+    sg = model.Subgraphs(0)
+    names = [(sg.Tensors(i).Name() or b"").decode(errors="replace") for i in range(sg.TensorsLength())]
+    ops = []
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        name, custom = codes[op.OpcodeIndex()]
+        if custom is not None and name in ("CUSTOM", "ADD"):  # see tflc.tflite.reader._opcode
+            name = custom
+        else:
+            custom = None
+        ins = tuple(names[t] for t in op.InputsAsNumpy() if t >= 0) if op.InputsLength() else ()
+        outs = tuple(names[t] for t in op.OutputsAsNumpy() if t >= 0) if op.OutputsLength() else ()
+        options = op.CustomOptionsAsNumpy().tobytes() if op.CustomOptionsLength() else b""
+        ops.append(_Op(i, name, custom, ins, outs, options))
+    return ops
+
+
+def dispatch_ops(model) -> list[Dispatch]:
+    """The DISPATCH_OP custom ops of a compiled model's main graph (bytes, a path or a
+    ModelView), with their QNN graph name, context-binary size and the QNN nodes inside."""
+    data = _bytes_of(model)
     found = []
-    sg = view.main
-    for op in sg.operators:
-        if op.custom_code != DISPATCH:
+    for op in _main_ops(data):
+        if op.custom != DISPATCH:
             continue
-        options = _custom_options(view, op)
-        found.append(Dispatch(op.index, str(options.get("name", "")),
-                              int(options.get("bytecode_size", 0) or 0),
-                              [sg.tensors[t].name for t in op.inputs if t >= 0],
-                              [sg.tensors[t].name for t in op.outputs if t >= 0]))
+        options = _flex(op.options)
+        size = int(options.get("bytecode_size", 0) or 0)
+        offset = int(options.get("bytecode_offset", 0) or 0)
+        binary = bytes(data[offset:offset + size]) if 0 < offset < len(data) else b""
+        found.append(Dispatch(op.index, str(options.get("name", "")), size, list(op.inputs),
+                              list(op.outputs), _qnn_nodes(binary)))
     return found
 
 
-def _custom_options(view, op) -> dict:
-    import tflite
+def _bytes_of(model) -> bytes:
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model)
+    if isinstance(model, (str, os.PathLike)):
+        return Path(model).read_bytes()
+    return bytes(model._data)  # a tflc.tflite.reader.ModelView
+
+
+_NODE = re.compile(rb"([A-Za-z][A-Za-z0-9]*)_\d+_LiteRt_OpId_(\d+)")
+
+
+def _qnn_nodes(binary: bytes) -> list[list[str]]:
+    """Per op of the partition (its position), the QNN node types made of it, from the binary."""
+    nodes: dict[int, list[str]] = {}
+    for kind, index in _NODE.findall(binary):
+        names = nodes.setdefault(int(index), [])
+        if kind.decode() not in names:
+            names.append(kind.decode())
+    count = max(nodes) + 1 if nodes else 0
+    return [sorted(nodes.get(i, [])) for i in range(count)]
+
+
+def _flex(raw: bytes) -> dict:
     from flatbuffers import flexbuffers
 
-    model = tflite.Model.GetRootAsModel(view._data, 0)
-    fb_op = model.Subgraphs(op.subgraph).Operators(op.index)
-    if not fb_op.CustomOptionsLength():
+    if not raw:
         return {}
     try:
-        value = flexbuffers.Loads(bytes(fb_op.CustomOptionsAsNumpy().tobytes()))
+        value = flexbuffers.Loads(raw)
     except Exception:  # options written by another plugin version: the op is still a dispatch
         return {}
     return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in value.items()} \
@@ -257,16 +346,14 @@ def _custom_options(view, op) -> dict:
 
 def placement(original, compiled) -> dict[int, bool | None]:
     """Original main-graph op index -> True (inside a DISPATCH_OP: the NPU), False (left in the
-    compiled model: the CPU), None (an op without named outputs, which cannot be matched)."""
-    left = Counter()
-    for op in compiled.main.operators:
-        if op.custom_code == DISPATCH:
-            continue
-        left[(op.op, _out_names(compiled.main, op))] += 1
+    compiled model: the CPU), None (an op without named outputs, which cannot be matched).
+    Both models as bytes, paths or ModelViews."""
+    left = Counter((op.op, op.outputs) for op in _main_ops(_bytes_of(compiled))
+                   if op.custom != DISPATCH)
     result: dict[int, bool | None] = {}
-    for op in original.main.operators:
-        key = (op.op, _out_names(original.main, op))
-        if not any(key[1]):
+    for op in _main_ops(_bytes_of(original)):
+        key = (op.op, op.outputs)
+        if not any(op.outputs):
             result[op.index] = None
         elif left[key] > 0:
             left[key] -= 1
@@ -274,10 +361,6 @@ def placement(original, compiled) -> dict[int, bool | None]:
         else:
             result[op.index] = True
     return result
-
-
-def _out_names(sg, op) -> tuple[str, ...]:
-    return tuple(sg.tensors[t].name for t in op.outputs if t >= 0)
 
 
 def require_compiled(result: AotResult) -> AotResult:

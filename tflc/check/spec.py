@@ -33,6 +33,7 @@ PARTITION_MODES = ("delegate", "dataflow_cut", "whole_model")
 # ("none": the runtime rejects the model), or another target's name (checked against that one).
 FALLBACK_BUILTINS = ("cpu", "none")
 EXPORT_FORMATS = ("c",)  # what `tflc export --format` writes
+AOT_COMPILERS = ("qualcomm",)  # modules of tflc.aot that `tflc compile --aot` runs
 
 
 @dataclass(frozen=True)
@@ -90,19 +91,22 @@ class RuntimeInfo:
     C++ sources); empty when the runtime loads .tflite files itself.
     static_batch: the runtime takes only static shapes, so `tflc compile --target` pins the
     batch to 1 (a free batch leaves SHAPE/STRIDED_SLICE/PACK chains it refuses).
+    aot: the vendor compiler that compiles the model ahead of time for one SoC (`compiler`, a
+    module of tflc.aot) and the SoC these facts were measured on (`soc`): `tflc compile --aot`.
     """
 
     name: str
     version: str
     exports: tuple[str, ...] = ()
     static_batch: bool = False
+    aot: dict | None = None
 
     def __str__(self) -> str:
         return f"{self.name} {self.version}"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "version": self.version, "exports": list(self.exports),
-                "static_batch": self.static_batch}
+                "static_batch": self.static_batch} | ({"aot": dict(self.aot)} if self.aot else {})
 
 
 @dataclass(frozen=True)
@@ -412,6 +416,8 @@ _TOP = {
         "exports": _list_of({"enum": list(EXPORT_FORMATS)},
                             f"a list of package formats ({', '.join(EXPORT_FORMATS)})"),
         "static_batch": {"type": "boolean"},  # compile pins the batch to 1 for this runtime
+        "aot": _fields({"compiler": {"enum": list(AOT_COMPILERS)}, "soc": _TEXT},
+                       required=("compiler", "soc")),  # tflc compile --aot SOC
     }, required=("name", "version")),
     "device": _fields({"board": _TEXT, "cores": {"type": "integer", "minimum": 1},
                        "clock_mhz": {"type": "number", "exclusiveMinimum": 0},
@@ -599,7 +605,9 @@ def _build(raw: dict, path: Path, chain: tuple[str, ...]) -> TargetSpec:
         kind=raw["kind"],
         runtime=RuntimeInfo(name=_text(runtime["name"]), version=_text(runtime["version"]),
                             exports=tuple(runtime.get("exports", ())),
-                            static_batch=bool(runtime.get("static_batch", False))),
+                            static_batch=bool(runtime.get("static_batch", False)),
+                            aot={k: _text(v) for k, v in runtime["aot"].items()}
+                            if runtime.get("aot") else None),
         memory=_memory(raw.get("memory", {}), path),
         device=DeviceFacts(board=_text(device.get("board")), cores=device.get("cores"),
                            clock_mhz=device.get("clock_mhz"),

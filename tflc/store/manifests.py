@@ -125,6 +125,9 @@ def record_compile(report, registry=None) -> str | None:
     }
     if report.export and (out / "c").is_dir():
         files["c"] = out / "c"
+    for entry in getattr(report, "aot", None) or ():  # ahead-of-time compiled models, per SoC
+        if entry.get("file") and (out / entry["file"]).is_file():
+            files[entry["file"]] = out / entry["file"]
     try:
         manifest = compile_manifest(report)
     except (TflcError, OSError) as exc:  # e.g. an input deleted mid-run: keep the result anyway
