@@ -312,7 +312,8 @@ def _layer_report(float_bytes: bytes, tflite_bytes: bytes, view, calibration, o:
     except (RuntimeError, ValueError, TflcError) as exc:
         return {"error": str(exc).splitlines()[0][:300]}
     drop = (evaluation or {}).get("accuracy_drop")
-    return advise(report, view, o.activations, target_spec, drop, o.max_accuracy_drop).to_dict()
+    return advise(report, view, o.activations, target_spec, drop, o.max_accuracy_drop,
+                  tried_ptq=o.ptq is not None or o.bias_correction).to_dict()
 
 
 def _fail(gate: dict | None, key: str, reason: str) -> dict:
