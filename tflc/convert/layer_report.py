@@ -141,7 +141,8 @@ def _db(signal: float, noise: float) -> float:
 
 
 def advise(report: LayerReport, view, activations: str, target_spec=None,
-           accuracy_drop: float | None = None, max_drop: float | None = None) -> LayerReport:
+           accuracy_drop: float | None = None, max_drop: float | None = None,
+           tried_ptq: bool = False) -> LayerReport:
     """Name the worst layers; suggest 16x8 where int8 loses too much and the target can run it.
 
     int8 loses too much when a layer's SQNR is under LOSSY_SQNR_DB, or the measured accuracy
@@ -158,22 +159,22 @@ def advise(report: LayerReport, view, activations: str, target_spec=None,
     if not lossy and not too_much:
         return report
     named = ", ".join(f"{e.layer} ({_fmt_db(e.sqnr_db)})" for e in (lossy or lowest))
+    auto = "" if tried_ptq else "try --ptq auto (activation ranges, bias correction), or "
     ops = sorted({op.op for op in view.subgraphs[0].operators} - {"QUANTIZE", "DEQUANTIZE"})
     if target_spec is None:
         report.advice.append(
-            f"int8 loses most in {named}: try --ptq auto (activation ranges, bias correction), "
-            "or --activations int16 (16x8) where the runtime has int16 kernels (TFLite Micro, "
-            "LiteRT's builtin CPU kernels; not the Edge TPU or Hexagon)")
+            f"int8 loses most in {named}: {auto}--activations int16 (16x8) where the runtime has "
+            "int16 kernels (TFLite Micro, LiteRT's builtin CPU kernels; not the Edge TPU or Hexagon)")
         return report
     missing = [op for op in ops if not int16_supported(target_spec, op)]
     if missing:
         report.advice.append(
-            f"int8 loses most in {named}: try --ptq auto; {target_spec.name} has no int16 "
-            f"kernels for {', '.join(missing[:5])}, so 16x8 is not an option there")
+            f"int8 loses most in {named}: {auto or 'int8 is what remains: '}{target_spec.name} has "
+            f"no int16 kernels for {', '.join(missing[:5])}, so 16x8 is not an option there")
     else:
         report.advice.append(
-            f"int8 loses most in {named}: {target_spec.name} runs every op of this model with "
-            "int16 activations: try --activations int16 (16x8), or --ptq auto")
+            f"int8 loses most in {named}: {auto}--activations int16 (16x8): {target_spec.name} "
+            "runs every op of this model with int16 activations")
     return report
 
 
