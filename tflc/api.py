@@ -100,3 +100,55 @@ def _bench_fleet(models, devices, output, settings):
     if output is not None:
         fleet.write(output)
     return fleet
+
+
+def search(options, *, log=None):
+    """`tflc search`: see `tflc.search.search` (a `tflc.search.SearchOptions`). Each finished
+    trial is recorded as a `search` artifact as it ends; the recommended model is exported as C
+    (recorded as an export) when the target's runtime takes a C package. Returns the
+    SearchResult."""
+    from tflc.check import load_target
+    from tflc.search.core import search as run_search
+    from tflc.search.core import write_outputs
+
+    result = run_search(options, log=log, on_trial=_record_search_trial)
+    spec = load_target(options.target)
+    if result.recommended is not None and "c" in tuple(spec.runtime.exports or ()):
+        folder = Path(result.recommended["model"]).parent
+        try:
+            report = export(folder / "model.tflite", folder / "c", target=options.target,
+                            name="model", verify=False)
+            result.recommended["export"] = {"dir": str(folder / "c"), "passed": report.passed,
+                                            "artifact_id": report.artifact_id,
+                                            "arena_bytes": (report.to_dict().get("arena") or {})
+                                            .get("recommended_bytes")}
+        except Exception as exc:  # noqa: BLE001 - the front stands without the C package
+            result.recommended["export"] = {"passed": False,
+                                            "error": " ".join(str(exc).split())[:300]}
+        write_outputs(result, Path(options.out_dir))
+    return result
+
+
+def _record_search_trial(outcome, metrics, model_path, options):
+    from tflc.search.core import options_dict
+    from tflc.store import record
+    from tflc.store.manifests import describe_path, describe_target
+
+    inputs = {"model": describe_path(options.model, "model"),
+              "train_data": describe_path(options.train_data, "train_data"),
+              "eval_data": describe_path(options.eval_data, "eval_data")}
+    manifest = {
+        "inputs": {k: v for k, v in inputs.items() if v},
+        "model_name": Path(options.model).stem,
+        "config": {"search": options_dict(options), "params": outcome.params},
+        "target": describe_target(options.target),
+        "seed": options.seed,
+        "metrics": {k: metrics[k] for k in ("accuracy", "float_accuracy", "macs", "arena_bytes",
+                                            "flash_bytes", "latency_ms")
+                    if metrics.get(k) is not None},
+        "search": {"trial": outcome.number, "status": outcome.status, "error": outcome.error},
+    }
+    files = {"model.tflite": model_path, "trial.json": metrics}
+    if outcome.report is not None:
+        files["report.json"] = outcome.report
+    return record("search", files, manifest)

@@ -502,6 +502,89 @@ def profile_command(models, target, device, python, threads, runs, min_duration,
         click.echo(text, nl=False)
 
 
+# ----------------------------------------------------------------------------- search
+# (tflc search: see tflc/search/)
+
+
+def _size_option(_ctx, param, value):
+    """--max-arena / --max-flash: bytes, or a size like 256KiB."""
+    if value is None:
+        return None
+    from pathlib import Path
+
+    from tflc.check.spec import parse_bytes
+
+    flag = "--" + param.name.replace("_", "-")
+    try:
+        return parse_bytes(value.replace(" ", ""), Path(flag), flag)
+    except TflcError:
+        raise click.BadParameter(f"{value!r}: expected bytes or a size like 256KiB") from None
+
+
+@main.command("search")
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--target", "-t", required=True, help="Target whose budgets every candidate must meet.")
+@click.option("--train-data", required=True, type=click.Path(), help=".npz with x and y (or a class-folder tree): each candidate is trained on it.")
+@click.option("--eval-data", required=True, type=click.Path(), help=".npz with x and y: int8 accuracy of each candidate.")
+@click.option("--calibration-data", type=click.Path(), help="Calibration samples [default: 200 training samples].")
+@click.option("--trials", type=click.IntRange(min=1, max=100000), default=20, show_default=True, help="Trials in the study (a resumed study counts its finished ones).")
+@click.option("--workers", type=click.IntRange(min=1, max=256), default=1, show_default=True, help="Trials in parallel on this machine (one training thread each).")
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="Run trials as Ray tasks on the cluster at ADDRESS (e.g. 127.0.0.1:6379).")
+@click.option("--max-arena", callback=_size_option, help="Largest tensor arena (bytes or 256KiB).")
+@click.option("--max-flash", callback=_size_option, help="Largest .tflite (bytes or 1MiB).")
+@click.option("--max-latency-ms", type=float, help="Largest latency: the profile's estimate, or measured on --device.")
+@click.option("--max-accuracy-drop", type=float, help="Points of int8 accuracy a candidate may lose against the seed's.")
+@click.option("--device", "-d", help="Measure each candidate's latency there (local, ssh://...).")
+@click.option("--builder", metavar="MODULE:FUNCTION", help="build(hp) returning a Keras model: replaces the automatic architecture space.")
+@click.option("--no-compression", is_flag=True, help="Search the architecture only (no sparsity, clusters, QAT).")
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(["int8", "int16"]), help="Activation precisions to try (repeatable) [default: int8 and int16].")
+@click.option("--epochs", type=click.IntRange(min=1, max=10000), default=10, show_default=True, help="Training epochs of each candidate (from scratch).")
+@click.option("--fine-tune-epochs", type=click.IntRange(min=1, max=10000), default=2, show_default=True, help="Epochs of each compression stage.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--study-name", help="Name of the Optuna study [default: from the model, data, target and settings].")
+@click.option("-o", "--output", "out_dir", default="search", show_default=True, type=click.Path(), help="Folder for search.json, pareto.png, report.html, trials/, recommended/.")
+@click.option("--custom-objects", multiple=True, help="module:attr providing custom layers (repeatable).")
+@click.option("--allow-unsafe-code", is_flag=True, help="Load models whose Lambda layers run code from the file.")
+@FORMAT_OPTION
+def search_command(model, target, train_data, eval_data, calibration_data, trials, workers, ray_address,
+                   max_arena, max_flash, max_latency_ms, max_accuracy_drop, device, builder, no_compression,
+                   precisions, epochs, fine_tune_epochs, seed, study_name, out_dir, custom_objects,
+                   allow_unsafe_code, fmt):
+    """Search architectures and compression of MODEL under TARGET's budgets: the Pareto front.
+
+    Exit codes: 0 a front was found; 3 no candidate met the budgets; 2 bad input; 130 interrupted
+    (run the same command again to resume: finished trials are kept).
+    """
+    from pathlib import Path
+
+    import tflc.api
+    from tflc.errors import GateFailed
+    from tflc.search.core import SearchOptions, pareto_table
+
+    options = SearchOptions(
+        model=model, target=target, train_data=train_data, eval_data=eval_data, out_dir=out_dir,
+        calibration_data=calibration_data, trials=trials, workers=workers, ray=ray_address,
+        max_arena=max_arena, max_flash=max_flash, max_latency_ms=max_latency_ms,
+        max_accuracy_drop=max_accuracy_drop, device=device, builder=builder,
+        compression=not no_compression, precisions=tuple(precisions) or ("int8", "int16"),
+        epochs=epochs, fine_tune_epochs=fine_tune_epochs, seed=seed, study_name=study_name,
+        custom_objects=tuple(custom_objects), allow_unsafe_code=allow_unsafe_code)
+    try:
+        result = tflc.api.search(options, log=lambda line: click.echo(line, err=True))
+    except KeyboardInterrupt:
+        click.echo("tflc: interrupted; finished trials are kept in the study: run the same command "
+                   "to resume", err=True)
+        raise click.exceptions.Exit(130) from None
+    if fmt == "json":
+        emit_json(json.loads(Path(out_dir, "search.json").read_text()))
+    else:
+        click.echo(pareto_table(result))
+        click.echo(f"wrote {Path(out_dir) / 'search.json'}, pareto.png, report.html")
+    if not result.pareto:
+        raise GateFailed("no candidate met the budgets and completed: see search.json for each "
+                         "trial's reason")
+
+
 # ----------------------------------------------------------------------------- optimize pipeline
 # (tflc sensitivity: see tflc/optimize/)
 
@@ -569,7 +652,7 @@ def _runs_table(rows: list[list], headers: list[str]) -> None:
 
 def _runs_filters(func):
     for option in reversed([
-        click.option("--kind", type=click.Choice(["compile", "check", "bench", "export"])),
+        click.option("--kind", type=click.Choice(["compile", "check", "bench", "export", "search"])),
         click.option("--model", help="Part of the model path, its name, or a release name."),
         click.option("--target", help="Target name."),
         click.option("--tag", help="Only artifacts with this tag."),
