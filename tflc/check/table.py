@@ -43,6 +43,7 @@ def render_table(result) -> str:
                      f"{verdict}  ({b.what})")
     lines += [f"  note: {n}" for n in mem.notes]
     lines += [f"I/O: {issue}" for issue in result.io_issues]
+    lines += [f"note: {n}" for n in result.notes]
     if result.advice:
         lines += ["", "Advice:"]
         for a in result.advice:

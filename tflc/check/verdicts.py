@@ -36,6 +36,7 @@ from tflc.check.spec import DtypePolicy, TargetSpec, load_target
 from tflc.errors import BadInput
 from tflc.tflite.planner import plan_or_note
 from tflc.tflite.reader import ModelView, read_model
+from tflc.tflite.validate import JUDGES, waived_note
 
 PLACEMENTS = ("target", "cpu", "none")
 
@@ -103,6 +104,7 @@ class CheckResult:
     memory: MemoryReport
     advice: list[Advice] = field(default_factory=list)
     io_issues: list[str] = field(default_factory=list)  # model inputs/outputs of a refused dtype
+    notes: list[str] = field(default_factory=list)  # about the file itself (rules waived by the judge)
     artifact_id: str | None = None  # set when `tflc check` recorded it in the run registry
 
     @property
@@ -161,6 +163,7 @@ class CheckResult:
                 "io_issues": self.io_issues,
             },
             "advice": [a.to_dict() for a in self.advice],
+            "notes": self.notes,
             "artifact_id": self.artifact_id,
         }
 
@@ -192,6 +195,16 @@ def _status(v: OpVerdict, target: str) -> str:
 # ------------------------------------------------------------------------------- the check
 
 
+def judge_of(spec: TargetSpec) -> str:
+    """The runtime whose file-format rules decide whether the model can be read at all.
+
+    A microcontroller target is judged by TFLite Micro, whose reader is laxer than LiteRT's in
+    places (a quantized dimension outside a tensor's shape is harmless there): a model TFLite
+    Micro runs is checked, not refused for a rule only LiteRT has. Every other target: LiteRT.
+    """
+    return spec.runtime.name if spec.runtime.name in JUDGES else "litert"
+
+
 def check_model(model: str | os.PathLike | bytes | ModelView, target: str | os.PathLike | TargetSpec,
                 ) -> CheckResult:
     """Check a .tflite model (path, bytes or ModelView) against a target (name, path, spec).
@@ -199,7 +212,7 @@ def check_model(model: str | os.PathLike | bytes | ModelView, target: str | os.P
     Raises BadInput for an unreadable model or a bad descriptor; never imports TensorFlow.
     """
     spec = load_target(target)
-    view = model if isinstance(model, ModelView) else read_model(model)
+    view = model if isinstance(model, ModelView) else read_model(model, judge=judge_of(spec))
     fallback = _fallback_spec(spec)
     verdicts: list[OpVerdict] = []
     segments = 0
@@ -241,6 +254,8 @@ def check_model(model: str | os.PathLike | bytes | ModelView, target: str | os.P
         memory=memory,
         io_issues=_io_issues(view, spec),
     )
+    if view.waived:
+        result.notes.append(waived_note(view.waived))
     result.advice = advise(result, view, spec)
     return result
 

@@ -33,6 +33,7 @@ from tflc.export.staging import REPORT_FILE, check_replaceable, write_package
 from tflc.fileio import _json_default, sha256_bytes
 from tflc.tflite.planner import CORTEX_M_32, MemoryPlan, plan_memory, plan_or_note
 from tflc.tflite.reader import ModelView, read_model
+from tflc.tflite.validate import waived_note
 
 LAYOUTS = ("plain", "arduino")
 
@@ -153,9 +154,7 @@ def export_c(model_path: str | os.PathLike, out_dir: str | os.PathLike, target=N
         verification=verification, notes=[plan_note] if plan_note else [],
     )
     if view.waived:
-        report.notes.append("LiteRT would refuse this model (" + "; ".join(view.waived[:3])
-                            + (f"; {len(view.waived) - 3} more like it" if len(view.waived) > 3
-                               else "") + "), a rule TFLite Micro, the judge here, does not have")
+        report.notes.append(waived_note(view.waived))
     if spec is None:
         report.notes.append("no --target: RAM and flash budgets not checked")
     write_package(out, {**files, REPORT_FILE: _json_text(report)})

@@ -88,6 +88,13 @@ DTYPE_BITS = {
 JUDGES = ("litert", "tflite-micro")
 
 
+def waived_note(waived: list[str]) -> str:
+    """The sentence check and export print when TFLite Micro accepted what LiteRT would refuse."""
+    more = f"; {len(waived) - 3} more like it" if len(waived) > 3 else ""
+    return ("LiteRT would refuse this model (" + "; ".join(waived[:3]) + more
+            + "), a rule TFLite Micro, the judge here, does not have")
+
+
 def check_quantization(name: str, sg: int, tensor, n_scales: int, n_zero_points: int, axis: int,
                        waived: list[str] | None = None) -> None:
     """Scales and zero points pair up, and per-axis scales match the quantized dimension's size.
