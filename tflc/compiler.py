@@ -44,6 +44,7 @@ class CompileReport:
     pipeline: dict | None = None  # the stages' settings as run: the request with defaults filled in
     ptq: dict | None = None  # --ptq / --bias-correction: the method chosen, its settings, the table
     layers: dict | None = None  # per-layer SQNR, float vs quantized, the worst layers, advice
+    profile: dict | None = None  # profile.json: the calibration profile the device guard reads
     aot: list | None = None  # one entry per --aot SoC: the compiled file and what went to the NPU
     warnings: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
@@ -245,6 +246,12 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
             timings={k: round(v, 3) for k, v in timings.items()},
         )
         atomic_write_bytes(stage / "model.tflite", tflite_bytes)
+        clock = time.perf_counter()
+        try:
+            report.profile = _write_profile(stage, calib, evaluation_set, o.seed)
+        except (ValueError, RuntimeError, OSError) as exc:  # the model stands without it
+            report.warnings.append(f"profile.json not written: {str(exc).splitlines()[0]}")
+        timings["profile"] = report.timings["profile"] = round(time.perf_counter() - clock, 3)
         if pipeline_result is not None:  # accuracy against compressed size, per stage
             atomic_write_bytes(stage / "pipeline.png", pipeline_result.plot_png())
         if o.export is not None:
@@ -253,6 +260,25 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
             report.aot = _aot(stage, target_spec, o.aot, tflite_bytes, report, say)
         atomic_write_json(stage / "report.json", report.to_dict())
     return report
+
+
+def _write_profile(stage: Path, calib, evaluation_set, seed: int) -> dict:
+    """OUT/profile.json: per-input quantiles, histograms and saturation in the integer domain,
+    the top-1 confidence on the evaluation data, and the drift thresholds
+    (`tflc.runtime.profile`), measured on the staged model.tflite; its bytes are not touched."""
+    from tflc.fileio import atomic_write_json, sha256_file
+    from tflc.runtime.profile import build_profile
+    from tflc.tf_env import quiet_native_output
+
+    sources = {"source": calib.source, "sha256": calib.sha256}
+    evaluation = evaluation_set.x if evaluation_set is not None else None
+    with quiet_native_output():  # LiteRT announces its XNNPACK delegate on stderr
+        profile = build_profile(stage / "model.tflite", calib.x, evaluation, seed=seed,
+                                sources=sources)
+    atomic_write_json(stage / "profile.json", profile)
+    return {"file": "profile.json", "sha256": sha256_file(stage / "profile.json"),
+            "window": profile["drift"]["window"], "thresholds": profile["drift"]["thresholds"],
+            "confidence_source": (profile["confidence"] or {}).get("source")}
 
 
 def _export(stage: Path, target_spec, report: CompileReport) -> dict:

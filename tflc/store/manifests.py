@@ -123,6 +123,8 @@ def record_compile(report, registry=None) -> str | None:
         "model.tflite": out / "model.tflite",
         "report.json": report.to_dict(),
     }
+    if report.profile and (out / "profile.json").is_file():  # the guard's calibration profile
+        files["profile.json"] = out / "profile.json"
     if report.export and (out / "c").is_dir():
         files["c"] = out / "c"
     for entry in getattr(report, "aot", None) or ():  # ahead-of-time compiled models, per SoC
