@@ -2,7 +2,7 @@
 
 One rule for recording, the same for all four commands and for the CLI and Python alike: the
 stage functions (`tflc.compiler.compile_model`, `tflc.check.check_model`,
-`tflc.export.export_c`, `tflc.bench.bench`) compute and return plain results and never touch the
+`tflc.export.export_c`, `tflc.bench.bench`, `tflc.profile.profile_models`) compute and return plain results and never touch the
 run registry; the functions here call them and then keep the result as an artifact in the
 registry (`./.tflc`, `$TFLC_REGISTRY` or `tflc --registry`; `TFLC_NO_RECORD=1` turns it off),
 writing the artifact id into the result and into its report file. `tflc compile ...` is
@@ -86,6 +86,22 @@ def bench(models, device="local", *, output=None, **settings):
     if output is not None:
         result.write(output)
     return result
+
+
+def profile(models, target, *, output=None, **settings):
+    """`tflc profile`: `models` are .tflite paths or registry references (NAME@current, an id);
+    see `tflc.profile.profile_models` for the settings. Each model's profile is recorded.
+    Returns the list of ProfileResults."""
+    from tflc.profile import profile_models
+    from tflc.store import resolve_model_ref
+    from tflc.store.manifests import record_profile
+
+    names = [models] if isinstance(models, (str, os.PathLike)) else list(models)
+    resolved = [resolve_model_ref(m) for m in names]
+    results = profile_models(resolved, target, output=output, **settings)
+    for model, result in zip(resolved, results):
+        result.artifact_id = record_profile(result, model, settings)
+    return results
 
 
 def _bench_fleet(models, devices, output, settings):

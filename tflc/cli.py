@@ -487,19 +487,23 @@ def profile_command(models, target, device, python, threads, runs, min_duration,
 
     Exit codes: 0 profiled; 1 the device failed; 2 bad input (corrupt model, unknown target).
     """
+    from tflc import api
     from tflc.fileio import atomic_write_text
-    from tflc.profile import profile_models, render
+    from tflc.profile import render
 
-    results = profile_models(list(models), target, output=output, device=device, python=python,
-                             threads=threads, runs=runs, min_duration_s=min_duration, rate=rate,
-                             battery=battery, timeout_s=timeout_s, ssh_config=ssh_config,
-                             ssh_options=tuple(ssh_options), remote_tmp=remote_tmp)
+    results = api.profile(list(models), target, output=output, device=device, python=python,
+                          threads=threads, runs=runs, min_duration_s=min_duration, rate=rate,
+                          battery=battery, timeout_s=timeout_s, ssh_config=ssh_config,
+                          ssh_options=tuple(ssh_options), remote_tmp=remote_tmp)
     text = render(results, fmt)
     if output:
         atomic_write_text(output, text)
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
+    for result in results:
+        if result.artifact_id:
+            click.echo(f"artifact  {result.artifact_id}  ({result.model})", err=True)
 
 
 # ----------------------------------------------------------------------------- search

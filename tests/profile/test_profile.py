@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -253,3 +255,25 @@ def test_every_subgraph_is_profiled(tmp_path):
                                      if op.op == "FULLY_CONNECTED")
     main = sum(op.latency_ms for op in result.ops if op.subgraph == 0)
     assert result.total.sum_op_latency_ms == pytest.approx(main, rel=1e-6)
+
+
+def test_a_profile_is_recorded_and_a_registry_reference_profiles_its_model(tmp_path):
+    """`tflc profile` keeps its result in the run registry like check and bench; an artifact id
+    names a model as well as a path does."""
+    from tests.conftest import MLPERF_INT8, need_mlperf
+    from tflc.store.registry import Registry
+
+    path = need_mlperf(MLPERF_INT8["ad"])
+    env = dict(os.environ, TFLC_REGISTRY=str(tmp_path / "reg"))
+    first = subprocess.run([*TFLC, "profile", str(path), "-t", "cortex-m4", "--format", "json"],
+                           capture_output=True, text=True, cwd=REPO, env=env)
+    assert first.returncode == 0, first.stderr
+    artifact = re.search(r"artifact\s+([0-9a-f]{6,})", first.stderr).group(1)
+    rows = Registry(tmp_path / "reg").list(kind="profile")
+    assert [r.id for r in rows] == [artifact] and "model.tflite" in rows[0].files
+    latency = json.loads(first.stdout)["total"]["latency_ms"]
+    assert rows[0].manifest["metrics"]["latency_ms"] == pytest.approx(latency)
+    again = subprocess.run([*TFLC, "profile", artifact, "-t", "cortex-m4", "--format", "json"],
+                           capture_output=True, text=True, cwd=REPO, env=env)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["total"]["macs"] == json.loads(first.stdout)["total"]["macs"]

@@ -96,6 +96,7 @@ class ProfileResult:
     ops: list[OpProfile]
     total: ProfileTotal
     details: ProfileDetails = field(default_factory=ProfileDetails)
+    artifact_id: str | None = None  # set when `tflc profile` recorded it in the run registry
 
     def to_dict(self) -> dict:
         """Exactly the documented JSON: model, target, device, ops, total."""

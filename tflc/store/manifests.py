@@ -295,3 +295,38 @@ def record_export(report, config: dict | None = None, registry=None) -> str | No
     except (TflcError, OSError) as exc:
         return not_recorded("export", exc)
     return record("export", files, manifest, registry)
+
+
+def record_profile(result, model, settings: dict | None = None, registry=None) -> str | None:
+    """Record a `tflc profile`: the model profiled, its per-op profile (profile.json) and the
+    whole-model figures as metrics (latency, arena, energy), so `tflc runs diff` compares two."""
+    from tflc.store.recording import not_recorded, record
+
+    try:
+        data = result.to_dict()
+        model_entry, name = model_input(model, registry)
+        manifest = {
+            "model_name": name,
+            "inputs": {"model": model_entry} if model_entry else {},
+            "config": {"model": str(model), "target": result.target, "device": result.device,
+                       **{k: v for k, v in (settings or {}).items() if _plain(v)}},
+            "cwd": os.getcwd(),
+            "target": describe_target(result.target),
+            "seed": None,
+            "stages": None,
+            "metrics": numeric_leaves(data.get("total", {})),
+        }
+    except (TflcError, OSError) as exc:
+        return not_recorded("profile", exc)
+    files: dict[str, object] = {"profile.json": data}
+    if model_entry:
+        files["model.tflite"] = model_entry["path"]
+    return record("profile", files, manifest, registry)
+
+
+def _plain(value) -> bool:
+    """A setting that belongs in a manifest: JSON scalars and lists of them."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
