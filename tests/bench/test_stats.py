@@ -58,3 +58,25 @@ def test_spread_over_trials():
     result = spread([1.0, 1.1, 0.9])
     assert result["trials"] == 3 and result["min"] == 0.9 and result["max"] == 1.1
     assert result["cv_percent"] == pytest.approx(10.0)
+
+
+def test_a_single_unit_output_is_classified_by_its_dequantized_score():
+    """A binary classifier's one int8 score: class 1 above probability 0.5 (or logit 0) on the
+    dequantized value, never an arg-max over one column (always class 0)."""
+    import numpy as np
+
+    from tflc.bench.runner import predicted_classes
+    from tflc.convert.evaluate import top1_accuracy
+
+    probs = {"scale": 1 / 256, "zero_point": -128}  # LOGISTIC's int8 output: 0..1
+    q = np.array([[-128], [-1], [1], [127]], dtype=np.int8)  # 0.0, 0.496, 0.504, 0.996
+    assert predicted_classes(q, probs) == [0, 0, 1, 1]
+    logits = {"scale": 0.1, "zero_point": 10}  # -13.8..11.7: logits, cut at 0 (q = 10)
+    q = np.array([[9], [11], [-128], [127]], dtype=np.int8)
+    assert predicted_classes(q, logits) == [0, 1, 0, 1]
+    floats = np.array([[0.2], [0.7]], dtype=np.float32)
+    assert predicted_classes(floats, {"scale": 0.0, "zero_point": 0}) == [0, 1]
+    # the host's top-1 and the device's agree on the same scores
+    scores = (np.array([-128, -1, 1, 127]) + 128) / 256
+    assert top1_accuracy(scores.reshape(-1, 1), np.array([0, 0, 1, 1])) == 100.0
+    assert predicted_classes(np.array([[0.1, 0.9], [0.8, 0.2]]), {}) == [1, 0]

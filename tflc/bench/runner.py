@@ -708,8 +708,25 @@ class ModelSession:
             self.interpreter.invoke()
             collected.append(self.interpreter.get_tensor(first["index"]).copy())
         values = np.concatenate(collected)[:total].reshape(total, -1)
-        top1 = values.argmax(axis=1).tolist() if values.shape[1] > 1 else None
-        return {"count": int(total), "output": dict(first, values=values.tolist()), "top1": top1}
+        return {"count": int(total), "output": dict(first, values=values.tolist()),
+                "top1": predicted_classes(values, first)}
+
+
+def predicted_classes(values, info: dict) -> list | None:
+    """Each sample's class: the arg-max of several scores; for one score (a binary classifier)
+    class 1 above 0.5 when the scores read as probabilities, above 0 when they read as logits
+    (on the dequantized value: an int8 0 is not a probability of 0)."""
+    import numpy as np
+
+    if values.shape[1] > 1:
+        return values.argmax(axis=1).tolist()
+    if values.shape[1] == 0:
+        return None
+    scores = values[:, 0].astype(np.float64)
+    if info.get("scale"):
+        scores = (scores - info.get("zero_point", 0)) * info["scale"]
+    cut = 0.5 if bool(np.all((scores >= 0) & (scores <= 1))) else 0.0
+    return (scores > cut).astype(np.int64).tolist()
 
 
 def output_digest(arrays: list) -> str:
