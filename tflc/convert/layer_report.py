@@ -11,6 +11,7 @@ activations) may help, judged from the target descriptor's int16 kernels.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -59,7 +60,8 @@ def preserving_interpreter(model_bytes: bytes):
 
     from tflc.tf_env import quiet_native_output
 
-    with quiet_native_output():
+    with quiet_native_output(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "intended for debugging": here it is the point
         interpreter = Interpreter(model_content=model_bytes, num_threads=1,
                                   experimental_preserve_all_tensors=True)
         interpreter.allocate_tensors()
@@ -179,13 +181,14 @@ def advise(report: LayerReport, view, activations: str, target_spec=None,
 
 
 def int16_supported(target_spec, op: str) -> bool:
-    """Whether the descriptor lists int16 activations for `op` (its rule, else the target's)."""
+    """Whether the descriptor lets `op` run with int16 activations: its rule's dtypes, else the
+    target's policy (an empty list means any type, as everywhere in the descriptors)."""
     rule = target_spec.ops.get(op)
     if rule is None:
         return False
     allowed = rule.dtypes.activations if rule.dtypes and rule.dtypes.activations else \
         target_spec.dtypes.activations
-    return "int16" in allowed
+    return not allowed or "int16" in allowed
 
 
 def _fmt_db(value: float) -> str:

@@ -12,6 +12,7 @@ All of them keep the converter's own output format: a standard fully-integer TFL
 - Bias correction (empirical, as in AIMET): the quantized model's error has a mean per output
   channel; for each CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED in graph order tflc measures
   that mean on the calibration set (where neither output is clipped by the fused activation),
+  keeps it where it exceeds three standard errors (a shift the data shows, not noise),
   subtracts it from the int32 bias (in units of input scale x weight scale), and moves on to the
   next layer with the corrected model, so later layers correct what earlier ones left.
 - `auto`: every combination on `--eval-data`, best accuracy (output SQNR against the float model
@@ -36,6 +37,7 @@ BIAS_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 FIXED_RANGE_OPS = frozenset({"SOFTMAX", "LOGISTIC", "TANH", "LOG_SOFTMAX"})
 MAX_VALUES_PER_TENSOR = 1 << 20  # values kept per tensor to choose its range
 BIAS_SAMPLES = 64  # calibration samples bias correction measures on
+SIGNIFICANCE = 3.0  # a channel's mean error must exceed this many standard errors to be corrected
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,7 @@ def correct_biases(calibrated: bytes, model: bytes, calibration: list[np.ndarray
     for op, out, bias, weights, source in layers:
         interpreter = preserving_interpreter(model)
         total = np.zeros(out.shape[-1])
+        squares = np.zeros(out.shape[-1])
         count = np.zeros(out.shape[-1])
         low, high = _active_range(op.options.get("fused_activation_function"))
         for s in range(n):
@@ -237,8 +240,13 @@ def correct_biases(calibrated: bytes, model: bytes, calibration: list[np.ndarray
             mask = (ref > low) & (ref < high) & (got > low) & (got < high)
             error = np.where(mask, got - ref, 0.0).reshape(-1, out.shape[-1])
             total += error.sum(0)
+            squares += np.square(error).sum(0)
             count += mask.reshape(-1, out.shape[-1]).sum(0)
         mean_error = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+        # only a shift the calibration set shows clearly: |mean| above SIGNIFICANCE standard errors
+        spread = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean_error ** 2, 0.0))
+        significant = np.abs(mean_error) > SIGNIFICANCE * spread / np.sqrt(np.maximum(count, 1))
+        mean_error = np.where(significant & (count > 1), mean_error, 0.0)
         in_scale = source.quantization.scales[0]
         w_scales = np.asarray(weights.quantization.scales, np.float64)
         step = in_scale * (w_scales if w_scales.size == mean_error.size else w_scales[0])
