@@ -61,6 +61,18 @@ def digits_compiled(digits_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def digits_16x8(digits_dir, tmp_path_factory) -> Path:
+    """The digits model compiled 16x8 (int16 input and output, 64 calibration samples): the
+    output folder (model.tflite, profile.json), e.g. a fallback with outputs of its own."""
+    import tflc
+
+    out = tmp_path_factory.mktemp("digits_16x8")
+    tflc.compile(digits_dir / "model.keras", out, calibration_data=digits_dir / "calib.npz",
+                 activations="int16", calibration_samples=64)
+    return out
+
+
+@pytest.fixture(scope="session")
 def digits_tflite(digits_compiled) -> Path:
     """Path of the fully-integer int8 digits model."""
     return digits_compiled[1] / "model.tflite"

@@ -948,12 +948,42 @@ def promote_command(artifact, name, fmt) -> None:
                    + (f" (previous: {change.previous})" if change.previous else ""))
 
 
+def _device_options(command):
+    """--root, --python, --ssh-config and --ssh-option for the commands that reach a deployed
+    device (deploy, telemetry, rollback --device)."""
+    for option in reversed([
+        click.option("--root", default="~/tflc-releases", show_default=True,
+                     help="Folder on the device holding the releases (~/ is the device user's home)."),
+        click.option("--python", help="Python on the device [default: python3 over SSH, this Python locally]."),
+        click.option("--ssh-config", type=click.Path(dir_okay=False), help="ssh_config file (ssh -F)."),
+        click.option("--ssh-option", "ssh_options", multiple=True,
+                     help="Extra OpenSSH option KEY=VALUE (ssh -o, repeatable)."),
+    ]):
+        command = option(command)
+    return command
+
+
 @main.command("rollback")
 @click.argument("name")
+@click.option("--device", "-d", help="Roll back the release on this device instead of in the "
+              "registry: its previous release becomes current (local, ssh://user@host[:port] or "
+              "an ssh_config alias).")
+@_device_options
 @FORMAT_OPTION
 @REGISTRY_OPTION
-def rollback_command(name, fmt) -> None:
-    """Make NAME's previous release current again."""
+def rollback_command(name, device, root, python, ssh_config, ssh_options, fmt) -> None:
+    """Make NAME's previous release current again (in the registry, or with --device on a device)."""
+    if device is not None:
+        from tflc.deploy import rollback_device
+
+        done = rollback_device(name, device, root=root, python=python, ssh_config=ssh_config,
+                               ssh_options=tuple(ssh_options))
+        if fmt == "json":
+            emit_json(done)
+        else:
+            click.echo(f"{done.device}: {name} current -> {done.current} (rolled back "
+                       f"{done.replaced}); the registry's {name}@current is unchanged")
+        return
     from tflc.store import Registry
 
     change = Registry().rollback(name)
@@ -961,6 +991,97 @@ def rollback_command(name, fmt) -> None:
         emit_json(change)
     else:
         click.echo(f"{name}@current -> {change.current} (rolled back {change.replaced})")
+
+
+@main.command("deploy")
+@click.argument("release")
+@click.option("--device", "-d", required=True,
+              help="local, ssh://user@host[:port] or an ssh_config alias (?python=PATH after it).")
+@click.option("--fallback", help="The model the guard switches to under drift: a release "
+              "(NAME@previous), a compile output folder or a .tflite [default: NAME@previous "
+              "when there is one].")
+@click.option("--no-fallback", is_flag=True, help="Deploy without a fallback model.")
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False, exists=True),
+              help="JSON file of guard policy fields (tflc.runtime.Policy), kept in release.json.")
+@click.option("--keep", default=3, show_default=True, type=int,
+              help="Releases kept on the device (at least 2).")
+@_device_options
+@FORMAT_OPTION
+@REGISTRY_OPTION
+def deploy_command(release, device, fallback, no_fallback, policy_file, keep, root, python,
+                   ssh_config, ssh_options, fmt) -> None:
+    """Push RELEASE (NAME@current) with its profile, fallback and the guard runtime to a device.
+
+    The release is staged in a temporary folder on the device, loaded there by the guard, and
+    only then renamed into place and made current; the previous release is kept."""
+    from tflc.deploy import deploy
+
+    if fallback and no_fallback:
+        raise BadInput("--fallback and --no-fallback: choose one")
+    policy = None
+    if policy_file:
+        try:
+            with open(policy_file, encoding="utf-8") as handle:
+                policy = json.load(handle)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise BadInput(f"{policy_file}: not a JSON policy ({exc})") from None
+        if not isinstance(policy, dict):
+            raise BadInput(f"{policy_file}: a JSON object of policy fields is needed")
+    done = deploy(release, device, fallback=False if no_fallback else fallback, root=root,
+                  python=python, policy=policy, keep=keep, ssh_config=ssh_config,
+                  ssh_options=tuple(ssh_options))
+    if fmt == "json":
+        emit_json(done)
+        return
+    check = done.device_check
+    click.echo(f"device      {done.device}: {check.get('runtime')} on Python {check.get('python')}"
+               f", numpy {check.get('numpy')}")
+    click.echo(f"release     {done.name} {done.artifact} -> {done.root}/{done.name}/current "
+               f"(releases/{done.release}, {done.bytes / 1024:.1f} KiB)")
+    click.echo(f"fallback    {done.fallback or 'none'}")
+    click.echo(f"previous    {done.previous or 'none'}")
+    click.echo("checked     the guard loaded the release and answered one sample on the device")
+    where = f"{done.root}/{done.name}/current"
+    click.echo(f"use         sys.path.insert(0, {where!r}); from tflc_runtime import Guard; "
+               f"guard = Guard({where!r})")
+
+
+@main.command("telemetry")
+@click.argument("device")
+@click.option("--name", help="Release name [default: every release on the device].")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+              help="Folder for telemetry.jsonl, summary.json and drift.png.")
+@_device_options
+@FORMAT_OPTION
+def telemetry_command(device, name, out_dir, root, python, ssh_config, ssh_options, fmt) -> None:
+    """Fetch and summarize the guard's telemetry from DEVICE: drift over time, fallback events."""
+    from tflc.deploy import fetch_telemetry
+    from tflc.deploy.device import format_time, sparkline
+
+    summary = fetch_telemetry(device, name=name, root=root, output_dir=out_dir, python=python,
+                              ssh_config=ssh_config, ssh_options=tuple(ssh_options))
+    if fmt == "json":
+        emit_json(summary)
+        return
+    click.echo(f"device      {summary.device} ({len(summary.files)} telemetry files)")
+    for release, data in summary.releases.items():
+        counts = data["counts"] or {}
+        click.echo(f"release     {release}: {data['sessions']} session(s), {data['samples']:,} "
+                   f"samples, state {data['state'] or '-'}; nonfinite {counts.get('nonfinite', 0)}"
+                   f", rejected {counts.get('rejected', 0)}, SLO breaches "
+                   f"{counts.get('slo_breaches', 0)}")
+        if data["drift"]:
+            click.echo(f"drift       |{sparkline([p[1] for p in data['drift']])}| max "
+                       f"{data['drift_max']:.3g}, last {data['drift_last']:.3g} (1 switches)")
+        for event in data["events"]:
+            reasons = ", ".join(event.get("reasons") or []) or "-"
+            click.echo(f"event       {format_time(event.get('time'))} sample {event.get('sample')}:"
+                       f" {event.get('event')} ({reasons}; score {event.get('drift_score')})")
+    for note in summary.notes:
+        click.echo(f"note        {note}")
+    if summary.output_dir:
+        click.echo(f"wrote       {summary.output_dir}/telemetry.jsonl, summary.json"
+                   + (", drift.png" if summary.plot else ""))
 
 
 @main.command("rebuild")

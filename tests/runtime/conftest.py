@@ -1,5 +1,5 @@
-"""Fixtures for the device runtime's tests: the digits model (shared, tests/conftest.py), a 16x8
-variant of it as the fallback, and in-distribution digits the calibration never saw."""
+"""Fixtures for the device runtime's tests: the digits model and its 16x8 variant as the fallback
+(both shared, tests/conftest.py), and in-distribution digits the calibration never saw."""
 
 from __future__ import annotations
 
@@ -8,14 +8,9 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def digits_fallback(digits_dir, tmp_path_factory):
-    """The digits model compiled 16x8 (int16 input and output): a fallback with other outputs."""
-    from tflc.compiler import compile_model
-
-    out = tmp_path_factory.mktemp("digits_16x8")
-    compile_model(digits_dir / "model.keras", out, calibration_data=digits_dir / "calib.npz",
-                  activations="int16", calibration_samples=64)
-    return out
+def digits_fallback(digits_16x8):
+    """The fallback of these tests: the digits model in 16x8 (tests/conftest.py)."""
+    return digits_16x8
 
 
 @pytest.fixture(scope="session")

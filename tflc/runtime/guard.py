@@ -382,7 +382,7 @@ class Guard:
                                     policy.telemetry_backups) if telemetry else None)
         self._every = policy.telemetry_every or window
         self._write({"kind": "start", "model_sha256": self.profile["model_sha256"],
-                     "release": release.get("artifact"), "fallback": bool(self.fallback),
+                     "artifact": release.get("artifact"), "fallback": bool(self.fallback),
                      "window": window, "block": block, "thresholds": self.thresholds,
                      "runtime": self.primary.runtime})
 
