@@ -29,10 +29,13 @@ from pathlib import Path
 from tflc.check import check_model
 from tflc.tflite.reader import read_model
 
+from . import qnn_oracle
 from .corpus import CACHE, EDGETPU_PAIRS, REPO
+from .qnn_oracle import SOCS as QNN_SOCS
 
 # backend -> target descriptor compared with it
-TARGET_OF = {"xnnpack": "cpu", "tflm": "cortex-m4", "vela": "ethos-u55-128", "edgetpu": "edgetpu"}
+TARGET_OF = {"xnnpack": "cpu", "tflm": "cortex-m4", "vela": "ethos-u55-128", "edgetpu": "edgetpu",
+             **{name: target for name, (_, target) in QNN_SOCS.items()}}
 ORACLE_OF = {
     "xnnpack": "ai-edge-litert's interpreter with its default XNNPACK delegate: the ops inside "
                "its DELEGATE nodes",
@@ -42,6 +45,9 @@ ORACLE_OF = {
             "their output tensors, so ops without outputs, such as CALL_ONCE and ASSIGN_VARIABLE, "
             "are not judged)",
     "edgetpu": "edgetpu_compiler's real output for the 16 Coral pairs (placements.json)",
+    **{name: f"LiteRT's Qualcomm compiler plugin over QAIRT's host libraries for {soc}: the ops "
+             "inside its DISPATCH_OP partitions (tests/realworld/qnn_oracle.py)"
+       for name, (soc, _) in QNN_SOCS.items()},
 }
 VERSIONS_OF = {"xnnpack": "ai-edge-litert", "tflm": "tflite-micro", "vela": "ethos-u-vela"}
 ORACLE_TIMEOUT = 600  # seconds for one model in one backend (vela on a large float model)
@@ -108,6 +114,8 @@ def oracle_answers(backend: str, models: dict[str, Path], cache: Path = CACHE) -
     from placements.json for the pairs' CPU models only."""
     if backend == "edgetpu":
         return _edgetpu_answers(models)
+    if backend in QNN_SOCS:  # the compiler runs in its own process per model already
+        return {} if qnn_oracle.available() else qnn_oracle.answers(backend, models, cache)
     versions = _versions(backend)
     answers, todo = {}, {}
     for name, path in models.items():

@@ -821,3 +821,13 @@ def depth_reduction_needs_unit_dim(ctx: OpContext):
     if 3 in axes and all(d > 1 for d in a.shape[1:]):
         return {"found": list(a.shape)}
     return None
+
+
+@constraint
+def fused_activation_for_dtype(ctx: OpContext, dtypes: list[str], allowed: list[str]):
+    """With {dtype} activations the fused activation must be one of {allowed} (found {found})."""
+    a = ctx.input(0)
+    if a is None or a.dtype not in dtypes:
+        return None
+    act = _activation(ctx)
+    return {"found": act, "dtype": a.dtype} if act not in allowed else None
