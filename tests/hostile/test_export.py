@@ -187,6 +187,8 @@ def test_tflite_micro_crashing_while_running_is_one_line(tmp_path, capfd):
     message = caught.value.message
     assert len(message.splitlines()) == 1
     assert "crashed" in message and "SIGSEGV" in message and "sample 0" in message
+    # the silent death is located by bisecting the graph's prefixes: the corrupted op is named
+    assert "at op 0 (FULLY_CONNECTED, output tensor" in message
     assert capfd.readouterr().err == ""
 
 

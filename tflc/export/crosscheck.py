@@ -119,13 +119,60 @@ def run_micro(model: bytes, arena_size: int, batches: list[list[np.ndarray]],
     last = run.last
     if run.returncode != 0 or "ok" not in last:
         where = f"sample {last['sample']}" if "sample" in last else "setting it up"
+        sample = batches[last["sample"]] if "sample" in last else batches[0]
+        site = crash_site(run.log) or crashing_op(model, arena_size, sample, name, timeout)
         raise PipelineError(f"{name}: TFLite Micro crashed ({death_text(run.returncode)}"
-                            f"{crash_site(run.log)}) on {where} in a {arena_size}-byte arena")
+                            f"{site}) on {where} in a {arena_size}-byte arena")
     if not last["ok"]:
         what = ("allocate the model in the exported arena of" if last["stage"] == "allocate"
                 else f"run sample {last.get('sample')} in an arena of")
         raise PipelineError(f"{name}: TFLite Micro cannot {what} {arena_size} B: {_reason(run.log)}")
     return run.outputs
+
+
+MAX_BISECTION_RUNS = 12
+
+
+def crashing_op(model: bytes, arena_size: int, batch: list[np.ndarray], name: str,
+                timeout: float) -> str:
+    """' at op 7 (CONV_2D, output tensor 'conv1')': the first operator whose prefix of the model
+    (ops 0..k, tflc.profile.cut) also kills TFLite Micro, found by bisection in child processes;
+    '' when the graph cannot be cut (subgraph calls) or the prefixes do not crash.
+
+    TFLite Micro's kernels often die without a word (a failed DCHECK aborts): naming the op is
+    what lets a user replace a layer or report the bug.
+    """
+    from tflc.profile import cut
+
+    try:
+        unpacked = cut.unpack(model)
+        operators = unpacked.subgraphs[0].operators or []
+    except Exception:  # noqa: BLE001 - a model the object API cannot read is not bisected
+        return ""
+    low, high, runs = 1, len(operators), 0  # the whole model (all ops) crashes
+    while low < high and runs < MAX_BISECTION_RUNS:
+        middle = (low + high) // 2
+        prefix = cut.prefix_model(unpacked, middle)
+        if prefix is None:
+            return ""
+        runs += 1
+        try:
+            crashed = _run_child(["--invoke", str(arena_size)], prefix, [batch], name,
+                                 timeout).returncode != 0
+        except PipelineError:  # a prefix that hangs tells nothing
+            return ""
+        low, high = (low, middle) if crashed else (middle + 1, high)
+    if low != high:
+        return ""
+    op = operators[low - 1]
+    graph = unpacked.subgraphs[0]
+    outputs = [int(t) for t in (op.outputs if op.outputs is not None else []) if t >= 0]
+    label = ""
+    if outputs and graph.tensors[outputs[0]].name:
+        tensor = graph.tensors[outputs[0]].name
+        tensor = tensor.decode("utf-8", "replace") if isinstance(tensor, bytes) else str(tensor)
+        label = f", output tensor {tensor[:80]!r}"
+    return f" at op {low - 1} ({cut.op_name(unpacked, op)}{label})"
 
 
 def run_litert(model: bytes, batches: list[list[np.ndarray]], name: str = "the model",
