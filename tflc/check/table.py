@@ -44,12 +44,29 @@ def render_table(result) -> str:
     lines += [f"  note: {n}" for n in mem.notes]
     lines += [f"I/O: {issue}" for issue in result.io_issues]
     lines += [f"note: {n}" for n in result.notes]
+    lines += _compiled_lines(result.compiled)
     if result.advice:
         lines += ["", "Advice:"]
         for a in result.advice:
             ops = ", ".join(f"#{i}" for i in a.ops)
             lines.append(f"  - ({ops}) {a.text}")
     return "\n".join(lines)
+
+
+def _compiled_lines(compiled: dict | None) -> list[str]:
+    """A model compiled ahead of time: what each dispatch op holds."""
+    if not compiled:
+        return []
+    dispatch = compiled["dispatch"]
+    held = sum(d["op_count"] for d in dispatch)
+    lines = ["", f"Compiled ahead of time for {compiled['manufacturer']} {compiled['soc']}: "
+             f"{len(dispatch)} DISPATCH_OP(s) run {held} op(s) of the original model on the NPU"]
+    for d in dispatch:
+        kinds = sorted({k for node in d["nodes"] for k in node})
+        lines.append(f"  #{d['index']} {d['name']}: {d['op_count']} op(s) "
+                     f"({', '.join(kinds) or 'QNN nodes not named'}), context binary "
+                     f"{_size(d['bytecode_bytes'])}")
+    return lines
 
 
 def render_vocabulary(constraints) -> str:

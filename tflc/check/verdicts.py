@@ -105,6 +105,8 @@ class CheckResult:
     advice: list[Advice] = field(default_factory=list)
     io_issues: list[str] = field(default_factory=list)  # model inputs/outputs of a refused dtype
     notes: list[str] = field(default_factory=list)  # about the file itself (rules waived by the judge)
+    # a model compiled ahead of time (tflc compile --aot): its SoC and dispatch ops (tflc.aot)
+    compiled: dict | None = None
     artifact_id: str | None = None  # set when `tflc check` recorded it in the run registry
 
     @property
@@ -164,6 +166,7 @@ class CheckResult:
             },
             "advice": [a.to_dict() for a in self.advice],
             "notes": self.notes,
+            **({"compiled": self.compiled} if self.compiled else {}),
             "artifact_id": self.artifact_id,
         }
 
@@ -256,6 +259,9 @@ def check_model(model: str | os.PathLike | bytes | ModelView, target: str | os.P
     )
     if view.waived:
         result.notes.append(waived_note(view.waived))
+    from tflc.aot import precompiled
+
+    result.compiled = precompiled(view)
     result.advice = advise(result, view, spec)
     return result
 
