@@ -84,7 +84,9 @@ def _kl_factor(v: np.ndarray, low: float, high: float, levels: int) -> float:
     equal groups and spread back over the bins that were non-empty. The factor minimising
     KL(P || Q) wins.
     """
-    hist, edges = np.histogram(v, bins=_KL_BINS, range=(low, high))
+    # exact zeros (a ReLU's many) quantize without error: in the histogram they would make
+    # every merge of the first bins look costly and push the range towards the smallest factor
+    hist, edges = np.histogram(v[v != 0.0], bins=_KL_BINS, range=(low, high))
     hist = hist.astype(np.float64)
     centres = (edges[:-1] + edges[1:]) / 2
     best, best_kl = 1.0, np.inf
