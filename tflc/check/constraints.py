@@ -831,3 +831,12 @@ def fused_activation_for_dtype(ctx: OpContext, dtypes: list[str], allowed: list[
         return None
     act = _activation(ctx)
     return {"found": act, "dtype": a.dtype} if act not in allowed else None
+
+
+@constraint
+def activations_not_in(ctx: OpContext, dtypes: list[str]):
+    """The target runs this op on no {dtypes} activations (found {found})."""
+    for t in (*ctx.inputs, *ctx.outputs):
+        if t is not None and not t.is_constant and t.dtype in dtypes:
+            return {"found": t.dtype}
+    return None
