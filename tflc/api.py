@@ -46,7 +46,8 @@ def check(model, target, *, min_coverage: float | None = None):
 
 
 def export(model, out_dir, *, target=None, name: str = "model", layout: str = "plain",
-           measure: bool = True, verify: bool = True, samples: int = 4, seed: int = 0):
+           measure: bool = True, verify: bool = True, samples: int = 4, seed: int = 0,
+           input_guard: bool = False, profile=None):
     """`tflc export`: `model` a .tflite path or registry reference; see `tflc.export.export_c`.
     Returns the ExportReport; over the target's budget, `report.passed` is False."""
     from tflc.export import export_c
@@ -55,7 +56,8 @@ def export(model, out_dir, *, target=None, name: str = "model", layout: str = "p
     from tflc.store import record_export, resolve_model_ref
 
     report = export_c(resolve_model_ref(model), out_dir, target=target, name=name, layout=layout,
-                      measure=measure, verify=verify, samples=samples, seed=seed)
+                      measure=measure, verify=verify, samples=samples, seed=seed,
+                      input_guard=input_guard, profile=profile)
     report.artifact_id = record_export(report, {"measure": measure, "verify": verify,
                                                 "samples": samples, "seed": seed})
     if report.artifact_id:

@@ -314,10 +314,14 @@ def check_command(ctx, model: str, target: str, fmt: str, min_coverage) -> None:
 @click.option("--layout", type=click.Choice(["plain", "arduino"]), default="plain", show_default=True)
 @click.option("--no-measure", is_flag=True, help="Skip measuring the arena in TFLite Micro (static estimate only).")
 @click.option("--no-verify", is_flag=True, help="Skip running TFLite Micro against LiteRT on sample inputs.")
+@click.option("--input-guard", is_flag=True, help="Also write NAME_input_guard.h/.c: per-input "
+              "saturation counters and a range monitor against the calibration profile.")
+@click.option("--profile", type=click.Path(), help="The calibration profile for --input-guard "
+              "[default: profile.json beside MODEL, which every tflc compile writes].")
 @FORMAT_OPTION
 @click.option("--json", "as_json", is_flag=True, hidden=True, help="Same as --format json.")
 def export_command(model, package_format, out_dir, target, name, layout, no_measure, no_verify,
-                   fmt, as_json) -> None:
+                   input_guard, profile, fmt, as_json) -> None:
     """Write MODEL (.tflite, or NAME@current) as a TFLite Micro package of C++ sources.
 
     OUT gets NAME_model_data.h/.cc (the model array), NAME_op_resolver.h (exactly the model's
@@ -328,8 +332,11 @@ def export_command(model, package_format, out_dir, target, name, layout, no_meas
     """
     from tflc.api import export
 
+    if profile and not input_guard:
+        raise BadInput("--profile is read by --input-guard; add --input-guard or drop --profile")
     report = export(model, out_dir, target=target, name=name, layout=layout,
-                    measure=not no_measure, verify=not no_verify)
+                    measure=not no_measure, verify=not no_verify, input_guard=input_guard,
+                    profile=profile)
     if fmt == "json" or as_json:
         emit_json(report)
     else:

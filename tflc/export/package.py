@@ -53,6 +53,7 @@ class ExportReport:
     budget: BudgetReport | None
     verification: Verification
     notes: list[str] = field(default_factory=list)
+    input_guard: dict | None = None  # --input-guard: its files and the profile it came from
     artifact_id: str | None = None  # set when the run registry recorded it (tflc/store)
 
     @property
@@ -119,8 +120,13 @@ class ExportReport:
 
 def export_c(model_path: str | os.PathLike, out_dir: str | os.PathLike, target=None,
              name: str = "model", layout: str = "plain", *, measure: bool = True,
-             verify: bool = True, samples: int = 4, seed: int = 0) -> ExportReport:
+             verify: bool = True, samples: int = 4, seed: int = 0, input_guard: bool = False,
+             profile=None) -> ExportReport:
     """Write the TFLite Micro package for `model_path` into `out_dir`; return the report.
+
+    `input_guard`: also write NAME_input_guard.h/.c (`tflc.export.input_guard`: saturation
+    counters and a range monitor per input) from the calibration profile, `profile` or the
+    profile.json beside the model.
 
     `target`: a target name, descriptor path or TargetSpec (budgets and op checks), or None.
     Everything that can fail runs before anything is written, and the package folder is
@@ -145,13 +151,15 @@ def export_c(model_path: str | os.PathLike, out_dir: str | os.PathLike, target=N
         arena.cortex_m_estimated_bytes = plan_memory(view, abi=CORTEX_M_32).arena_bytes
     budget = check_budget(view, arena.recommended_bytes, plan or empty_plan(), spec) if spec else None
     files = _render(model, model_path, name, layout, ops, arena, view)
+    guard = _input_guard(files, model_path, sha256_bytes(model), name, layout, profile) \
+        if input_guard else None
     verification = _verify(model, files[_source_name(name, layout)], arena, model_path,
                            verify=verify, samples=samples, seed=seed)
     report = ExportReport(
         model=str(model_path), model_sha256=sha256_bytes(model), model_bytes=len(model),
         name=name, layout=layout, output_dir=str(out), target=spec.name if spec else None,
         files=sorted(files), ops=[asdict(o) for o in ops], arena=arena, budget=budget,
-        verification=verification, notes=[plan_note] if plan_note else [],
+        verification=verification, notes=[plan_note] if plan_note else [], input_guard=guard,
     )
     if view.waived:
         report.notes.append(waived_note(view.waived))
@@ -162,6 +170,20 @@ def export_c(model_path: str | os.PathLike, out_dir: str | os.PathLike, target=N
 
 
 MAX_NAME_LENGTH = 64  # NAME prefixes file names: NAME_model_data.cc must fit a file system's 255
+
+
+def _input_guard(files: dict, model_path: Path, model_sha256: str, name: str, layout: str,
+                 profile) -> dict:
+    """Add NAME_input_guard.h/.c to `files`; what the report says of them."""
+    from tflc.export.input_guard import load_profile, render_input_guard
+
+    data, path = load_profile(model_path, model_sha256, profile)
+    header, source = render_input_guard(data, name)
+    prefix = "src/" if layout == "arduino" else ""
+    files[f"{prefix}{name}_input_guard.h"] = header
+    files[f"{prefix}{name}_input_guard.c"] = source
+    return {"files": [f"{prefix}{name}_input_guard.h", f"{prefix}{name}_input_guard.c"],
+            "profile": str(path), "window": data["drift"]["window"]}
 
 
 def _check_name_and_layout(name: str, layout: str) -> None:
