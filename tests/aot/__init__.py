@@ -1,0 +1,1 @@
+"""Ahead-of-time compilation: the Qualcomm HTP compiler (tflc.aot) and its descriptors."""
