@@ -421,9 +421,11 @@ def _run_trials(o, study, optuna, auto_space, builder, seed_model, flavor, data,
     asked = 0
     bar = tqdm(total=remaining, desc="search", unit="trial", disable=None, dynamic_ncols=True,
                file=sys.stderr)
+    stop = _InterruptFlag()
     try:
         while asked < remaining or running:
-            while asked < remaining and len(running) < executor.slots:
+            stop.check()
+            while not stop.raised and asked < remaining and len(running) < executor.slots:
                 trial = study.ask()
                 asked += 1
                 try:
@@ -447,7 +449,8 @@ def _run_trials(o, study, optuna, auto_space, builder, seed_model, flavor, data,
                 _tell(study, trial, outcome, state, out, o, on_trial)
                 evaluated.append(trial.number)
                 bar.update(1)
-                bar.write(_trial_line(trial.number, outcome))
+                bar.write(_trial_line(trial.number, outcome), file=sys.stderr)
+                _write_partial(study, optuna, out, interrupted=False)
     except BaseException:
         executor.close(kill=True, handles=list(running))
         for trial, _ in running.values():  # asked again on resume
@@ -459,9 +462,39 @@ def _run_trials(o, study, optuna, auto_space, builder, seed_model, flavor, data,
         with contextlib.suppress(Exception):
             _write_partial(study, optuna, out)
         raise
+    finally:
+        stop.restore()
     bar.close()
     executor.close()
     return evaluated, executor.name
+
+
+class _InterruptFlag:
+    """Ctrl-C (SIGINT) noted, acted on between trials: a trial that came back is always told to
+    the study and written before the search stops, never lost half-recorded."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.raised = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._note)
+
+    def _note(self, signum, frame):
+        self.raised = True
+
+    def check(self):
+        if self.raised:
+            raise KeyboardInterrupt
+
+    def restore(self):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _tell_failed(study, trial, state, error: str) -> None:
@@ -604,13 +637,15 @@ def _publish_recommended(row: dict, out: Path, spec, say) -> dict:
             "export": None}
 
 
-def _write_partial(study, optuna, out: Path) -> None:
+def _write_partial(study, optuna, out: Path, interrupted: bool = True) -> None:
+    """search.json while the search runs (after every trial) or after it was interrupted."""
     from tflc.fileio import atomic_write_json
 
     trials = _trial_rows(study, optuna, out)
     atomic_write_json(out / "search.json", {"trials": [_public(t) for t in trials],
                                             "pareto": [_public(t) for t in pareto_front(trials)],
-                                            "interrupted": True})
+                                            "running": not interrupted,
+                                            "interrupted": interrupted})
 
 
 def _public(row: dict) -> dict:

@@ -15,6 +15,7 @@ from tflc.errors import BadInput
 
 def _init_local_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides; it terminates us
+    os.dup2(2, 1)  # what TensorFlow or a converter prints never mixes into the driver's stdout
     for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         os.environ[name] = "1"
     from tflc.search.trial import configure_threads
