@@ -211,7 +211,7 @@ def _versions() -> dict:
     return {name: version(dist) for name, dist in
             (("tensorflow", "tensorflow-cpu"), ("tf_keras", "tf-keras"), ("keras", "keras"),
              ("ai-edge-litert", "ai-edge-litert"), ("tflite-micro", "tflite-micro"),
-             ("ethos-u-vela", "ethos-u-vela"))}
+             ("ethos-u-vela", "ethos-u-vela"), ("onnxruntime-qnn (QAIRT)", "onnxruntime-qnn"))}
 
 
 def write_known(results, path: Path = KNOWN) -> None:
