@@ -112,6 +112,7 @@ class SearchResult:
     recommended: dict | None
     executor: str
     evaluated_this_run: list[int] = field(default_factory=list)
+    trials_wall_s: float = 0.0  # wall time of this run's trials (first submit to last result)
     out_dir: str = ""
     seconds: float = 0.0
 
@@ -178,6 +179,8 @@ def search(options: SearchOptions, log=None, on_trial=None) -> SearchResult:
             warnings.simplefilter("ignore")  # experimental in Optuna 5; the names are ours
             study.set_metric_names(list(OBJECTIVES))
         _retry_interrupted(study, optuna)
+        if auto_space is not None and not study.get_trials(deepcopy=False):
+            study.enqueue_trial(_warm_start(auto_space, o))
         seed_info = study.user_attrs.get("seed")
         if seed_info is None:
             say("compiling the seed model (the reference for accuracy and MACs)")
@@ -186,6 +189,7 @@ def search(options: SearchOptions, log=None, on_trial=None) -> SearchResult:
         say(f"seed: int8 accuracy {_pct(seed_info.get('accuracy'))}, "
             f"{seed_info.get('macs') or 0:,} MACs, arena {seed_info.get('arena_bytes')} B")
         say("space: " + "; ".join(space_lines))
+        clock = time.perf_counter()
         evaluated, executor_name = _run_trials(o, study, optuna, auto_space, builder,
                                                seed_model, flavor, data, seed_info, out, say,
                                                on_trial)
@@ -195,7 +199,8 @@ def search(options: SearchOptions, log=None, on_trial=None) -> SearchResult:
         study_info = {"name": name, "storage": str(journal), "directions":
                       ["maximize", "minimize", "minimize"], "objectives": list(OBJECTIVES)}
         result = SearchResult(study_info, seed_info, space_lines, trials, pareto, None,
-                              executor_name, evaluated, str(out))
+                              executor_name, evaluated, str(out),
+                              trials_wall_s=round(time.perf_counter() - clock, 3))
         if recommended is not None:
             result.recommended = _publish_recommended(recommended, out, spec, say)
         result.seconds = round(time.perf_counter() - started, 3)
@@ -313,6 +318,17 @@ def _study_lock(journal: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _warm_start(space, o: SearchOptions) -> dict:
+    """A fresh study's first candidate: the seed's own architecture at half width everywhere, in
+    int8 without compression (MCUNet-style scaling of the seed: a point every model has)."""
+    params = {k: (0.5 if k.startswith("width_") else v) for k, v in space.identity.items()}
+    if o.compression:
+        params.update({"sparsity": 0.0, "clusters": 0, "qat": False})
+    if "int8" in o.precisions and (o.compression or len(o.precisions) > 1):
+        params["precision"] = "int8"
+    return params
 
 
 def _retry_interrupted(study, optuna) -> None:
@@ -661,7 +677,8 @@ def write_outputs(result: SearchResult, out: Path) -> None:
             "pareto": [_public(t) for t in result.pareto],
             "recommended": result.recommended, "seed": result.seed, "study": result.study,
             "space": result.space, "executor": result.executor,
-            "evaluated_this_run": result.evaluated_this_run, "seconds": result.seconds}
+            "evaluated_this_run": result.evaluated_this_run, "seconds": result.seconds,
+            "trials_wall_s": result.trials_wall_s}
     png = to_png(result)
     if png is not None:
         atomic_write_bytes(out / "pareto.png", png)
