@@ -160,6 +160,12 @@ class _InputMonitor:
         eight_bit = self.dtype in (np.int8, np.uint8) and self.limits is not None \
             and self.origin == self.limits[0] and float(hist["bin_width"]) * BINS == 256
         self.levels = 256 if eight_bit else None
+        if eight_bit and self.dtype == np.int8:
+            # int8 values counted through their uint8 view (-128..-1 land on 128..255): keep the
+            # reference in that bin order instead of reordering every block's histogram
+            order = np.r_[BINS // 2:BINS, 0:BINS // 2]
+            self.ref_prob = np.ascontiguousarray(self.ref_prob[:, order])
+            self.ref_log = np.log(self.ref_prob)
         if self.offsets is not None:
             self.level_offsets = (np.arange(self.size) % groups).astype(np.int32) * 256
         self.blocks: list = []  # the window's blocks: (histogram, out-of-range count)
@@ -239,9 +245,8 @@ class _InputMonitor:
                                      minlength=self.groups * 256).reshape(self.groups, 256)
             else:
                 levels = np.bincount(raw.ravel(), minlength=256)[None]
-            if self.dtype == np.int8:
-                levels = np.roll(levels, 128, axis=1)
-            at_limits = int(levels[:, 0].sum() + levels[:, 255].sum())
+            low, high = (128, 127) if self.dtype == np.int8 else (0, 255)
+            at_limits = int(levels[:, low].sum() + levels[:, high].sum())
             hist = levels.reshape(self.groups, BINS, 256 // BINS).sum(axis=2).ravel()
         else:
             values = rows.astype(np.float64)
@@ -566,7 +571,8 @@ class Guard:
     def _compute_parts(self) -> dict:
         t = self.thresholds
         blocks = self._blocks
-        total = {key: sum(b[key] for b in blocks) for key in blocks[0]}
+        total = blocks[0] if len(blocks) == 1 else \
+            {key: sum(b[key] for b in blocks) for key in blocks[0]}
         parts = {}
         if total["values"]:
             parts["nonfinite"] = (total["nonfinite"] / total["values"]) / t["nonfinite"]
