@@ -57,12 +57,34 @@ def xnnpack_partitions(model: bytes) -> int:
     return sum(1 for node in nodes if node["op_name"] == "DELEGATE")
 
 
-def xnnpack_placement(model: bytes) -> dict[int, bool]:
-    """Op index -> whether ai-edge-litert's default XNNPACK delegate took it."""
-    from ai_edge_litert import interpreter as litert
+def xnnpack_placement(model: bytes) -> dict[int, bool | None]:
+    """Op index -> whether ai-edge-litert's default XNNPACK delegate took it (None: unknowable).
 
+    A DELEGATE node shows only its partition's boundary, so an op whose outputs reach neither a
+    partition output nor a CPU op (a STRIDED_SLICE feeding only an ASSIGN_VARIABLE) is invisible
+    to the walk back from the boundary. Such ops are asked again in a copy of the model whose
+    outputs include theirs: a delegated op's output then leaves the partition. An op with no
+    output at all (ASSIGN_VARIABLE) can never be seen this way and is None.
+    """
     view = read_model(model)
     sg = view.main
+    taken = _delegated_ops(model, sg)
+    unseen = [op for op in sg.operators if op.index not in taken and _outputs_unseen(sg, op)]
+    exposed = [t for op in unseen for t in op.outputs
+               if t >= 0 and sg.tensors[t].dtype != "resource"]
+    if exposed:
+        taken |= _delegated_ops(_with_outputs(model, exposed), sg) & {op.index for op in unseen}
+    truth: dict[int, bool | None] = {op.index: op.index in taken for op in sg.operators}
+    for op in sg.operators:
+        if op.index not in taken and not any(t >= 0 for t in op.outputs):
+            truth[op.index] = None
+    return truth
+
+
+def _delegated_ops(model: bytes, sg) -> set[int]:
+    """The ops inside the default delegate's partitions, walked back from each boundary."""
+    from ai_edge_litert import interpreter as litert
+
     with captured_fd2():
         interp = litert.Interpreter(model_content=model, num_threads=1,
                                     experimental_op_resolver_type=litert.OpResolverType.AUTO)
@@ -84,7 +106,28 @@ def xnnpack_placement(model: bytes) -> dict[int, bool]:
                 continue
             taken.add(op)
             stack.extend(i for i in sg.operators[op].inputs if i >= 0)
-    return {op.index: op.index in taken for op in sg.operators}
+    return taken
+
+
+def _outputs_unseen(sg, op) -> bool:
+    """No output of `op` is a model output or read by an op that has outputs of its own."""
+    readers = [o for o in sg.operators if set(o.inputs) & set(op.outputs)]
+    outputs = [t for t in op.outputs if t >= 0]
+    return not (set(outputs) & set(sg.outputs)) and all(
+        not any(t >= 0 for t in r.outputs) for r in readers)
+
+
+def _with_outputs(model: bytes, tensors: list[int]) -> bytes:
+    """A copy of the model whose subgraph 0 also outputs `tensors`."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python.schema_py_generated import Model, ModelT
+
+    obj = ModelT.InitFromObj(Model.GetRootAsModel(model, 0))
+    graph = obj.subgraphs[0]
+    graph.outputs = list(graph.outputs) + [t for t in tensors if t not in list(graph.outputs)]
+    builder = flatbuffers.Builder(len(model) + 1024)
+    builder.Finish(obj.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 # ------------------------------------------------------------------------------ TFLite Micro

@@ -104,6 +104,22 @@ def _versions(backend: str) -> str:
     return f"{version(VERSIONS_OF[backend])}:{hashlib.sha256(code).hexdigest()[:12]}"
 
 
+def _death_site(backend: str, path: Path) -> str:
+    """Where TFLite Micro died on a model, found as `tflc export` finds it (bisecting prefixes)."""
+    if backend != "tflm":
+        return ""
+    import numpy as np
+
+    from tflc.export.crosscheck import crashing_op, input_details
+
+    try:
+        data = path.read_bytes()
+        batch = [np.zeros(d["shape"], dtype=d["dtype"]) for d in input_details(data, path.name)]
+        return crashing_op(data, 64 << 20, batch, path.name, timeout=ORACLE_TIMEOUT)
+    except Exception:  # noqa: BLE001 - the site is a courtesy; the death is recorded regardless
+        return ""
+
+
 def _cache_file(backend: str, path: Path, versions: str, cache: Path) -> Path:
     digest = hashlib.sha256(path.read_bytes() + versions.encode()).hexdigest()[:24]
     return cache / "oracles" / backend / f"{digest}.json"
@@ -177,7 +193,9 @@ def _one_child(backend: str, todo: dict[str, Path]):
         err.seek(0)
         tail = " ".join(err.read().strip().splitlines()[-2:])[-300:]
         if current is not None:
-            yield current, {"truth": None, "note": f"{backend} died or hung (exit {code}): {tail}"}
+            site = _death_site(backend, todo[current]) if code < 0 else ""
+            yield current, {"truth": None,
+                            "note": f"{backend} died or hung (exit {code}){site}: {tail}"}
         else:
             raise RuntimeError(f"oracle child for {backend} failed (exit {code}): {tail}")
 
