@@ -128,18 +128,28 @@ ZOO = {
     "k3_densenet121": ("k3", _app("DenseNet121")),
     "k3_nasnet_mobile": ("k3", _app("NASNetMobile")),
     "k3_xception": ("k3", _app("Xception", shape=(71, 71, 3))),
-    "k3_regnet_x002": ("k3", _app("RegNetX002")),
+    "k3_vgg16": ("k3", _app("VGG16")),
+    "k3_inception_v3": ("k3", _app("InceptionV3", shape=(75, 75, 3))),
+    "k3_inception_resnet_v2": ("k3", _app("InceptionResNetV2", shape=(75, 75, 3))),
+    # RegNet and ResNet-RS are tf_keras applications only (Keras 3 has neither)
+    "k2_regnet_x002": ("k2", _app("RegNetX002")),
+    "k2_resnet_rs50": ("k2", _app("ResNetRS50")),
     "k2_mobilenet_v2": ("k2", _app("MobileNetV2", alpha=0.35)),
 }
 # Listed in the README as unsupported: LayerNormalization lowers through tf_keras, which has no
 # LayerScale layer.
 UNSUPPORTED = {"k3_convnext_tiny": ("k3", _app("ConvNeXtTiny"))}
 SLOW = {name for name, (_, builder) in ZOO.items() if builder.__qualname__.startswith("_app")}
+# tf_keras RegNet writes its residual `x + y` as a TFOpLambda layer, which tflc refuses as
+# code-carrying until the user says the file is trusted (--allow-unsafe-code); these zoo files
+# are ours, so the zoo passes it for them (and asserts the refusal line without it).
+TRUSTED_CODE = {"k2_regnet_x002"}
 # Too big for the board's flash or RAM (or not measured there): everything else runs on it.
 # TFLite Micro has no GELU kernel: the attention blocks (GELU feed-forward) stay off it.
 NOT_M4 = {"k2_attention", "k3_attention", "k3_resnet50", "k3_resnet50_v2", "k3_densenet121", "k3_xception",
-          "k3_efficientnet_b0", "k3_efficientnet_v2_b0", "k3_nasnet_mobile", "k3_regnet_x002",
-          "k3_mobilenet_v3_large"}
+          "k3_efficientnet_b0", "k3_efficientnet_v2_b0", "k3_nasnet_mobile", "k2_regnet_x002",
+          "k3_mobilenet_v3_large", "k3_vgg16", "k3_inception_v3", "k3_inception_resnet_v2",
+          "k2_resnet_rs50"}
 
 
 def build(name: str):

@@ -13,7 +13,7 @@ import pytest
 
 from tests.zoo.cache import compiled
 from tests.zoo.flatbuffer import assert_fully_integer
-from tests.zoo.models import NOT_M4, SLOW, ZOO, build
+from tests.zoo.models import NOT_M4, SLOW, TRUSTED_CODE, ZOO, build
 
 OPTIONS = {"calibration": "random", "calibration_samples": 16}
 
@@ -24,7 +24,22 @@ def _cases(target):
 
 
 def _compile(name, tmp_path, target):
-    return compiled(build(name), ZOO[name][0], tmp_path, target=target, **OPTIONS)
+    trusted = {"allow_unsafe_code": True} if name in TRUSTED_CODE else {}
+    return compiled(build(name), ZOO[name][0], tmp_path, target=target, **OPTIONS, **trusted)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", sorted(TRUSTED_CODE))
+def test_code_carrying_zoo_files_are_refused_without_allow_unsafe_code(name, tmp_path):
+    import tflc
+    from tflc.errors import BadInput
+
+    source = tmp_path / ("model.keras" if ZOO[name][0] == "k3" else "model.h5")
+    build(name).save(source)
+    with pytest.raises(BadInput) as exc:
+        tflc.compile(source, tmp_path / "out", **OPTIONS)
+    line = str(exc.value)
+    assert "\n" not in line and "TFOpLambda layer" in line and "--allow-unsafe-code" in line
 
 
 @pytest.mark.parametrize("name", _cases("cpu"))
