@@ -9,7 +9,10 @@ files. The bare script is the usual `TFLiteConverter.from_keras_model` + int8 se
 same calibration samples: where it fails, the table says how. Everything runs in one process
 (TensorFlow imported once), so times are conversion times, not start-up.
 
-    python benchmarks/zoo.py [--models k3_lstm,k3_gru] [--skip-slow] [--samples 16]
+    python benchmarks/zoo.py [--models k3_lstm,k3_gru] [--skip-slow] [--samples 16] [--update]
+
+`--update` keeps the rows of the existing results file for the models not measured in this run
+(the applications take minutes each: measure some, keep the rest).
 """
 
 from __future__ import annotations
@@ -80,22 +83,24 @@ def fidelity(model, tflite: Path, inputs: list[np.ndarray]) -> str:
 
 def measure(name: str, samples: int, folder: Path) -> dict:
     import tflc
-    from tests.zoo.models import ZOO, build
+    from tests.zoo.models import TRUSTED_CODE, ZOO, build
 
     flavour = ZOO[name][0]
     model = build(name)
     source = folder / ("model.keras" if flavour == "k3" else "model.h5")
     model.save(source)
     row = {"name": name, "flavour": flavour, "params": model.count_params()}
+    trusted = {"allow_unsafe_code": True} if name in TRUSTED_CODE else {}  # as the zoo tests
     start = time.perf_counter()
     try:
-        report = tflc.compile(source, folder / "cpu", calibration="random", calibration_samples=samples)
+        report = tflc.compile(source, folder / "cpu", calibration="random", calibration_samples=samples,
+                              **trusted)
     except Exception as exc:
         row["error"] = str(exc).splitlines()[0][:160]
         return row
     row["tflc_s"] = time.perf_counter() - start
     pinned = tflc.compile(source, folder / "static", calibration="random", calibration_samples=samples,
-                          static_batch=True)
+                          static_batch=True, **trusted)
     rng = np.random.default_rng(0)
     inputs = [rng.random((samples,) + tuple(spec["shape"][1:])).astype(np.float32) for spec in report.inputs]
     row.update(
@@ -110,10 +115,25 @@ def measure(name: str, samples: int, folder: Path) -> dict:
     return row
 
 
-def table(rows: list[dict]) -> str:
-    head = ("| model | keras | params | lowered | float KiB | int8 KiB | top-1 / SQNR (random inputs) | "
-            "tflc s | bare script s | bare script | cpu | cortex-m4 | edgetpu | ops |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+HEAD = ("| model | keras | params | lowered | float KiB | int8 KiB | top-1 / SQNR (random inputs) | "
+        "tflc s | bare script s | bare script | cpu | cortex-m4 | edgetpu | ops |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+
+
+def kept_rows(path: Path, measured: set[str]) -> dict[str, str]:
+    """The table lines of an earlier results file, by model, except the models in `measured`."""
+    if not path.exists():
+        return {}
+    rows = {}
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 2 and line.startswith("| ") and cells[1] not in ("model", "") \
+                and not set(cells[1]) <= set("-") and cells[1] not in measured:
+            rows[cells[1]] = line
+    return rows
+
+
+def table(rows: list[dict], kept: dict[str, str] | None = None) -> str:
     lines = []
     for r in rows:
         if "error" in r:
@@ -123,7 +143,8 @@ def table(rows: list[dict]) -> str:
             f"| {r['name']} | {r['flavour']} | {r['params']:,} | {r['lowered']} | {r['float_kib']:.1f} | "
             f"{r['int8_kib']:.1f} | {r['fidelity']} | {r['tflc_s']:.1f} | {r['bare_s']:.1f} | {r['bare']} | "
             f"{r['cpu']} | {r['m4']} | {r['edgetpu']} | {r['ops']} |")
-    return head + "\n".join(lines) + "\n"
+    by_name = {**(kept or {}), **{r["name"]: line for r, line in zip(rows, lines)}}
+    return HEAD + "\n".join(by_name[name] for name in sorted(by_name)) + "\n"
 
 
 def main() -> None:
@@ -134,28 +155,36 @@ def main() -> None:
     parser.add_argument("--skip-slow", action="store_true", help="leave out the keras.applications models")
     parser.add_argument("--samples", type=int, default=16, help="calibration and fidelity samples")
     parser.add_argument("--out", default=str(HERE / "results" / "zoo.md"))
+    parser.add_argument("--update", action="store_true",
+                        help="keep the existing file's rows for the models not measured now")
     args = parser.parse_args()
     names = [n for n in (args.models.split(",") if args.models else sorted(ZOO)) if n]
     if args.skip_slow:
         names = [n for n in names if n not in SLOW]
+    # rows of models no longer in the zoo are dropped; the others stay until measured again
+    kept = {name: line for name, line in kept_rows(Path(args.out), set(names)).items()
+            if name in ZOO} if args.update else {}
     rows = []
     for name in names:
         with tempfile.TemporaryDirectory() as folder:
             rows.append(measure(name, args.samples, Path(folder)))
         print(rows[-1], flush=True)
-        write(rows, args)  # after every model: an interrupted run keeps what it measured
+        write(rows, args, kept)  # after every model: an interrupted run keeps what it measured
     print(f"wrote {args.out}")
 
 
-def write(rows: list[dict], args) -> None:
-    text = (f"# Zoo: {len(rows)} architectures\n\n`python benchmarks/zoo.py {' '.join(sys.argv[1:])}` on "
+def write(rows: list[dict], args, kept: dict[str, str] | None = None) -> None:
+    kept = {name: line for name, line in (kept or {}).items() if name not in {r["name"] for r in rows}}
+    earlier = (f" ({len(kept)} rows kept from earlier runs: {', '.join(sorted(kept))})" if kept else "")
+    text = (f"# Zoo: {len(rows) + len(kept)} architectures\n\n`python benchmarks/zoo.py "
+            f"{' '.join(sys.argv[1:])}`{earlier} on "
             f"{platform.machine()} ({os.cpu_count()} cores shared with other jobs: times are indicative), "
             f"{args.samples} random calibration samples (uniform [0,1]); fidelity is the int8 file against "
             "the float Keras model on random inputs (top-1 agreement / SQNR per output; untrained models, "
             "so near-uniform scores make top-1 a hard test). tflc s: the whole `tflc compile` (both "
             "conversions, lowering, verification); bare script: `TFLiteConverter.from_keras_model` with "
             "int8 settings. Verdicts: `tflc check` for cpu on the default file, for cortex-m4 and edgetpu on "
-            "the batch-1 file those targets get.\n\n" + table(rows))
+            "the batch-1 file those targets get.\n\n" + table(rows, kept))
     Path(args.out).write_text(text)
 
 
