@@ -680,7 +680,8 @@ def _headline_metrics(record) -> str:
     picks = [("sizes.int8_tflite_bytes", "{:,} B"), ("evaluation.int8_accuracy", "acc {:.2f}%"),
              ("evaluation.accuracy_drop", "drop {:+.2f}"), ("coverage", "coverage {:.0%}"),
              ("memory.arena_bytes", "arena {:,} B"), ("arena.recommended_bytes", "arena {:,} B"),
-             ("latency_ms.p50", "p50 {:.3f} ms")]
+             ("latency_ms.p50", "p50 {:.3f} ms"),
+             ("accuracy", "acc {:.2f}%"), ("macs", "{:,} MACs"), ("arena_bytes", "arena {:,} B")]
     out = []
     for key, fmt in picks:
         value = metrics.get(key)

@@ -33,6 +33,7 @@ def env(tmp_path):
     (["--target", "no-such-board"], "no-such-board"),
     (["--max-arena", "lots"], "--max-arena"),
     (["--builder", "nocolon"], "--builder nocolon"),
+    (["--ray", "127.0.0.1:1"], "no Ray cluster answers there"),
 ])
 def test_bad_input_is_one_line_exit_2(digits_dir, tmp_path, env, extra, needle):
     args = ["search", str(digits_dir / "model.keras"), "--target", "cortex-m4",

@@ -154,6 +154,10 @@ def search(options: SearchOptions, log=None, on_trial=None) -> SearchResult:
     o = options
     spec = load_target(o.target)  # an unknown target costs nothing
     optuna = _optuna()
+    if o.ray:
+        from tflc.search.executors import probe_address
+
+        probe_address(o.ray)  # a cluster nobody runs: one line now, not after the seed's compile
     out = ensure_writable_dir(o.out_dir)
     seed_model, data, flavor = _load(o)
     from tflc.search import space as sp
@@ -199,7 +203,7 @@ def search(options: SearchOptions, log=None, on_trial=None) -> SearchResult:
         study_info = {"name": name, "storage": str(journal), "directions":
                       ["maximize", "minimize", "minimize"], "objectives": list(OBJECTIVES)}
         result = SearchResult(study_info, seed_info, space_lines, trials, pareto, None,
-                              executor_name, evaluated, str(out),
+                              executor_name, evaluated_this_run=evaluated, out_dir=str(out),
                               trials_wall_s=round(time.perf_counter() - clock, 3))
         if recommended is not None:
             result.recommended = _publish_recommended(recommended, out, spec, say)
@@ -326,7 +330,7 @@ def _warm_start(space, o: SearchOptions) -> dict:
     params = {k: (0.5 if k.startswith("width_") else v) for k, v in space.identity.items()}
     if o.compression:
         params.update({"sparsity": 0.0, "clusters": 0, "qat": False})
-    if "int8" in o.precisions and (o.compression or len(o.precisions) > 1):
+    if "int8" in o.precisions and len(o.precisions) > 1:
         params["precision"] = "int8"
     return params
 

@@ -73,9 +73,13 @@ class RayExecutor:
         import logging
 
         self._ray = ray
+        host = probe_address(address)
+        local = host in ("localhost", "::1") or host.startswith("127.")
         try:
+            # a loopback cluster stays on loopback: the driver's node says 127.0.0.1 too
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False,
-                     ignore_reinit_error=True)
+                     ignore_reinit_error=True, **({"_node_ip_address": "127.0.0.1"} if local
+                                                  else {}))
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise BadInput(f"--ray {address}: no Ray cluster answers there ({_short(exc)}); start "
                            "one with `ray start --head` and pass the address it prints") from None
@@ -107,6 +111,26 @@ class RayExecutor:
                 except Exception:  # noqa: BLE001 - already finished or gone
                     pass
         self._ray.shutdown()
+
+
+def probe_address(address: str, timeout_s: float = 5.0) -> str:
+    """The host of HOST:PORT once something listens there; else one line at once (Ray itself
+    would wait minutes for a cluster that is not there)."""
+    import socket
+
+    text = address.removeprefix("ray://")
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise BadInput(f"--ray {address}: expected HOST:PORT of the cluster's head, e.g. "
+                       "127.0.0.1:6379")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise BadInput(f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+                       "start one with `ray start --head` and pass the address it prints") from None
+    return host
 
 
 def _short(exc: Exception) -> str:

@@ -371,9 +371,15 @@ PRECISIONS = ("int8", "int16")
 
 
 def suggest_compression(trial, precisions=PRECISIONS) -> dict:
-    return {
+    """Sparsity, clusters, QAT and the activation precision. QAT trains int8 fake quantization
+    (TF-MOT's scheme), so a QAT candidate is int8: 16x8 is asked for only without QAT."""
+    params = {
         "sparsity": trial.suggest_categorical("sparsity", list(SPARSITIES)),
         "clusters": trial.suggest_categorical("clusters", list(CLUSTERS)),
-        "qat": trial.suggest_categorical("qat", [False, True]),
-        "precision": trial.suggest_categorical("precision", list(precisions)),
+        "qat": trial.suggest_categorical("qat", [False, True]) if "int8" in precisions else False,
     }
+    if params["qat"] or len(precisions) == 1:
+        params["precision"] = "int8" if params["qat"] else precisions[0]
+    else:
+        params["precision"] = trial.suggest_categorical("precision", list(precisions))
+    return params
