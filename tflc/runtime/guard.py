@@ -239,7 +239,7 @@ class _InputMonitor:
         rows = self.rows[:count]
         at_limits = 0
         if self.levels is not None:  # 8-bit: one histogram of every level gives it all
-            raw = rows.view(np.uint8)  # int8 -128..-1 land on 128..255: rolled back below
+            raw = rows.view(np.uint8)  # int8 -128..-1 land on 128..255 (the reference too)
             if self.offsets is not None:
                 levels = np.bincount((raw + self.level_offsets).ravel(),
                                      minlength=self.groups * 256).reshape(self.groups, 256)
