@@ -7,7 +7,7 @@ import pytest
 
 from tests.convert.test_lowering import _compile, _keras3
 from tests.zoo.flatbuffer import assert_fully_integer
-from tflc.errors import PipelineError
+from tflc.errors import BadInput, PipelineError
 
 
 def _model(body, shape):
@@ -47,3 +47,16 @@ def test_generic_rnn_names_layer_op_and_unroll_which_compiles(tmp_path):
     unrolled = _model(lambda k, i: k.layers.RNN(k.layers.GRUCell(4), unroll=True)(i), (5, 3))
     assert_fully_integer(_compile(unrolled, tmp_path / "b").tflite_path)
 
+
+
+def test_a_layer_without_tf_keras_twin_beside_a_recurrent_one_is_named_in_one_line(tmp_path):
+    """Keras 3 recurrent layers are lowered by rebuilding the whole model as tf_keras: a layer
+    tf_keras lacks (RMSNormalization) closes that route, named with the layer being lowered."""
+    def body(k, i):
+        return k.layers.LSTM(4, name="rnn")(k.layers.RMSNormalization(name="rms")(i))
+    with pytest.raises(BadInput) as exc:
+        _compile(_model(body, (5, 3)), tmp_path / "a")
+    line = _one_line(exc)
+    assert "layer 'rnn' (LSTM) is lowered by rebuilding the model as tf_keras" in line
+    assert "layer 'rms' (RMSNormalization) has no tf_keras equivalent" in line
+    assert "without that layer" in line

@@ -135,10 +135,9 @@ ZOO = {
     "k2_regnet_x002": ("k2", _app("RegNetX002")),
     "k2_resnet_rs50": ("k2", _app("ResNetRS50")),
     "k2_mobilenet_v2": ("k2", _app("MobileNetV2", alpha=0.35)),
+    # LayerNormalization written out in the Keras 3 model itself: LayerScale needs no tf_keras twin
+    "k3_convnext_tiny": ("k3", _app("ConvNeXtTiny")),
 }
-# Listed in the README as unsupported: LayerNormalization lowers through tf_keras, which has no
-# LayerScale layer.
-UNSUPPORTED = {"k3_convnext_tiny": ("k3", _app("ConvNeXtTiny"))}
 SLOW = {name for name, (_, builder) in ZOO.items() if builder.__qualname__.startswith("_app")}
 # tf_keras RegNet writes its residual `x + y` as a TFOpLambda layer, which tflc refuses as
 # code-carrying until the user says the file is trusted (--allow-unsafe-code); these zoo files
@@ -149,7 +148,7 @@ TRUSTED_CODE = {"k2_regnet_x002"}
 NOT_M4 = {"k2_attention", "k3_attention", "k3_resnet50", "k3_resnet50_v2", "k3_densenet121", "k3_xception",
           "k3_efficientnet_b0", "k3_efficientnet_v2_b0", "k3_nasnet_mobile", "k2_regnet_x002",
           "k3_mobilenet_v3_large", "k3_vgg16", "k3_inception_v3", "k3_inception_resnet_v2",
-          "k2_resnet_rs50"}
+          "k2_resnet_rs50", "k3_convnext_tiny"}
 
 
 def build(name: str):

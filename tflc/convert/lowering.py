@@ -12,11 +12,14 @@ rebuilt model gives the same outputs), and:
   length (one copy of the cell per time step, all builtin integer ops);
 - the batch is pinned to 1: the loops need a static element shape.
 
-Keras 3 `LayerNormalization` (transformer blocks) is rebuilt the same way: its Keras 3 trace
-has a `Neg` the int8 quantizer rejects, tf_keras' converts to builtin int8 ops. In 16x8 mode
-every `LayerNormalization` (Keras 3 and tf_keras) is written out in elementary ops instead (see
-`_written_out_layer_normalization`): tf_keras' fused form subtracts an all-zero constant, which
-16x8 quantizes with scale 0, and LiteRT's int16 SUB aborts the process preparing that.
+`LayerNormalization` (transformer blocks, ConvNeXt) is written out in elementary ops,
+(x - mean) * rsqrt(variance + epsilon) * gamma + beta, by replacing the layer in a clone of the
+model (every other layer is kept as it is, Keras 3 custom layers included): Keras 3's own trace
+has a `Neg` the int8 quantizer rejects, and tf_keras' fused form subtracts an all-zero constant
+that 16x8 quantizes with scale 0, which LiteRT's int16 SUB aborts the process preparing. A
+tf_keras LayerNormalization converts in int8 as it is and is written out in 16x8 only. In a
+Keras 3 model with recurrent layers the whole model is rebuilt as tf_keras (above), its
+LayerNormalization with it.
 
 Everything is decided by layer class, never by name, and recorded in the report (`lowering`).
 A model without recurrent layers passes through untouched: its conversion does not change.
@@ -78,10 +81,16 @@ def lower(loaded, activations: str = "int8", seed: int = 0):
     rebuilt = [(layer, type(layer).__name__) for layer in _layers(loaded.model)
                if type(layer).__name__ in _REBUILT] if loaded.format == "keras3" else []
     written = [(layer, type(layer).__name__) for layer in _layers(loaded.model)
-               if type(layer).__name__ in _WRITTEN_OUT_16X8] \
+               if type(layer).__name__ in _WRITTEN_OUT] \
         if activations == "int16" and loaded.is_keras else []
     if not found and not rebuilt and not written:
         return loaded, None
+    if loaded.format == "keras3" and not found and all(_writable(layer) for layer, _ in rebuilt):
+        model, difference = _write_out_keras3(loaded, seed)
+        report = LoweringReport(route="Keras 3, LayerNormalization written out",
+                                max_abs_difference=difference)
+        report.layers = [LoweredLayer(layer.name, kind, _WRITTEN_OUT[kind]) for layer, kind in rebuilt]
+        return loaded.with_model(model), report
     _require_static_time(loaded, found)
     overrides = _overrides(found, activations)
     report = LoweringReport(route="rebuilt as tf_keras" if loaded.format == "keras3"
@@ -102,12 +111,8 @@ def lower(loaded, activations: str = "int8", seed: int = 0):
     for layer, kind in found:
         report.layers.append(LoweredLayer(layer.name, kind, _lowered_to(layer, overrides, steps)))
     for layer, kind in written or rebuilt:
-        report.layers.append(LoweredLayer(layer.name, kind, (_WRITTEN_OUT_16X8 if written
+        report.layers.append(LoweredLayer(layer.name, kind, (_WRITTEN_OUT if written
                                                              else _REBUILT)[kind]))
-    if written:
-        report.notes.append("16x8: LayerNormalization written out as (x - mean) * rsqrt(variance "
-                            "+ epsilon) * gamma + beta (tf_keras' fused form has no int16 "
-                            "kernel LiteRT can prepare)")
     if found:
         report.notes.append("batch pinned to 1: recurrent loops need a static shape")
     if activations == "int16" and any(_cell(layer) == "LSTM" for layer, _ in found):
@@ -198,21 +203,63 @@ def _lowered_to(layer, overrides: dict, steps) -> str:
     return "fused UNIDIRECTIONAL_SEQUENCE_LSTM"
 
 
-# 16x8 mode: layers written out in elementary ops, each with an int16 kernel in LiteRT. tf_keras'
+# Layers written out in elementary ops, each with an int8 and an int16 kernel in LiteRT. tf_keras'
 # LayerNormalization is FusedBatchNormV3 with a zero offset, which the converter expands into
 # SUB(zeros, mean * rsqrt(variance)); 16x8 quantizes the all-zero constant with scale 0.0, and
 # LiteRT's int16 SUB aborts the process preparing it (TFLITE_CHECK in
-# QuantizeMultiplierSmallerThanOneExp, called by sub.cc's PrepareGeneralSubOp). Written out, no
-# op takes an all-zero constant: identity steps (gamma all ones, beta all zeros) are left out.
-_WRITTEN_OUT_16X8 = {"LayerNormalization": "written out for 16x8: MEAN, SUB, MUL, MEAN, ADD, "
-                                           "RSQRT, MUL (then MUL gamma, ADD beta where not identity)"}
+# QuantizeMultiplierSmallerThanOneExp, called by sub.cc's PrepareGeneralSubOp). Keras 3's trace
+# has a Neg (of the mean) with no int8 kernel. Written out, neither is there, and no op takes an
+# all-zero constant: identity steps (gamma all ones, beta all zeros) are left out.
+_WRITTEN_OUT = {"LayerNormalization": "written out: MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL "
+                                      "(then MUL gamma, ADD beta where not identity)"}
+
+
+def _writable(layer) -> bool:
+    """Keras 3's rms_scaling variant computes something else: it keeps the tf_keras route."""
+    return not getattr(layer, "rms_scaling", False)
+
+
+def _write_out_keras3(loaded, seed: int):
+    """The Keras 3 model with its LayerNormalization layers written out (weights copied; every
+    other layer is the given one, shared), and the largest output difference between the two."""
+    from tflc.tf_env import import_keras3
+
+    keras = import_keras3()
+    cls = _written_out_layer_normalization_keras3()
+    pairs = []
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):  # nested models: their layers are replaced too
+            return keras.models.clone_model(layer, clone_function=clone)
+        if type(layer).__name__ == "LayerNormalization":
+            made = cls.from_config(layer.get_config())
+            pairs.append((layer, made))
+            return made
+        return layer
+
+    written = keras.models.clone_model(loaded.model, clone_function=clone)
+    for layer, made in pairs:
+        made.set_weights(layer.get_weights())
+        made.identity_steps(layer.get_weights())
+    return written, _difference(loaded.model, written, loaded, seed)
+
+
+def _difference(model, other, loaded, seed: int) -> float:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    batch = model.inputs[0].shape[0] or 8
+    samples = [rng.standard_normal((batch,) + tuple(d or 1 for d in spec.shape[1:]))
+               .astype(np.float32) for spec in loaded.inputs]
+    expected, got = (_as_list(m(samples if len(samples) > 1 else samples[0], training=False))
+                     for m in (model, other))
+    return max((float(np.max(np.abs(np.asarray(e) - np.asarray(g)))) for e, g
+                in zip(expected, got, strict=True)), default=0.0)
 
 
 def _write_out(model, loaded, seed: int):
-    """`model` (tf_keras) with every layer of `_WRITTEN_OUT_16X8` replaced by its written-out
-    twin (same config and weights), and the largest output difference between the two."""
-    import numpy as np
-
+    """`model` (tf_keras) with every layer of `_WRITTEN_OUT` replaced by its written-out twin
+    (same config and weights), and the largest output difference between the two."""
     from tflc.tf_env import import_tf_keras
 
     keras2 = import_tf_keras()
@@ -226,15 +273,7 @@ def _write_out(model, loaded, seed: int):
 
     written = keras2.models.clone_model(model, clone_function=clone)
     written.set_weights(model.get_weights())
-    rng = np.random.default_rng(seed)
-    batch = model.inputs[0].shape[0] or 8
-    samples = [rng.standard_normal((batch,) + tuple(d or 1 for d in spec.shape[1:]))
-               .astype(np.float32) for spec in loaded.inputs]
-    expected, got = (_as_list(m(samples if len(samples) > 1 else samples[0], training=False))
-                     for m in (model, written))
-    difference = max((float(np.max(np.abs(np.asarray(e) - np.asarray(g)))) for e, g
-                      in zip(expected, got, strict=True)), default=0.0)
-    return written, difference
+    return written, _difference(model, written, loaded, seed)
 
 
 def _as_list(outputs):
@@ -273,6 +312,47 @@ def _written_out_layer_normalization():
             return outputs
 
     _WRITTEN_OUT_CLASSES["LayerNormalization"] = WrittenOutLayerNormalization
+    return WrittenOutLayerNormalization
+
+
+def _written_out_layer_normalization_keras3():
+    """The Keras 3 twin of `_written_out_layer_normalization` (keras.ops, Keras 3 variables)."""
+    if "keras3 LayerNormalization" in _WRITTEN_OUT_CLASSES:
+        return _WRITTEN_OUT_CLASSES["keras3 LayerNormalization"]
+    import numpy as np
+
+    from tflc.tf_env import import_keras3
+
+    keras = import_keras3()
+    ops = keras.ops
+
+    class WrittenOutLayerNormalization(keras.layers.LayerNormalization):
+        skip_gamma = skip_beta = False
+
+        def identity_steps(self, weights) -> None:
+            """Leave out multiplying by all ones and adding all zeros (set once weights are in)."""
+            values = iter(weights)
+            gamma = next(values) if self.scale else None
+            beta = next(values) if self.center else None
+            self.skip_gamma = gamma is None or bool(np.all(gamma == 1))
+            self.skip_beta = beta is None or not np.any(beta != 0)
+
+        def call(self, inputs):
+            rank = len(inputs.shape)
+            axis = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]
+            axes = sorted(a % rank for a in axis)
+            mean = ops.mean(inputs, axis=axes, keepdims=True)
+            centered = ops.subtract(inputs, mean)
+            variance = ops.mean(ops.multiply(centered, centered), axis=axes, keepdims=True)
+            outputs = ops.multiply(centered, ops.rsqrt(ops.add(variance, self.epsilon)))
+            shape = [inputs.shape[d] if d in axes else 1 for d in range(rank)]
+            if not self.skip_gamma:
+                outputs = ops.multiply(outputs, ops.reshape(ops.cast(self.gamma, outputs.dtype), shape))
+            if not self.skip_beta:
+                outputs = ops.add(outputs, ops.reshape(ops.cast(self.beta, outputs.dtype), shape))
+            return outputs
+
+    _WRITTEN_OUT_CLASSES["keras3 LayerNormalization"] = WrittenOutLayerNormalization
     return WrittenOutLayerNormalization
 
 
