@@ -22,7 +22,7 @@ Keras 3 model with recurrent layers the whole model is rebuilt as tf_keras (abov
 LayerNormalization with it.
 
 Everything is decided by layer class, never by name, and recorded in the report (`lowering`).
-A model without recurrent layers passes through untouched: its conversion does not change.
+A model without such layers passes through untouched: its conversion does not change.
 """
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ def recurrent_layers(model) -> list[tuple[object, str]]:
     return found
 
 
-# Keras 3 layers whose Keras 3 trace the int8 quantizer cannot take while tf_keras' trace of the
-# same layer converts: LayerNormalization traces to a `Neg` with no int8 kernel, tf_keras' to
-# MEAN, SQUARED_DIFFERENCE and RSQRT.
+# Keras 3 layers whose Keras 3 trace the int8 quantizer cannot take. Written out in the Keras 3
+# model where it can be (`_write_out_keras3`); when the model is rebuilt as tf_keras anyway
+# (recurrent layers beside, or rms_scaling) they become tf_keras', which converts in int8.
 _REBUILT = {"LayerNormalization": "tf_keras LayerNormalization (MEAN, SQUARED_DIFFERENCE, RSQRT)"}
 
 
