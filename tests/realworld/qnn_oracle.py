@@ -27,7 +27,9 @@ from .corpus import CACHE
 
 # oracle name -> (SoC, target descriptor compared with it)
 ORACLE_VERSION = 2  # raise it when judge() or tflc.aot.qualcomm.placement changes its answers
-SOCS = {"qnn-sm8650": ("SM8650", "qualcomm-htp"), "qnn-sm7325": ("SM7325", "qualcomm-htp-sm7325")}
+SOCS = {"qnn-sm8650": ("SM8650", "qualcomm-htp"), "qnn-sm7325": ("SM7325", "qualcomm-htp-sm7325"),
+        "qnn-sm8450": ("SM8450", "qualcomm-htp-sm8450"), "qnn-sm8550": ("SM8550", "qualcomm-htp-sm8550"),
+        "qnn-sm8750": ("SM8750", "qualcomm-htp-sm8750")}
 
 
 def available() -> str:
