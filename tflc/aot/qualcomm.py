@@ -15,8 +15,10 @@ What is needed and where it comes from (none of it is in a document; found by pr
 `compile_soc(model_bytes, "SM8650")` runs the compiler in a child process with a timeout and
 returns the compiled model: the ops the NPU runs become `DISPATCH_OP` custom ops carrying the QNN
 context binary (appended to the flatbuffer); every other op stays as it was and runs on the CPU.
+`partition_soc` stops after the plugin's selection (its per-op answer, in seconds).
 `placement(original, compiled)` tells which original ops went to the NPU by matching the ops
-left in the compiled model to the original ones by their output tensor names.
+left in the compiled model to the original ones by their output tensor names; `dispatch_ops`
+reads each DISPATCH_OP (QNN graph name, context-binary size, the QNN nodes of each op inside).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tflc.errors import BadInput, PipelineError
+from tflc.errors import BadInput
 
 INSTALL_HINT = "pip install 'tflc[qualcomm]' (the onnxruntime-qnn wheel carries QAIRT's host libraries)"
 DISPATCH = "DISPATCH_OP"
@@ -360,11 +362,4 @@ def placement(original, compiled) -> dict[int, bool | None]:
             result[op.index] = False
         else:
             result[op.index] = True
-    return result
-
-
-def require_compiled(result: AotResult) -> AotResult:
-    """The result, or PipelineError with the compiler's own reason."""
-    if not result.ok:
-        raise PipelineError(result.error or f"the Qualcomm compiler produced nothing for {result.soc}")
     return result
