@@ -6,9 +6,10 @@ All of them keep the converter's own output format: a standard fully-integer TFL
   tensors carry the recorded min/max); tflc runs that model in LiteRT on the calibration set with
   every intermediate tensor kept, chooses each activation's range from its values
   (`tflc.convert.ranges`), writes the ranges into the calibrated model and hands it to the
-  converter's quantizer (`convert_int8(calibration_hook=...)`). Model inputs keep their min-max
-  range (clipping them would saturate real data); ops with fixed output ranges (softmax,
-  logistic, tanh) are quantized by their own rule whatever the range says.
+  converter's quantizer (`convert_int8(calibration_hook=...)`). Only op outputs change: model
+  inputs keep their min-max range (clipping them would saturate real data), and so do the
+  outputs, state and intermediates of fused recurrent ops (their state is requantized every
+  step); ops with fixed output ranges (softmax, logistic, tanh) follow their own rule.
 - Bias correction (empirical, as in AIMET): the quantized model's error has a mean per output
   channel; for each CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED in graph order tflc measures
   that mean on the calibration set (where neither output is clipped by the fused activation),
@@ -35,6 +36,9 @@ from tflc.convert.ranges import RANGE_METHODS, choose_range
 PTQ_MODES = RANGE_METHODS + ("auto",)
 BIAS_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 FIXED_RANGE_OPS = frozenset({"SOFTMAX", "LOGISTIC", "TANH", "LOG_SOFTMAX"})
+# fused recurrent ops: their outputs feed their own state, whose scale must hold every step
+STATEFUL_OPS = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM",
+                          "UNIDIRECTIONAL_SEQUENCE_RNN", "BIDIRECTIONAL_SEQUENCE_RNN"})
 MAX_VALUES_PER_TENSOR = 1 << 20  # values kept per tensor to choose its range
 BIAS_SAMPLES = 64  # calibration samples bias correction measures on
 SIGNIFICANCE = 3.0  # a channel's mean error must exceed this many standard errors to be corrected
@@ -143,10 +147,11 @@ def set_ranges(calibrated: bytes, calibration: list[np.ndarray], method: str) ->
     view = read_model(calibrated)
     sg = view.subgraphs[0]
     inputs = set(sg.inputs)
-    fixed = {out for op in sg.operators if op.op in FIXED_RANGE_OPS for out in op.outputs}
+    outputs = {out for op in sg.operators if op.op not in FIXED_RANGE_OPS | STATEFUL_OPS
+               for out in op.outputs}
     wanted = [t.index for t in sg.tensors
-              if not t.is_constant and t.dtype == "float32" and t.index not in inputs
-              and t.index not in fixed]
+              if not t.is_constant and not t.is_variable and t.dtype == "float32"
+              and t.index not in inputs and t.index in outputs]
     from tflc.fileio import sha256_bytes
 
     key = sha256_bytes(calibrated + b"".join(np.ascontiguousarray(x).tobytes() for x in calibration))
