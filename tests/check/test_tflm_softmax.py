@@ -1,6 +1,6 @@
 """TFLite Micro's int8 SOFTMAX aborts on rows of 512 or more elements when that many scores tie
-at the maximum (a flat input): `tflc check` says so for microcontroller targets, and the real
-interpreter agrees on both sides of the limit.
+at the maximum (a flat input); varied rows of the same length run. The abort depends on the
+data, so `tflc check` does not refuse such a SOFTMAX; the cortex-m4 descriptor's notes say it.
 
 The models are micro_speech's own SOFTMAX (TFLite Micro's example, committed under tests/data)
 cut out alone with its row length rewritten, so the kernel, scales and options are real.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tflc.check import check_model
+from tflc.check import check_model, load_target
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "tflm_examples" / "micro_speech_quantized.tflite"
 RUN = """
@@ -20,7 +20,9 @@ import sys, numpy as np
 from tflite_micro.python.tflite_micro import runtime
 it = runtime.Interpreter.from_bytes(open(sys.argv[1], "rb").read())
 d = it.get_input_details(0)
-it.set_input(np.zeros(d["shape"], d["dtype"]), 0)  # a flat row: every score ties
+flat = sys.argv[2] == "flat"
+x = np.zeros(d["shape"], d["dtype"]) if flat else np.random.default_rng(0).integers(-128, 128, d["shape"])
+it.set_input(x.astype(d["dtype"]), 0)
 it.invoke()
 print("ran")
 """
@@ -47,14 +49,14 @@ def _softmax_of_width(width: int, folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("width, runs", [(511, True), (512, False)])
-def test_int8_softmax_row_limit_matches_tflite_micro(width, runs, tmp_path):
+@pytest.mark.parametrize("width, rows, runs", [(511, "flat", True), (512, "flat", False),
+                                               (512, "varied", True)])
+def test_int8_softmax_aborts_only_on_long_flat_rows(width, rows, runs, tmp_path):
     pytest.importorskip("tflite_micro")
     model = _softmax_of_width(width, tmp_path)
-    done = subprocess.run([sys.executable, "-c", RUN, str(model)], capture_output=True, text=True)
-    assert (done.returncode == 0 and "ran" in done.stdout) == runs, (done.returncode, done.stderr[-300:])
-    result = check_model(model, "cortex-m4")
-    assert result.fully_on_target == runs
-    if not runs:
-        reasons = [r.text for v in result.ops for r in v.reasons]
-        assert any("at most 511 elements (found 512)" in r for r in reasons), reasons
+    done = subprocess.run([sys.executable, "-c", RUN, str(model), rows], capture_output=True,
+                          text=True)
+    assert (done.returncode == 0 and "ran" in done.stdout) == runs, (done.returncode,
+                                                                      done.stderr[-300:])
+    assert check_model(model, "cortex-m4").fully_on_target  # data decide: no refusal
+    assert any("512 or more elements" in note for note in load_target("cortex-m4").notes)

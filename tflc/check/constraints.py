@@ -691,15 +691,6 @@ def softmax_1d_max(ctx: OpContext, max: int):
 
 
 @constraint
-def last_axis_max_for_dtype(ctx: OpContext, dtypes: list[str], max: int):
-    """With {dtype} input the last axis may hold at most {max} elements (found {found}): on longer rows the kernel aborts when that many scores tie at the maximum (a flat input)."""
-    a = ctx.input(0)
-    if a is None or a.dtype not in dtypes or not a.shape:
-        return None
-    return {"found": int(a.shape[-1]), "dtype": a.dtype} if a.shape[-1] > max else None
-
-
-@constraint
 def no_batch_axis(ctx: OpContext):
     """The op must not work along a batch dimension larger than 1 (found axis {found} of size {size})."""
     axis = ctx.options.get("axis")
