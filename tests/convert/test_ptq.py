@@ -142,7 +142,9 @@ def test_bias_correction_writes_the_biases_it_computed_and_cuts_the_error(digits
         bb = b.tensor_data(b.subgraphs[0].tensors[op_b.inputs[2]]).astype(np.int64)
         changed += int(np.any(ba != bb))
         assert np.max(np.abs(ba - bb)) < 2**20  # a correction, not a rewrite
-    assert changed == corrected.corrected_biases
+    assert changed == corrected.corrected_biases == len(corrected.biases)
+    for index, values in corrected.biases.items():  # what was computed is what the file holds
+        np.testing.assert_array_equal(b.tensor_data(b.subgraphs[0].tensors[index]), values)
     held = x[:300]
     reference = loaded.predict([held])[0]
     before = sqnr_db(reference, run_tflite(plain.model, [held])[0])
@@ -174,17 +176,33 @@ def test_layer_report_names_the_worst_layers_and_advice_follows_the_descriptor(d
     assert fine.advice == [] or min(e.sqnr_db for e in report.layers) < LOSSY_SQNR_DB
 
 
+def test_auto_without_labels_keeps_the_highest_fidelity(digits):
+    from tflc.convert.converter import ConvertOptions
+    from tflc.convert.ptq import run_ptq
+    from tflc.load.data import SampleSet
+
+    loaded, calib, frozen, x, _ = digits
+    unlabelled = SampleSet(x=[x[:150]], y=None, source="held-out digits")
+    result = run_ptq(loaded, calib, ConvertOptions(), frozen, "auto", False, unlabelled)
+    assert len(result.candidates) == 8 and all(c.accuracy is None for c in result.candidates)
+    chosen = next(c for c in result.candidates if c.settings == result.chosen)
+    assert chosen.sqnr_db == max(c.sqnr_db for c in result.candidates)
+    assert_fully_integer(result.model)
+
+
 # -------------------------------------------------------------------- compile, CLI, rebuild
 
 
-def test_compile_ptq_auto_table_choice_and_same_bytes_twice(digits_dir, tmp_path):
+def test_compile_ptq_auto_table_choice_and_rebuild_byte_identical(digits_dir, tmp_path):
     import tflc
+    from tflc.store.rebuild import rebuild
 
-    settings = dict(calibration_data=digits_dir / "calib.npz", eval_data=digits_dir / "eval.npz",
-                    calibration_samples=100, ptq="auto")
-    first = tflc.compile(digits_dir / "model.keras", tmp_path / "a", **settings)
-    second = tflc.compile(digits_dir / "model.keras", tmp_path / "b", **settings)
-    assert first.tflite_path.read_bytes() == second.tflite_path.read_bytes()
+    first = tflc.compile(digits_dir / "model.keras", tmp_path / "a", ptq="auto",
+                         calibration_data=digits_dir / "calib.npz", eval_data=digits_dir / "eval.npz",
+                         calibration_samples=100)
+    again = rebuild(first.artifact_id, tmp_path / "registry", out_dir=tmp_path / "b")
+    assert again.identical, again.verdict
+    assert (tmp_path / "b" / "model.tflite").read_bytes() == first.tflite_path.read_bytes()
     assert_fully_integer(first.tflite_path)
     saved = json.loads((tmp_path / "a" / "report.json").read_text())
     table = saved["ptq"]["candidates"]

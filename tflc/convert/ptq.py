@@ -86,6 +86,7 @@ class PTQResult:
     candidates: list[Candidate] = field(default_factory=list)
     float_accuracy: float | None = None
     corrected_biases: int = 0
+    biases: dict = field(default_factory=dict, repr=False)  # tensor index -> int32 bias written
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen.label, "settings": self.chosen.to_dict(),
@@ -127,8 +128,8 @@ def quantize(loaded, calibration: list[np.ndarray], convert_options, frozen,
     model = convert_int8(loaded, calibration, convert_options, frozen, calibration_hook=hook)
     result = PTQResult(model, settings, seen["calibrated"])
     if settings.bias_correction:
-        result.model, result.corrected_biases = correct_biases(seen["calibrated"], model,
-                                                               calibration)
+        result.model, result.biases = correct_biases(seen["calibrated"], model, calibration)
+        result.corrected_biases = len(result.biases)
     return result
 
 
@@ -194,11 +195,11 @@ def capture(model_bytes: bytes, calibration: list[np.ndarray], indices: list[int
 
 
 def correct_biases(calibrated: bytes, model: bytes, calibration: list[np.ndarray],
-                   samples: int = BIAS_SAMPLES) -> tuple[bytes, int]:
+                   samples: int = BIAS_SAMPLES) -> tuple[bytes, dict]:
     """Subtract each layer's mean output error per channel from its int32 bias, layer by layer.
 
-    Returns the corrected model and how many biases changed. The float reference is the
-    calibrated model (the same graph and tensor names, in float).
+    Returns the corrected model and the biases written ({bias tensor index: int32 values}). The
+    float reference is the calibrated model (the same graph and tensor names, in float).
     """
     from tflc.convert.layer_report import dequantized, feed, preserving_interpreter
     from tflc.tflite.reader import read_model
@@ -229,7 +230,7 @@ def correct_biases(calibrated: bytes, model: bytes, calibration: list[np.ndarray
         for _, out, *_ in layers:
             float_outputs.setdefault(out.index, []).append(
                 reference.get_tensor(float_index[out.name]).astype(np.float64))
-    changed = 0
+    written: dict[int, np.ndarray] = {}
     for op, out, bias, weights, source in layers:
         interpreter = preserving_interpreter(model)
         total = np.zeros(out.shape[-1])
@@ -260,10 +261,10 @@ def correct_biases(calibrated: bytes, model: bytes, calibration: list[np.ndarray
             continue
         current = view.tensor_data(bias).astype(np.int64)
         new = np.clip(current - delta, np.iinfo(np.int32).min, np.iinfo(np.int32).max)
-        model = write_constant(model, bias.index, new.astype(np.int32))
+        written[bias.index] = new.astype(np.int32)
+        model = write_constant(model, bias.index, written[bias.index])
         view = read_model(model)
-        changed += 1
-    return model, changed
+    return model, written
 
 
 def _active_range(activation) -> tuple[float, float]:
