@@ -98,6 +98,56 @@ def test_keras3_and_sequential_configs_rebuild():
     assert model.predict(np.zeros((1, 10, 10, 2), np.float32), verbose=0).shape == (1, 3)
 
 
+def test_keras3_functional_config_rebuilds_with_a_dropped_block():
+    from tflc.search.trial import _build
+    from tflc.tf_env import import_keras3
+
+    k3 = import_keras3()
+    x_in = k3.Input((8, 8, 1), name="img")
+    x = k3.layers.Conv2D(8, 3, padding="same", name="a")(x_in)
+    x = k3.layers.Conv2D(8, 3, padding="same", name="b")(x)
+    x = k3.layers.Flatten(name="f")(x)
+    out = k3.layers.Dense(4, activation="softmax", name="cls")(x)
+    seed = k3.Model(x_in, out)
+    space = sp.analyze(seed.get_config(), *_shapes(seed))
+    assert space.stages[0].droppable == ["b"]
+    model = _build(k3, sp.apply(seed.get_config(), space,
+                                {"width_0": 0.5, "drop_0": 1, "resolution": 0.5}))
+    assert [layer.name for layer in model.layers] == ["img", "a", "f", "cls"]
+    assert model.get_layer("a").filters == 4 and tuple(model.input.shape) == (None, 4, 4, 1)
+    assert model.predict(np.zeros((1, 4, 4, 1), np.float32), verbose=0).shape == (1, 4)
+
+
+def test_builder_replaces_the_architecture_space(tmp_path, keras):
+    import optuna
+
+    from tflc.search.core import SearchOptions, _builder, _candidate
+    from tflc.search.trial import _build
+
+    (tmp_path / "m.keras").write_bytes(b"x")
+    for name in ("t.npz", "e.npz"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "arch.py").write_text(
+        "from tflc.tf_env import import_tf_keras\n"
+        "def build(hp):\n"
+        "    k = import_tf_keras()\n"
+        "    inp = k.Input((6, 6, 1))\n"
+        "    x = k.layers.Conv2D(hp.choice('filters', [3, 5]), 3)(inp)\n"
+        "    x = k.layers.Flatten()(x)\n"
+        "    return k.Model(inp, k.layers.Dense(hp.int('classes', 2, 2))(x))\n")
+    options = SearchOptions(str(tmp_path / "m.keras"), "cortex-m4", str(tmp_path / "t.npz"),
+                            str(tmp_path / "e.npz"), str(tmp_path / "out"),
+                            builder=f"{tmp_path / 'arch.py'}:build", precisions=("int8",))
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    trial = study.ask()
+    params, config, flavor, hw = _candidate(options, trial, None, _builder(options.builder),
+                                            None, None)
+    assert params["filters"] in (3, 5) and params["classes"] == 2 and params["precision"] == "int8"
+    assert {"sparsity", "clusters", "qat"} <= set(params) and flavor == "tf_keras" and hw is None
+    model = _build(keras, config)
+    assert model.layers[1].filters == params["filters"]
+
+
 def test_pareto_front_keeps_only_undominated_complete_trials():
     from tflc.search import pareto_front
 
