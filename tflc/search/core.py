@@ -462,8 +462,10 @@ def _run_trials(o, study, optuna, auto_space, builder, seed_model, flavor, data,
                                  o.fine_tune_epochs, o.batch_size, o.learning_rate, o.seed,
                                  o.device, seed_info.get("accuracy"), o.max_accuracy_drop)
                 running[executor.submit(task)] = (trial, time.perf_counter())
-                bar.set_postfix_str(f"{len(running)} running", refresh=True)
             finished, _ = executor.wait_any(list(running), timeout=2.0)
+            now = time.perf_counter()  # each running trial and how long it has been going
+            bar.set_postfix_str(", ".join(f"#{t.number} {now - since:.0f}s"
+                                          for t, since in running.values()), refresh=True)
             for handle, outcome in finished:
                 trial, _started = running.pop(handle)
                 _tell(study, trial, outcome, state, out, o, on_trial)
