@@ -150,9 +150,15 @@ class _InputMonitor:
             self.inv_run = 1.0 / runs
             self.run = np.zeros(self.size)
             self.last = None
+        # the block's rows, in the model's input dtype (float samples quantized once, as the model
+        # takes them): a preallocated buffer, written in place every sample
         self.rows = np.zeros((block, self.size), dtype=self.dtype)
         self.rows_view = self.rows.reshape((block, *self.shape[1:]))  # the same memory
-        self.float_rows = np.zeros((block, self.size), dtype=np.float32) if self.integer else None
+        self.rows_in = self.rows.reshape((block, *self.shape))  # a row as the model's input
+        self.row_views = list(self.rows_in)  # the same rows, one view each: no view per sample
+        self.inv32, self.zero32 = np.float32(self.inv_scale), np.float32(self.zero_point)
+        self.q = np.zeros(self.size, dtype=np.float32)  # float samples quantized, in place
+        self.saturated_rows: dict = {}  # float samples: row -> values quantized outside the range
         self.kind = None  # "f" or "i": what this input's samples are, fixed by the first one
         self.ref = {"f": float(entry.get("saturation_rate") or 0.0),
                     "i": float(entry.get("at_limits_rate") or 0.0)}
@@ -160,12 +166,14 @@ class _InputMonitor:
         eight_bit = self.dtype in (np.int8, np.uint8) and self.limits is not None \
             and self.origin == self.limits[0] and float(hist["bin_width"]) * BINS == 256
         self.levels = 256 if eight_bit else None
+        self.raw_flat = self.rows.view(np.uint8).reshape(-1) if eight_bit else None
         if eight_bit and self.dtype == np.int8:
             # int8 values counted through their uint8 view (-128..-1 land on 128..255): keep the
             # reference in that bin order instead of reordering every block's histogram
             order = np.r_[BINS // 2:BINS, 0:BINS // 2]
             self.ref_prob = np.ascontiguousarray(self.ref_prob[:, order])
             self.ref_log = np.log(self.ref_prob)
+        self.ref_list, self.ref_log_list = self.ref_prob[0].tolist(), self.ref_log[0].tolist()
         if self.offsets is not None:
             self.level_offsets = (np.arange(self.size) % groups).astype(np.int32) * 256
         self.blocks: list = []  # the window's blocks: (histogram, out-of-range count)
@@ -175,7 +183,8 @@ class _InputMonitor:
 
     def prepare(self, x, row: int, reject: bool):
         """(the model input, the sanitized values, nonfinite count); the model input is None
-        when the sample is rejected. Everything else waits for the block to close."""
+        when the sample is rejected. The quantized values go into the block's row `row` (the
+        model input is that row); everything else waits for the block to close."""
         a = np.asarray(x)
         if a.size != self.size:
             raise ValueError(f"input {self.name}: {a.size} values, the model takes "
@@ -188,66 +197,84 @@ class _InputMonitor:
         nonfinite = 0
         kind = a.dtype.kind
         if kind == "f":
-            if not math.isfinite(float(a.sum())):  # one pass; only then look closer
+            if self.kind is None:
+                self.kind = "f"
+            if self.integer:
+                lo, hi = self.limits
+                q = self._scaled(a)
+                low, high = q.min(), q.max()  # NaN and inf land here too: one test for all
+                if not (lo <= low and high <= hi):
+                    if not (math.isfinite(low) and math.isfinite(high)):
+                        finite = np.isfinite(a)
+                        nonfinite = self.size - int(np.count_nonzero(finite))
+                        if nonfinite:
+                            if reject:
+                                return None, None, nonfinite
+                            a = np.where(finite, a, self.replacement).astype(a.dtype)
+                            q = self._scaled(a)
+                    np.rint(q, out=q)
+                    saturated = int(np.count_nonzero(q < lo)) + int(np.count_nonzero(q > hi))
+                    if saturated:
+                        np.clip(q, lo, hi, out=q)
+                    self.saturated_rows[row] = saturated
+                else:
+                    np.rint(q, out=q)
+                    if self.saturated_rows:
+                        self.saturated_rows.pop(row, None)
+                np.copyto(self.rows[row], q, casting="unsafe")
+                return self.rows_in[row], a, nonfinite
+            if not math.isfinite(float(a.sum())):  # a float model: one pass, then look closer
                 finite = np.isfinite(a)
                 nonfinite = self.size - int(np.count_nonzero(finite))
                 if nonfinite:
                     if reject:
                         return None, None, nonfinite
                     a = np.where(finite, a, self.replacement)
-            if self.integer:
-                q = a * self.inv_scale
-                q += self.zero_point
-                np.rint(q, out=q)
-                np.clip(q, self.limits[0], self.limits[1], out=q)
-                values = q.astype(self.dtype)
-                if self.kind is None:
-                    self.kind = "f"
-                if self.kind == "f":  # quantized again, with the saturation, when the block closes
-                    self.float_rows[row] = a
-                else:
-                    self.rows[row] = values
-            else:
-                values = a.astype(self.dtype)
-                self.rows[row] = values
-        elif kind in "iub":
+            np.copyto(self.rows[row], a, casting="unsafe")
+            return self.rows_in[row], a, nonfinite
+        if kind in "iub":
             if self.integer and a.dtype != self.dtype:
                 a = np.clip(a, self.limits[0], self.limits[1])
-            values = a if a.dtype == self.dtype else a.astype(self.dtype)
             if self.kind is None:
                 self.kind = "i"
-            if self.kind == "f":
-                self.float_rows[row] = (values.astype(np.float32) - self.zero_point) / self.inv_scale
-            else:
-                self.rows[row] = values
+            np.copyto(self.rows[row], a, casting="unsafe")
+            return self.rows_in[row], a, nonfinite
+        raise ValueError(f"input {self.name}: values of dtype {a.dtype}, expected numbers")
+
+    def _scaled(self, a):
+        """a / scale + zero point in float32 (the quantizer's arithmetic), before rounding."""
+        if a.dtype == np.float32:
+            q = np.multiply(a, self.inv32, out=self.q)
         else:
-            raise ValueError(f"input {self.name}: values of dtype {a.dtype}, expected numbers")
-        return values.reshape(self.shape), a, nonfinite
+            q = self.q
+            np.copyto(q, a, casting="same_kind")
+            q *= self.inv32
+        q += self.zero32
+        return q
 
     def close_block(self, count: int) -> tuple:
         """Fold the block's `count` rows into the window; returns (saturated, out of range):
         saturated are values at the limits of the integer range (clipped there or at them)."""
         saturated = None
-        if self.kind == "f" and count:  # float samples: saturated = quantized outside the range
-            q = self.float_rows[:count] * np.float32(self.inv_scale)
-            q += np.float32(self.zero_point)
-            np.rint(q, out=q)
-            lo, hi = self.limits
-            saturated = int(np.count_nonzero(q < lo)) + int(np.count_nonzero(q > hi))
-            np.clip(q, lo, hi, out=q)
-            self.rows[:count] = q
+        if self.kind == "f" and self.limits is not None:  # counted as they were quantized
+            saturated = sum(n for r, n in self.saturated_rows.items() if r < count) \
+                if self.saturated_rows else 0
+        self.saturated_rows = {}
         rows = self.rows[:count]
         at_limits = 0
         if self.levels is not None:  # 8-bit: one histogram of every level gives it all
             raw = rows.view(np.uint8)  # int8 -128..-1 land on 128..255 (the reference too)
+            low, high = (128, 127) if self.dtype == np.int8 else (0, 255)
             if self.offsets is not None:
                 levels = np.bincount((raw + self.level_offsets).ravel(),
                                      minlength=self.groups * 256).reshape(self.groups, 256)
-            else:
-                levels = np.bincount(raw.ravel(), minlength=256)[None]
-            low, high = (128, 127) if self.dtype == np.int8 else (0, 255)
-            at_limits = int(levels[:, low].sum() + levels[:, high].sum())
-            hist = levels.reshape(self.groups, BINS, 256 // BINS).sum(axis=2).ravel()
+                at_limits = int(levels[:, low].sum() + levels[:, high].sum())
+                hist = levels.reshape(self.groups, BINS, 256 // BINS).sum(axis=2).ravel()
+            else:  # one channel: scalar lookups, a flat histogram
+                levels = np.bincount(self.raw_flat[:count * self.size] if count < len(self.rows)
+                                     else self.raw_flat, minlength=256)
+                at_limits = int(levels[low]) + int(levels[high])
+                hist = levels.reshape(BINS, 256 // BINS).sum(axis=1)
         else:
             values = rows.astype(np.float64)
             bins = ((values - self.origin) * self.inverse).astype(np.int64)
@@ -262,11 +289,11 @@ class _InputMonitor:
         out_of_range = 0
         if self.low is not None and count:
             lows, highs = rows.min(axis=0), rows.max(axis=0)
-            if (lows < self.low).any() or (highs > self.high).any():
+            if np.count_nonzero(lows < self.low) or np.count_nonzero(highs > self.high):
                 out_of_range = int(np.count_nonzero((rows < self.low) | (rows > self.high)))
             first = rows[0]
             constant = lows == highs
-            if not constant.any():  # the usual case: nothing held still for a whole block
+            if not np.count_nonzero(constant):  # the usual case: nothing held still a block
                 if self.stuck_ratio:
                     self.run[:] = 0.0
                     self.stuck_ratio = 0.0
@@ -278,6 +305,10 @@ class _InputMonitor:
                 self.run = np.where(constant, float(count), 0.0)
                 self.stuck_ratio = float((self.run * self.inv_run).max())
             self.last = rows[count - 1].copy()
+        if self.per_window == 1:  # the window is this block: nothing to add or take away
+            self.hist_sum = hist
+            self.sat_blocks = [(saturated, count * self.size)]
+            return saturated, out_of_range
         self.blocks.append(hist)
         self.hist_sum += hist
         self.sat_blocks.append((saturated, count * self.size))
@@ -297,6 +328,15 @@ class _InputMonitor:
                                                                 else "at_limits")
 
     def psi(self) -> float:
+        if self.groups == 1:  # one channel: 32 terms, fewer steps in plain Python than numpy's
+            counts = self.hist_sum.tolist()
+            total = sum(counts) + SMOOTHING * len(counts)
+            log = math.log
+            value = 0.0
+            for c, r, lr in zip(counts, self.ref_list, self.ref_log_list):
+                p = (c + SMOOTHING) / total
+                value += (p - r) * (log(p) - lr)
+            return value
         counts = self.hist_sum.reshape(self.groups, BINS) + SMOOTHING
         p = counts / counts.sum(axis=1, keepdims=True)
         return float(((p - self.ref_prob) * (np.log(p) - self.ref_log)).sum(axis=1).max())
@@ -304,7 +344,8 @@ class _InputMonitor:
     def reset(self) -> None:
         self.blocks = []
         self.sat_blocks = []
-        self.hist_sum[:] = 0
+        self.saturated_rows = {}
+        self.hist_sum = np.zeros(self.groups * BINS, dtype=np.int64)
         if self.low is not None:
             self.run[:] = 0.0
             self.last = None
@@ -382,8 +423,6 @@ class Guard:
             self._fast = (interp.set_tensor, interp.invoke, interp.get_tensor,
                           primary.inputs[0]["index"], out["index"], out["zero_point"],
                           out["scale"] if integer else 0.0)
-            self._out_rows = np.zeros((self.block, *out["shape"][1:]), dtype=out["dtype"])
-            self._out_rows = self._out_rows.reshape((self.block, 1, -1))
         self._slo = policy.latency_slo_ms
         self._blocks: list = []  # per block: dict of sums, the window is the last few
         self._block = self._new_block()
@@ -416,7 +455,7 @@ class Guard:
     @staticmethod
     def _new_block() -> dict:
         return {"samples": 0, "rows": 0, "values": 0, "nonfinite": 0, "saturated": 0,
-                "out_of_range": 0, "confidence": 0.0, "confident": 0, "slo": 0, "fast_slots": []}
+                "out_of_range": 0, "confidence": 0.0, "confident": 0, "slo": 0, "fast_outputs": []}
 
     # ------------------------------------------------------------------ the one call
     def predict(self, x):
@@ -428,7 +467,7 @@ class Guard:
             monitor = self._monitors[0]
             if (type(x) is np.ndarray and x.dtype == monitor.dtype and monitor.kind == "i"
                     and x.shape == monitor.shape):  # integer samples as the model takes them
-                monitor.rows_view[row] = x
+                monitor.row_views[row][...] = x
                 values, bad = x, 0
             else:
                 values, _, bad = monitor.prepare(x, row, self._reject)
@@ -444,7 +483,6 @@ class Guard:
                 invoke()
                 latency = (perf_counter() - start) * 1e3
                 raw = get_tensor(out_index)
-                self._out_rows[row] = raw
                 result = raw.astype(np.float32)
                 if scale:
                     result -= zero
@@ -455,7 +493,9 @@ class Guard:
                     self._latency_max = latency
                 if self._slo and latency > self._slo:
                     block["slo"] += 1
-                block["fast_slots"].append(row)  # their confidences: at the block's end, at once
+                # get_tensor's array is a copy of the output, ours alone: kept, not copied again,
+                # and their top-1 confidences taken at the block's end, all at once
+                block["fast_outputs"].append(raw)
                 self.last_model, self.last_latency_ms = PRIMARY, latency
                 if self.last_nonfinite:
                     self.last_nonfinite = 0
@@ -541,16 +581,17 @@ class Guard:
     def _close_block(self) -> None:
         block = self._block
         block["values"] = block["samples"] * self._features
-        slots = block.pop("fast_slots")
-        if slots:  # the fast path's raw outputs: top-1 confidences of them all at once
-            raw = self._out_rows[:len(slots)] if slots[-1] == len(slots) - 1 \
-                else self._out_rows[slots]
-            top = raw.reshape(len(slots), -1).max(axis=1).astype(np.float64)
+        outputs = block.pop("fast_outputs")
+        if outputs:  # the fast path's raw outputs: top-1 confidences of them all at once
+            raw = np.concatenate(outputs)
+            n = len(outputs)
+            top = raw.reshape(n, -1).max(axis=1)
+            top = int(top.sum()) if raw.dtype.kind in "iu" else float(top.astype(np.float64).sum())
             _, _, _, _, _, zero, scale = self._fast
-            if scale:
-                top = (top - zero) * scale
-            block["confidence"] += float(top.sum())
-            block["confident"] += len(slots)
+            if scale:  # sum((t - zero) * scale) in one step, in exact integers first
+                top = (top - zero * n) * scale
+            block["confidence"] += float(top)
+            block["confident"] += n
         for monitor in self._monitors:
             saturated, out_of_range = monitor.close_block(block["rows"])
             block["saturated"] += saturated
@@ -576,13 +617,20 @@ class Guard:
         parts = {}
         if total["values"]:
             parts["nonfinite"] = (total["nonfinite"] / total["values"]) / t["nonfinite"]
+        monitors = self._monitors
         if self.policy.stuck:
-            parts["stuck"] = max(m.stuck_ratio for m in self._monitors)
+            parts["stuck"] = monitors[0].stuck_ratio if self._single \
+                else max(m.stuck_ratio for m in monitors)
         if total["samples"] >= self.window and total["rows"]:
-            parts["psi"] = max(m.psi() for m in self._monitors) / t["psi"]
-            parts["saturation"] = max(
-                (inc / t[key] for inc, key in (m.saturation_increase() for m in self._monitors)
-                 if key), default=0.0)
+            if self._single:  # one input: no generators
+                parts["psi"] = monitors[0].psi() / t["psi"]
+                inc, key = monitors[0].saturation_increase()
+                parts["saturation"] = inc / t[key] if key else 0.0
+            else:
+                parts["psi"] = max(m.psi() for m in monitors) / t["psi"]
+                parts["saturation"] = max(
+                    (inc / t[key] for inc, key in (m.saturation_increase() for m in monitors)
+                     if key), default=0.0)
             if t["latency"]:
                 parts["latency"] = (total["slo"] / total["rows"]) / t["latency"]
         if t["confidence"] and self.state == PRIMARY and total["confident"] >= self.window:
