@@ -303,6 +303,10 @@ def _aot(stage: Path, target_spec, socs, tflite_bytes: bytes, report: CompileRep
         say(f"compiling ahead of time for {soc} ({target_spec.runtime.aot['compiler']})")
         result = compile_for(target_spec.runtime.aot["compiler"], tflite_bytes, soc)
         entry = {"file": None, "sha256": None, **result.summary()}
+        if soc != target_spec.runtime.aot["soc"]:
+            report.warnings.append(f"--aot {soc}: {target_spec.name}'s verdicts are for "
+                                   f"{target_spec.runtime.aot['soc']}; report.json's aot says what "
+                                   f"the compiler put on {soc}'s NPU")
         if result.ok:
             entry["file"] = f"model_{soc}.tflite"
             entry["sha256"] = sha256_bytes(result.data)

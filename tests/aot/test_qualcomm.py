@@ -223,3 +223,5 @@ def test_compile_aot_writes_and_records_a_model_per_soc(digits_dir, tmp_path):
     folder = Path(Registry().files.artifacts) / stored.id
     assert (folder / "model_SM8650.tflite").read_bytes() == (out / "model_SM8650.tflite").read_bytes()
     assert "aot         SM8650: " in report.summary()
+    # the check verdict is qualcomm-htp's (SM8650): the other SoC's compile is flagged as such
+    assert [w.split(":")[0] for w in report.warnings if w.startswith("--aot")] == ["--aot SM7325"]
