@@ -65,6 +65,18 @@ def test_deploy_guard_telemetry_rollback_over_ssh(releases, sshd, tflite_runtime
     assert sorted(p.name for p in current.iterdir()) == [
         ".complete", "fallback", "model.tflite", "profile.json", "release.json", "tflc_runtime"]
     assert not list((base / "releases").glob(".incoming-*"))
+    # the deploy is in the run registry: the release, its artifact, the device and the result
+    from tflc.store import Registry
+
+    record = Registry(releases["registry"]).list(kind="deploy")[0]
+    assert record.model_name == "guarded-digits"
+    assert {k: record.manifest["config"][k] for k in ("release", "artifact", "device", "result")} \
+        == {"release": "guarded-digits@current", "artifact": releases["current"],
+            "device": done.device, "result": "deployed"}
+    stored = json.loads(Registry(releases["registry"]).files.file_path(
+        record.id, "deploy.json").read_text())
+    assert stored["ref"] == "guarded-digits@current" and stored["release"] == done.release
+    assert stored["bytes"] == done.bytes and stored["device_check"] == done.device_check
 
     # the application on the device: in-distribution, then inverted digits
     x = np.load(digits_dir / "eval.npz")["x"]
@@ -144,6 +156,15 @@ def test_a_release_the_device_cannot_run_is_refused(releases, sshd, numpy_only_p
     base = root / "guarded-digits"
     assert os.readlink(base / "current") == f"releases/{first.release}"
     assert [p.name for p in (base / "releases").iterdir()] == [first.release]
+    from tflc.store import Registry  # both deploys are recorded, the refusal with its reason
+
+    refused, deployed = Registry(releases["registry"]).list(kind="deploy")[:2]
+    assert deployed.manifest["config"]["result"] == "deployed"
+    assert refused.manifest["config"]["result"] == "refused"
+    assert refused.manifest["config"]["artifact"] == releases["previous"]
+    reason = json.loads(Registry(releases["registry"]).files.file_path(
+        refused.id, "deploy.json").read_text())["reason"]
+    assert "no TFLite interpreter" in reason
 
 
 def test_bad_input_is_one_line(releases, sshd, tmp_path):

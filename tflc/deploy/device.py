@@ -342,18 +342,30 @@ def deploy(ref: str, device: str, *, fallback=None, root: str = DEFAULT_ROOT, py
         py = shell.python_word
         script = deploy_script(dir_word, py, folder, keep)
         code, out, err = shell.run(script, f"deploying {name}", stdin=payload, timeout=timeout)
+    from tflc.store.manifests import record_deploy
+
+    recorded = {"name": name, "artifact": artifact, "registry": registry,
+                "settings": {"root": root, "keep": keep, "fallback": chosen[0] if chosen else None}}
     if code == 92:
-        raise PipelineError(f"{shell.label}: the release {name} ({artifact}) does not load on "
-                            f"the device, which keeps its current release: "
-                            f"{_device_reason(err)}")
+        error = PipelineError(f"{shell.label}: the release {name} ({artifact}) does not load on "
+                              f"the device, which keeps its current release: "
+                              f"{_device_reason(err)}")
+        record_deploy(ref, shell.label, "refused", reason=error.message, **recorded)
+        raise error
     if code != 0:
-        raise _fail(shell.label, f"deploying {name}; the device keeps its current release", code, err)
+        error = _fail(shell.label, f"deploying {name}; the device keeps its current release",
+                      code, err)
+        record_deploy(ref, shell.label, "failed", reason=getattr(error, "message", str(error)),
+                      **recorded)
+        raise error
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     check, links = (lines + [{}, {}])[:2] if len(lines) >= 2 else ({}, lines[-1] if lines else {})
-    return DeployResult(device=shell.label, name=name, artifact=artifact, release=folder, root=root,
+    done = DeployResult(device=shell.label, name=name, artifact=artifact, release=folder, root=root,
                         fallback=chosen[0] if chosen else None, previous=links.get("previous"),
                         files=files, bytes=len(payload), device_check=check,
                         removed=links.get("removed", []))
+    record_deploy(ref, shell.label, "deployed", done=done, **recorded)
+    return done
 
 
 def deploy_script(dir_word: str, py: str, folder: str, keep: int) -> str:

@@ -324,6 +324,34 @@ def record_profile(result, model, settings: dict | None = None, registry=None) -
     return record("profile", files, manifest, registry)
 
 
+def record_deploy(ref: str, device: str, result: str, *, name: str | None = None,
+                  artifact: str | None = None, done=None, reason: str | None = None,
+                  settings: dict | None = None, registry=None) -> str | None:
+    """Record a `tflc deploy`: the release (its name and artifact id), the device and the result
+    ("deployed", "refused": the device could not load it and keeps its release, "failed"), with
+    the device's answer (deploy.json), so the registry holds where each release went and how
+    (`Registry.list(kind="deploy")`; `tflc runs list` shows them among the other runs)."""
+    from tflc.store.recording import not_recorded, record
+
+    try:
+        data = {"ref": ref, "name": name, "artifact": artifact, "device": device,
+                "result": result, "reason": reason, **(done.to_dict() if done else {})}
+        manifest = {
+            "model_name": name,
+            "inputs": {},
+            "config": {"release": ref, "artifact": artifact, "device": device, "result": result,
+                       **{k: v for k, v in (settings or {}).items() if _plain(v)}},
+            "cwd": os.getcwd(),
+            "target": None,
+            "seed": None,
+            "stages": None,
+            "metrics": {"bytes": done.bytes} if done else {},
+        }
+    except (TflcError, OSError) as exc:
+        return not_recorded("deploy", exc)
+    return record("deploy", {"deploy.json": data}, manifest, registry)
+
+
 def _plain(value) -> bool:
     """A setting that belongs in a manifest: JSON scalars and lists of them."""
     if isinstance(value, (list, tuple)):

@@ -16,7 +16,7 @@ from tflc.store.artifacts import ID_LENGTH, canonical_json, normalize_files
 from tflc.store.registry import Registry, now_iso, registry_root
 from tflc.store.versions import collect_platform, collect_versions
 
-KINDS = ("compile", "check", "bench", "export", "search", "profile")
+KINDS = ("compile", "check", "bench", "export", "search", "profile", "deploy")
 MANIFEST_SCHEMA = 1
 # Setting TFLC_NO_RECORD=1 turns recording off (e.g. a throwaway notebook session).
 NO_RECORD_ENV = "TFLC_NO_RECORD"
