@@ -149,6 +149,13 @@ def main(debug: bool) -> None:
                    "auto tries each, with and without bias correction, on --eval-data and keeps the best.")
 @click.option("--bias-correction", is_flag=True,
               help="Correct each conv/dense layer's mean int8 output error in its bias (calibration set).")
+@click.option("--cross-layer-equalization", is_flag=True,
+              help="Even out per-channel weight ranges of conv/depthwise -> conv/dense pairs (ReLU between) "
+                   "before quantizing; the float function is unchanged.")
+@click.option("--adaround", type=click.IntRange(1, 1000), is_flag=False, flag_value=8, default=None,
+              metavar="[SWEEPS]",
+              help="Choose each conv/dense weight's rounding (up or down) to lower the layer's output error "
+                   "on the calibration set (greedy, SWEEPS passes, 8 when not given).")
 @click.option("--target", help="Check the result against this target (name or YAML path).")
 @click.option("--strict", is_flag=True, help="With --target: a partial mapping fails (exit 3).")
 @click.option("--export", "export_format", type=click.Choice(["c"]), help="With --target: also export C source to OUT/c.")
@@ -169,7 +176,8 @@ def compile_command(model, out_dir, calibration_data, calibration, calibration_s
                     normalize, weights, activations, io_type, static_batch, eval_data, max_accuracy_drop, seed,
                     input_shape, custom_objects, allow_unsafe_code, allow_float_ops, target, strict, export_format,
                     aot, pipeline_config, train_data, prune, prune_structure, qat, qat_skip_unsupported,
-                    cluster, distill_student, epochs, ptq, bias_correction, fmt):
+                    cluster, distill_student, epochs, ptq, bias_correction,
+                    cross_layer_equalization, adaround, fmt):
     """Compile a Keras model (.keras, .h5, SavedModel) into a fully-integer TFLite model."""
     import tflc
     from tflc.load.models import parse_input_shapes
@@ -187,6 +195,7 @@ def compile_command(model, out_dir, calibration_data, calibration, calibration_s
         prune_structure=prune_structure, qat=qat, qat_skip_unsupported=qat_skip_unsupported,
         cluster=cluster, distill=distill_student, epochs=epochs,
         ptq=ptq, bias_correction=bias_correction,
+        cross_layer_equalization=cross_layer_equalization, adaround=adaround,
     )
     log = None if fmt == "json" else (lambda message: click.echo(f"... {message}", err=True))
     report = tflc.compile(model, out_dir, options, log=log)

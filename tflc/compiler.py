@@ -43,6 +43,7 @@ class CompileReport:
     lowering: dict | None = None  # recurrent layers rebuilt, unrolled or fused for TFLite
     pipeline: dict | None = None  # the stages' settings as run: the request with defaults filled in
     ptq: dict | None = None  # --ptq / --bias-correction: the method chosen, its settings, the table
+    weights: dict | None = None  # --cross-layer-equalization / --adaround: the layers they changed
     layers: dict | None = None  # per-layer SQNR, float vs quantized, the worst layers, advice
     profile: dict | None = None  # profile.json: the calibration profile the device guard reads
     aot: list | None = None  # one entry per --aot SoC: the compiled file and what went to the NPU
@@ -169,6 +170,15 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
                                     frozen if float_source is loaded else None)
         timings["convert_float"] = time.perf_counter() - clock
         clock = time.perf_counter()
+        weight_report = None
+        if o.cross_layer_equalization or o.adaround:  # a corrected copy is what gets quantized
+            from tflc.convert.weights import correct_weights
+
+            loaded, weight_report = correct_weights(loaded, calib.x, o.cross_layer_equalization,
+                                                    o.adaround, o.weights == "per-tensor", log=say)
+            frozen = frozen_function(loaded, static_batch)
+            timings["weights"] = time.perf_counter() - clock
+            clock = time.perf_counter()
         say(f"calibrating on {len(calib)} samples and converting to {o.activations} TFLite")
         ptq_result = None
         if o.ptq is None and not o.bias_correction:  # the converter's own min-max calibration
@@ -241,6 +251,7 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
             lowering=lowering.to_dict() if lowering is not None else None,
             pipeline=pipeline_config.to_dict() if pipeline_config is not None else None,
             ptq=ptq_result.to_dict() if ptq_result is not None else None,
+            weights=weight_report.to_dict() if weight_report is not None else None,
             layers=layers,
             warnings=warnings,
             timings={k: round(v, 3) for k, v in timings.items()},
@@ -447,6 +458,11 @@ def format_summary(report: CompileReport) -> str:
         lines.extend("            " + line for line in format_table(report.ptq).splitlines())
     elif report.ptq:
         lines.append(f"ptq         {report.ptq['chosen']}")
+    if report.weights:
+        w = report.weights
+        lines.append(f"weights     cross-layer equalized {len(w['equalized'])} layer pairs; adaround "
+                     f"rounded {len(w['adaround'])} layers ("
+                     f"{sum(r['flipped'] for r in w['adaround'].values())} weights off nearest)")
     if report.layers and report.layers.get("worst"):
         lines.append(f"layers      lowest SQNR vs float ({report.layers['samples']} calibration samples): "
                      + "; ".join(report.layers["worst"]))

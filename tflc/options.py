@@ -54,6 +54,9 @@ class CompileOptions:
     # post-training quantization methods (tflc.convert.ptq): None is the converter's own min-max
     ptq: str | None = None  # minmax | percentile | mse | kl | auto
     bias_correction: bool = False
+    # weight-side corrections on the float Keras model (tflc.convert.weights)
+    cross_layer_equalization: bool = False
+    adaround: int | None = None  # coordinate-descent sweeps per layer; None: round to nearest
     # loading
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     custom_objects: tuple[str, ...] = ()
@@ -176,8 +179,10 @@ def _validate(o: CompileOptions) -> None:
         _whole("cluster", o.cluster, 2, 256)
     if o.epochs is not None:
         _whole("epochs", o.epochs, 1, 10_000)
+    if o.adaround is not None:
+        _whole("adaround", o.adaround, 1, 1_000)
     for name in ("static_batch", "allow_float_ops", "allow_unsafe_code", "strict", "qat",
-                 "qat_skip_unsupported", "bias_correction"):
+                 "qat_skip_unsupported", "bias_correction", "cross_layer_equalization"):
         if not isinstance(getattr(o, name), bool):
             raise BadInput(f"{_flag(name)}: expected true or false, got {getattr(o, name)!r}")
     _pairs(o)
