@@ -18,6 +18,10 @@ import click
 from tflc.errors import BadInput, TflcError
 from tflc.version import __version__
 
+# tflc.store.recording.KINDS, written out so `tflc --help` need not import the store
+# (tests/store checks that the two lists are the same).
+RECORD_KINDS = ["compile", "check", "bench", "export", "search", "profile", "deploy"]
+
 
 class TflcGroup(click.Group):
     """A click group that turns tflc's exceptions into one clean line and an exit code.
@@ -672,7 +676,7 @@ def _runs_table(rows: list[list], headers: list[str]) -> None:
 
 def _runs_filters(func):
     for option in reversed([
-        click.option("--kind", type=click.Choice(["compile", "check", "bench", "export", "search"])),
+        click.option("--kind", type=click.Choice(RECORD_KINDS)),
         click.option("--model", help="Part of the model path, its name, or a release name."),
         click.option("--target", help="Target name."),
         click.option("--tag", help="Only artifacts with this tag."),

@@ -300,3 +300,10 @@ def test_metrics_and_diffs_flatten_a_report_with_the_same_keys():
     assert flat["latency_ms"] == "[1.5, 2.5]" and flat["sizes.empty"] == "{}"
     for key, value in numeric_leaves(report).items():
         assert flat.get(key, value) == value  # where both have a key, it holds the same number
+
+
+def test_runs_list_offers_every_kind_the_store_records():
+    from tflc.cli import RECORD_KINDS
+    from tflc.store.recording import KINDS
+
+    assert list(KINDS) == RECORD_KINDS
