@@ -156,3 +156,37 @@ def test_cle_on_relu6_keeps_every_channel_under_the_clip():
     assert not np.allclose(ka[..., 1:], k[..., 1:].astype(np.float32))  # the others were scaled
     peak = keras.Model(new.inputs, new.get_layer("a").output).predict(calib[0], verbose=0)
     assert np.all(peak.reshape(-1, 4).max(0)[1:] <= 6.0 + 1e-5)
+
+
+def test_batch_norms_are_folded_before_cle_and_the_function_kept():
+    from tflc.convert.weights import correct_weights
+    from tflc.load.models import LoadedModel
+    from tflc.tf_env import import_tf_keras
+
+    keras = import_tf_keras()
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(5, 3, padding="same", use_bias=False, name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.Activation("relu", name="r1")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.ReLU(name="r2")(x)
+    outputs = keras.layers.Conv2D(4, 1, name="c2")(x)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(3)
+    for name in ("bn1", "bn2"):
+        bn = model.get_layer(name)
+        n = bn.get_weights()[0].size
+        bn.set_weights([rng.uniform(0.1, 3, n), rng.normal(0, 1, n), rng.normal(0, 1, n),
+                        rng.uniform(0.1, 4, n)])
+    loaded = LoadedModel(path="mem", format="tf_keras", model=model, inputs=[], outputs=[],
+                         param_count=0, sha256="")
+    calib = [rng.uniform(0, 1, (32, 6, 6, 3)).astype(np.float32)]
+    equalized, report = correct_weights(loaded, calib, True, None)
+    assert report.folded == [["c1", "bn1"], ["dw", "bn2"]]
+    assert [e[:2] for e in report.equalized] == [("dw", "c2")]  # c1 -> dw: depthwise is no second
+    before = model.predict(calib[0], verbose=0)
+    np.testing.assert_allclose(equalized.model.predict(calib[0], verbose=0), before, rtol=1e-4,
+                               atol=1e-4 * np.abs(before).max())
+    assert [type(layer).__name__ for layer in model.layers].count("BatchNormalization") == 2  # kept

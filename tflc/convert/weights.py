@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-EQUALIZE_FIRST = ("Conv2D", "DepthwiseConv2D")
+EQUALIZE_FIRST = ("Conv2D", "DepthwiseConv2D", "Dense")
 EQUALIZE_SECOND = ("Conv2D", "Dense")
 ADAROUND_LAYERS = ("Conv2D", "Dense")
 ADAROUND_SAMPLES = 64  # calibration samples whose inputs AdaRound measures the error on
@@ -36,6 +36,7 @@ RELU6_LIMIT = 6.0
 
 @dataclass
 class WeightReport:
+    folded: list = field(default_factory=list)  # (conv/dense, batch norm folded into it)
     equalized: list = field(default_factory=list)  # (first, second, channels scaled)
     skipped: list = field(default_factory=list)  # (first, second, why)
     rounded: dict = field(default_factory=dict)  # layer -> {"flipped": n, "mse_nearest", "mse"}
@@ -43,7 +44,7 @@ class WeightReport:
     scales: dict = field(default_factory=dict, repr=False)  # layer -> per-channel scale
 
     def to_dict(self) -> dict:
-        return {"equalized": [list(e) for e in self.equalized],
+        return {"folded": self.folded, "equalized": [list(e) for e in self.equalized],
                 "skipped": [list(s) for s in self.skipped],
                 "adaround": self.rounded}
 
@@ -77,11 +78,16 @@ def copy_loaded(loaded):
 def correct_weights(loaded, calibration: list[np.ndarray], equalize: bool, adaround_sweeps,
                     per_tensor: bool = False, log=None):
     """(a copy of `loaded` with CLE and/or AdaRound applied, WeightReport)."""
+    from dataclasses import replace
+
     say = log or (lambda message: None)
     loaded = copy_loaded(loaded)
     report = WeightReport()
     if equalize:
         say("cross-layer equalization")
+        model, folded = fold_batchnorms(loaded.model)
+        loaded = replace(loaded, model=model)
+        report.folded = [list(f) for f in folded]
         equalize_model(loaded.model, calibration, report)
     if adaround_sweeps:
         say(f"adaround: {adaround_sweeps} sweeps per layer")
@@ -155,14 +161,19 @@ def equalizable_pairs(model) -> tuple[list, list]:
         if fused is None or len(users) != 1:
             continue
         act, second = None, users[0]
+        if type(second).__name__ == "BatchNormalization":
+            skipped.append((first.name, second.name, "batch normalization follows (not folded)"))
+            continue
         kinds = {fused}
-        if _activation_kind(second) is not None:
+        while _activation_kind(second) is not None:  # a chain of activations, linear ones too
             act = second
             kinds.add(_activation_kind(act))
             nxt = consumers.get(id(act), [])
             if len(nxt) != 1 or id(act) in outputs:
-                continue
+                break
             second = nxt[0]
+        if second is act:
+            continue
         kinds.discard("linear")
         if type(second).__name__ not in EQUALIZE_SECOND or len(kinds) > 1:
             if type(second).__name__ in EQUALIZE_SECOND:
@@ -176,6 +187,79 @@ def equalizable_pairs(model) -> tuple[list, list]:
 
 
 # -------------------------------------------------------------------- cross-layer equalization
+
+
+FOLDABLE = ("Conv2D", "DepthwiseConv2D", "Dense")
+
+
+def fold_batchnorms(model):
+    """A copy of `model` with each batch norm that alone follows a conv/dense folded into it.
+
+    The conv gets w * g and (b - mean) * g + beta, g = gamma / sqrt(var + eps) per output
+    channel (as the converter folds them); the batch norm becomes a linear Activation of the
+    same name, so layer names and the graph stay. Returns (model, names of the folded pairs).
+    """
+    keras = keras_module(model)
+    layers, consumers = _graph(model)
+    outputs = {id(t._keras_history[0]) for t in model.outputs}
+    fold = {}  # conv name -> batch norm layer
+    for layer in layers:
+        users = consumers.get(id(layer), [])
+        if (type(layer).__name__ in FOLDABLE and len(users) == 1 and id(layer) not in outputs
+                and _fused(layer) == "linear" and type(users[0]).__name__ == "BatchNormalization"):
+            bn = users[0]
+            axis = bn.axis if isinstance(bn.axis, int) else (list(bn.axis) + [None])[0]
+            if axis in (-1, len(bn.input.shape) - 1) and len(_inbound(bn)) == 1:
+                fold[layer.name] = bn
+    if not fold:
+        return model, []
+    bn_names = {bn.name for bn in fold.values()}
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in bn_names:
+            return keras.layers.Activation("linear", name=layer.name)
+        if layer.name in fold:
+            config["use_bias"] = True
+        return type(layer).from_config(config)
+
+    if type(model).__module__.startswith("tf_keras"):
+        from tflc.optimize.layers import in_memory_cloning
+
+        with in_memory_cloning():
+            new = keras.models.clone_model(model, clone_function=clone)
+    else:
+        new = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        target = new.get_layer(layer.name)
+        if layer.name in bn_names:
+            continue
+        weights = layer.get_weights()
+        if layer.name in fold:
+            bn = fold[layer.name]
+            values = dict(zip(("gamma", "beta", "mean", "var"), _bn_weights(bn)))
+            g = values["gamma"] / np.sqrt(values["var"] + bn.epsilon)
+            kernel = np.asarray(weights[0], np.float64)
+            if type(layer).__name__ == "DepthwiseConv2D":
+                kernel = kernel * g.reshape(kernel.shape[2:])
+            else:
+                kernel = kernel * g
+            bias = np.asarray(weights[1], np.float64) if layer.use_bias else np.zeros(g.size)
+            weights = [kernel.astype(np.float32),
+                       ((bias - values["mean"]) * g + values["beta"]).astype(np.float32)]
+        if weights:
+            target.set_weights(weights)
+    return new, [(name, bn.name) for name, bn in fold.items()]
+
+
+def _bn_weights(bn):
+    """gamma, beta, moving mean, moving variance (gamma 1 / beta 0 when not learned)."""
+    weights = [np.asarray(w, np.float64) for w in bn.get_weights()]
+    n = weights[-1].size
+    gamma = weights.pop(0) if bn.scale else np.ones(n)
+    beta = weights.pop(0) if bn.center else np.zeros(n)
+    return gamma, beta, weights[0], weights[1]
+
 
 
 def _first_kernel(layer) -> np.ndarray:
