@@ -188,6 +188,15 @@ def throughput_section(files: dict, work: Path, trials: int, epochs: int) -> lis
     return lines
 
 
+def kept_front(path: Path) -> list[str]:
+    """The front section of an earlier run's results (`--skip-front` measures throughput only)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    start, end = text.find("## Pareto front"), text.find("## Throughput")
+    return text[start:end].rstrip("\n").split("\n") + [""] if start >= 0 and end > start else []
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default=str(REPO / "build" / "search_bench"))
@@ -218,6 +227,8 @@ def main(argv=None) -> int:
             RESULTS.mkdir(parents=True, exist_ok=True)
             shutil.copy(out / "pareto.png", RESULTS / "search_digits.png")
         (work / "front.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
+    else:
+        lines += kept_front(Path(args.output))
     if not args.skip_throughput:
         lines += throughput_section(files, work / "throughput", args.throughput_trials,
                                     args.throughput_epochs)
