@@ -1,7 +1,8 @@
 """Post-training quantization methods on the four MLPerf Tiny models, side by side, one run.
 
-For each model: `tflc compile` with the converter's own min-max PTQ (plain) and with `--ptq auto`
-(every range method with and without bias correction, scored on the evaluation data), their
+For each model: `tflc compile` with the converter's own min-max PTQ (plain), with `--ptq auto`
+(every range method with and without bias correction, scored on the evaluation data), and (Keras
+files) with `--cross-layer-equalization` and with `--adaround 8`, each alone; their
 compile times, the per-method table from auto's report, and the MLPerf reference int8 file on
 the same data. Inputs:
 
@@ -134,6 +135,17 @@ def run(name: str, folder: Path) -> dict:
     clock = time.perf_counter()
     auto = tflc.compile(model, folder / f"{name}_auto", ptq="auto", **common)
     auto_seconds = time.perf_counter() - clock
+    weights = {}
+    if model.is_file():  # the weight corrections edit Keras weights (a SavedModel has none to edit)
+        for label, extra in (("cle", {"cross_layer_equalization": True}), ("adaround", {"adaround": 8})):
+            clock = time.perf_counter()
+            r = tflc.compile(model, folder / f"{name}_{label}", **extra, **common)
+            weights[label] = {
+                "accuracy": r.evaluation["int8_accuracy"], "sqnr_db": r.evaluation["fidelity"][0]["sqnr_db"],
+                "seconds": round(time.perf_counter() - clock, 2), "pairs": len(r.weights["equalized"]),
+                "skipped": len(r.weights["skipped"]), "layers_rounded": len(r.weights["adaround"]),
+                "flipped": sum(v["flipped"] for v in r.weights["adaround"].values()),
+                "fully_integer": r.verifier["integer_core"]}
     fully_integer = all(r.verifier["integer_core"] for r in (plain, auto))
     return {
         "model": name, "plain_seconds": round(plain_seconds, 2), "auto_seconds": round(auto_seconds, 2),
@@ -146,6 +158,7 @@ def run(name: str, folder: Path) -> dict:
                  "sqnr_db": auto.evaluation["fidelity"][0]["sqnr_db"],
                  "agreement": auto.evaluation["fidelity"][0]["top1_agreement"]},
         "candidates": auto.ptq["candidates"],
+        "weights": weights,
         "worst_layers_plain": (plain.layers or {}).get("worst"),
         "reference": reference_scores(name, ref, evaluation, model),
         "data": {"calibration": str(calib.name), "evaluation": str(evaluation.name)},
@@ -170,6 +183,22 @@ def markdown(results: list[dict]) -> str:
                      f"{num(r['auto']['sqnr_db'])} | {num(r['reference']['accuracy'])} | "
                      f"{num(r['reference']['sqnr_db'])} | {r['plain_seconds']:.1f} | "
                      f"{r['auto_seconds']:.1f} | {r['ratio']:.2f}x | {r['fully_integer']} |")
+    lines += ["", "## Weight corrections (`--cross-layer-equalization`, `--adaround 8`), each alone on "
+              "plain min-max ranges", "",
+              "| model | plain acc | plain SQNR | CLE pairs | CLE acc | CLE SQNR | CLE s | AdaRound layers "
+              "| weights off nearest | AdaRound acc | AdaRound SQNR | AdaRound s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        w = r.get("weights") or {}
+        if not w:
+            lines.append(f"| {r['model']} | {num(r['plain']['accuracy'])} | {num(r['plain']['sqnr_db'])} | "
+                         "SavedModel: no Keras weights to edit | | | | | | | | |")
+            continue
+        c, a = w["cle"], w["adaround"]
+        lines.append(f"| {r['model']} | {num(r['plain']['accuracy'])} | {num(r['plain']['sqnr_db'])} | "
+                     f"{c['pairs']} | {num(c['accuracy'])} | {num(c['sqnr_db'])} | {c['seconds']:.1f} | "
+                     f"{a['layers_rounded']} | {a['flipped']:,} | {num(a['accuracy'])} | "
+                     f"{num(a['sqnr_db'])} | {a['seconds']:.1f} |")
     for r in results:
         lines += ["", f"## {r['model']}: every method (on {r['data']['evaluation']})", "",
                   "| method | accuracy | drop | SQNR dB | size B | time s |", "|---|---|---|---|---|---|"]
