@@ -190,3 +190,33 @@ def test_batch_norms_are_folded_before_cle_and_the_function_kept():
     np.testing.assert_allclose(equalized.model.predict(calib[0], verbose=0), before, rtol=1e-4,
                                atol=1e-4 * np.abs(before).max())
     assert [type(layer).__name__ for layer in model.layers].count("BatchNormalization") == 2  # kept
+
+
+@pytest.mark.heavy
+def test_adaround_integers_survive_the_converters_batch_norm_fold_on_mlperf_ic():
+    """ResNet8 has a batch norm after every conv: the converter folds it into the kernel, which
+    scales q x s and its per-channel max alike, so the integers (up to the sign of gamma) stay."""
+    from tests.conftest import MLPERF_KERAS, need_mlperf
+    from tflc.convert.weights import correct_weights
+    from tflc.load.models import load_model
+    from tflc.tflite.reader import read_model
+
+    need_mlperf(MLPERF_KERAS["ic"])
+    loaded = load_model(MLPERF_KERAS["ic"])
+    calib = [np.random.default_rng(0).uniform(0, 255, (32, 32, 32, 3)).astype(np.float32)]
+    rounded, report = correct_weights(loaded, calib, False, 4)
+    view = read_model(_int8(rounded, calib))
+    sg = view.subgraphs[0]
+    kernels = [view.tensor_data(sg.tensors[op.inputs[1]]).astype(int) for op in sg.operators
+               if op.op in ("CONV_2D", "FULLY_CONNECTED")]
+    assert len(report.integers) == len(kernels) == 10
+    def same_up_to_channel_sign(k, e):
+        if k.shape != e.shape:
+            return False
+        k, e = k.reshape(len(k), -1), e.reshape(len(e), -1)
+        return bool(np.all(np.all(k == e, 1) | np.all(k == -e, 1)))
+
+    for name, chosen in report.integers.items():
+        expected = np.moveaxis(chosen, -1, 0).astype(int)
+        assert any(same_up_to_channel_sign(k, expected) for k in kernels), name
+        assert report.rounded[name]["mse"] < report.rounded[name]["mse_nearest"], name
