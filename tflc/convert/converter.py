@@ -14,10 +14,7 @@ order, which is what makes `tflc compile` reproducible byte for byte.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import signal
-import threading
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -150,8 +147,6 @@ def convert_int8(loaded, calibration: list[np.ndarray], options: ConvertOptions 
 
     def representative_dataset():
         for i in range(count):
-            if _INTERRUPTED.is_set():  # Ctrl-C: stop feeding; _run raises once convert returns
-                return
             yield [x[i:i + 1] for x in calibration]
 
     converter.representative_dataset = representative_dataset
@@ -214,43 +209,14 @@ def _converter(tf, loaded, function):
     return tf.lite.TFLiteConverter.from_concrete_functions([function])
 
 
-_INTERRUPTED = threading.Event()
-
-
-@contextlib.contextmanager
-def _interrupts_deferred():
-    """Ctrl-C while the converter runs is recorded, not raised where it lands.
-
-    The converter's C++ pulls calibration samples from our generator; a KeyboardInterrupt
-    raised inside it can be taken for the end of the data, and the model is then calibrated on
-    part of the samples and written as if nothing happened. So SIGINT only sets a flag: the
-    generator stops feeding, and KeyboardInterrupt is raised once the converter returns.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _INTERRUPTED.clear()
-    previous = signal.signal(signal.SIGINT, lambda *_: _INTERRUPTED.set())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if _INTERRUPTED.is_set():
-        _INTERRUPTED.clear()
-        raise KeyboardInterrupt
-
-
 def _run(converter, loaded) -> bytes:
-    with _interrupts_deferred():
-        try:
-            with quiet_native_output():
-                return bytes(converter.convert())
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
-            if _INTERRUPTED.is_set():
-                raise KeyboardInterrupt from None
-            raise explain_converter_error(loaded, exc) from None
+    try:
+        with quiet_native_output():
+            return bytes(converter.convert())
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError...
+        raise explain_converter_error(loaded, exc) from None
 
 
 _OP_PATTERNS = (
