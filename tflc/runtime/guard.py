@@ -458,6 +458,15 @@ class Guard:
                 "out_of_range": 0, "confidence": 0.0, "confident": 0, "slo": 0, "fast_outputs": []}
 
     # ------------------------------------------------------------------ the one call
+    def _note_latency(self, latency: float, block: dict) -> None:
+        """One invoke's latency into the running figures and the block's SLO breach count."""
+        self._latency_sum += latency
+        self._latency_n += 1
+        if latency > self._latency_max:
+            self._latency_max = latency
+        if self._slo and latency > self._slo:
+            block["slo"] += 1
+
     def predict(self, x):
         """Outputs of the active model for one sample (dequantized floats; a list when the model
         has several outputs), or None when the policy rejects the sample."""
@@ -487,12 +496,7 @@ class Guard:
                 if scale:
                     result -= zero
                     result *= scale
-                self._latency_sum += latency
-                self._latency_n += 1
-                if latency > self._latency_max:
-                    self._latency_max = latency
-                if self._slo and latency > self._slo:
-                    block["slo"] += 1
+                self._note_latency(latency, block)
                 # get_tensor's array is a copy of the output, ours alone: kept, not copied again,
                 # and their top-1 confidences taken at the block's end, all at once
                 block["fast_outputs"].append(raw)
@@ -546,12 +550,7 @@ class Guard:
         latency = (perf_counter() - start) * 1e3
         result = [_dequantize(interpreter.get_tensor(index), info)
                   for index, info in zip(model._out, model.outputs)]
-        self._latency_sum += latency
-        self._latency_n += 1
-        if latency > self._latency_max:
-            self._latency_max = latency
-        if self._slo and latency > self._slo:
-            block["slo"] += 1
+        self._note_latency(latency, block)
         confidence = None
         if self._conf_transform and model is self.primary:
             if self._conf_transform == "probabilities":
