@@ -69,7 +69,9 @@ def xnnpack_placement(model: bytes) -> dict[int, bool | None]:
     view = read_model(model)
     sg = view.main
     taken = _delegated_ops(model, sg)
-    unseen = [op for op in sg.operators if op.index not in taken and _outputs_unseen(sg, op)]
+    consumers = sg.consumers()
+    unseen = [op for op in sg.operators
+              if op.index not in taken and _outputs_unseen(sg, op, consumers)]
     exposed = [t for op in unseen for t in op.outputs
                if t >= 0 and sg.tensors[t].dtype != "resource"]
     if exposed:
@@ -109,12 +111,12 @@ def _delegated_ops(model: bytes, sg) -> set[int]:
     return taken
 
 
-def _outputs_unseen(sg, op) -> bool:
+def _outputs_unseen(sg, op, consumers: dict[int, list[int]]) -> bool:
     """No output of `op` is a model output or read by an op that has outputs of its own."""
-    readers = [o for o in sg.operators if set(o.inputs) & set(op.outputs)]
     outputs = [t for t in op.outputs if t >= 0]
+    readers = {r for t in outputs for r in consumers.get(t, [])}
     return not (set(outputs) & set(sg.outputs)) and all(
-        not any(t >= 0 for t in r.outputs) for r in readers)
+        not any(t >= 0 for t in sg.operators[r].outputs) for r in readers)
 
 
 def _with_outputs(model: bytes, tensors: list[int]) -> bytes:
