@@ -180,19 +180,6 @@ class _InputMonitor:
         self.per_window = window // block
         self.hist_sum = np.zeros(groups * BINS, dtype=np.int64)
         self.stuck_ratio = 0.0
-        # the usual case (8-bit levels, one channel group, the window one block, feature ranges
-        # known) folds in a few numpy calls: each distinct numpy call after an invoke() costs
-        # several microseconds while the CPU's caches refill, far more than its arithmetic
-        self.quick = (self.levels is not None and self.offsets is None and self.per_window == 1
-                      and self.low is not None)
-        if self.quick:
-            # bounds[1], bounds[2] receive a block's per-feature minimum and maximum; comparing
-            # bounds[1:] < bounds[:-1] then asks "below low? - , above high?" in one call
-            self.bounds = np.stack([self.low, self.low, self.high, self.high]).astype(self.dtype)
-            self.flags = np.zeros((3, self.size), dtype=bool)
-            # a feature the calibration data never moved (an image's border) is not "stuck"
-            self.may_stick = self.inv_run > 0
-            self.level_edges = (128, 127) if self.dtype == np.int8 else (0, 255)
 
     def prepare(self, x, row: int, reject: bool):
         """(the model input, the sanitized values, nonfinite count); the model input is None
@@ -268,10 +255,6 @@ class _InputMonitor:
     def close_block(self, count: int) -> tuple:
         """Fold the block's `count` rows into the window; returns (saturated, out of range):
         saturated are values at the limits of the integer range (clipped there or at them)."""
-        if self.quick and count:
-            folded = self._quick_fold(count)
-            if folded is not None:
-                return folded
         saturated = None
         if self.kind == "f" and self.limits is not None:  # counted as they were quantized
             saturated = sum(n for r, n in self.saturated_rows.items() if r < count) \
@@ -334,37 +317,6 @@ class _InputMonitor:
             self.sat_blocks.pop(0)
         return saturated, out_of_range
 
-    def _quick_fold(self, count: int):
-        """close_block's result for the usual case in about ten numpy calls, or None when the
-        block has values out of a feature's range or a feature held still (close_block's general
-        code then looks closer). The histogram and saturation come from one bincount of every
-        level."""
-        rows = self.rows[:count]
-        bounds, flags = self.bounds, self.flags
-        np.minimum.reduce(rows, axis=0, out=bounds[1])
-        np.maximum.reduce(rows, axis=0, out=bounds[2])
-        np.less(bounds[1:], bounds[:-1], out=flags)  # the middle row (max < min) is never true:
-        np.equal(bounds[1], bounds[2], out=flags[1])  # it holds "this feature held still"
-        flags[1] &= self.may_stick
-        if np.count_nonzero(flags):  # (a bool reduction costs more than counting)
-            return None
-        raw = self.raw_flat if count == len(self.rows) else self.raw_flat[:count * self.size]
-        levels = np.bincount(raw, minlength=256)
-        low, high = self.level_edges
-        at_limits = levels.item(low) + levels.item(high)
-        saturated = at_limits
-        if self.kind == "f":  # float samples: counted as they were quantized
-            saturated = sum(n for r, n in self.saturated_rows.items() if r < count) \
-                if self.saturated_rows else 0
-        self.saturated_rows = {}
-        self.hist_sum = levels.reshape(BINS, 256 // BINS).sum(axis=1).tolist()
-        self.sat_blocks = [(saturated, count * self.size)]
-        if self.stuck_ratio:  # nothing held still this block: runs start again
-            self.run[:] = 0.0
-            self.stuck_ratio = 0.0
-        self.last = rows[count - 1].copy()
-        return saturated, 0
-
     def saturation_increase(self) -> tuple:
         """(the window's saturated share above the calibrated one, the threshold key)."""
         saturated = sum(b[0] for b in self.sat_blocks)
@@ -377,7 +329,7 @@ class _InputMonitor:
 
     def psi(self) -> float:
         if self.groups == 1:  # one channel: 32 terms, fewer steps in plain Python than numpy's
-            counts = self.hist_sum if isinstance(self.hist_sum, list) else self.hist_sum.tolist()
+            counts = self.hist_sum.tolist()
             total = sum(counts) + SMOOTHING * len(counts)
             log = math.log
             value = 0.0
@@ -462,11 +414,6 @@ class Guard:
         self._conf_transform = confidence["transform"] if confidence else None
         self._conf_mean = float(confidence["mean"]) if confidence else None
         self._reject = policy.nonfinite == "reject"
-        # per sample only appends: latencies (since they were last summed) and the fast path's
-        # raw outputs (the block's, their confidences taken when it closes); both lists live as
-        # long as the guard, so their bound append methods can be kept
-        self._latencies: list = []
-        self._outputs: list = []
         self._fast = None
         primary = self.primary
         if (len(primary.inputs) == 1 and len(primary.outputs) == 1
@@ -475,25 +422,11 @@ class Guard:
             integer = np.dtype(out["dtype"]).kind in "iu"
             self._fast = (interp.set_tensor, interp.invoke, interp.get_tensor,
                           primary.inputs[0]["index"], out["index"], out["zero_point"],
-                          out["scale"] if integer else 0.0, self._latencies.append,
-                          self._outputs.append)
-            self._top_bytes = None
-            if np.dtype(out["dtype"]) in (np.int8, np.uint8):
-                # 8-bit outputs: each sample's top score read from the block's bytes in plain
-                # Python (int8 through a byte map that keeps signed order), which after an
-                # invoke() costs less than numpy's concatenate and reductions
-                width = int(np.prod(out["shape"][1:], dtype=np.int64)) if len(out["shape"]) > 1 \
-                    else 1
-                signed = np.dtype(out["dtype"]) == np.int8
-                self._top_bytes = (bytes((b + 128) & 255 for b in range(256)) if signed else None,
-                                   128 if signed else 0,
-                                   [slice(i, i + width) for i in range(0, width * block, width)])
+                          out["scale"] if integer else 0.0)
         self._slo = policy.latency_slo_ms
         self._blocks: list = []  # per block: dict of sums, the window is the last few
         self._block = self._new_block()
         self._row = 0
-        self._every = policy.telemetry_every or window
-        self._left = min(block, self._every)  # samples until a block closes or a stats line
         self._over = self._calm = 0
         self._drift_reported = False
         self.samples = 0
@@ -501,7 +434,7 @@ class Guard:
                        "out_of_range": 0, "slo_breaches": 0, "fallback_samples": 0}
         self.state = PRIMARY
         self.drift_score = 0.0
-        self._parts: dict = {}
+        self.parts: dict = {}
         self.events: list = []
         self.last_model, self.last_latency_ms, self.last_confidence = None, None, None
         self.last_nonfinite = 0
@@ -513,37 +446,26 @@ class Guard:
                 telemetry = os.path.join(folder, telemetry)
         self.telemetry = (Telemetry(os.path.expanduser(telemetry), policy.telemetry_max_bytes,
                                     policy.telemetry_backups) if telemetry else None)
+        self._every = policy.telemetry_every or window
         self._write({"kind": "start", "model_sha256": self.profile["model_sha256"],
                      "artifact": release.get("artifact"), "fallback": bool(self.fallback),
                      "window": window, "block": block, "thresholds": self.thresholds,
                      "runtime": self.primary.runtime})
 
-    @property
-    def parts(self) -> dict:
-        """The drift score's parts, each a statistic over its threshold (1 trips)."""
-        return {k: round(v, 4) for k, v in self._parts.items()}
-
     @staticmethod
     def _new_block() -> dict:
-        """A block's sums. `samples` and `rows` count the general path's samples until the
-        block closes; the fast path's are its outputs, added then."""
         return {"samples": 0, "rows": 0, "values": 0, "nonfinite": 0, "saturated": 0,
-                "out_of_range": 0, "confidence": 0.0, "confident": 0, "slo": 0}
-
-    def _sum_latencies(self) -> None:
-        """Latencies noted since the last call into the running figures and the open block's
-        SLO breach count."""
-        latencies = self._latencies
-        if latencies:
-            self._latency_sum += sum(latencies)
-            self._latency_n += len(latencies)
-            self._latency_max = max(self._latency_max, max(latencies))
-            if self._slo:
-                slo = self._slo
-                self._block["slo"] += sum(1 for v in latencies if v > slo)
-            latencies.clear()
+                "out_of_range": 0, "confidence": 0.0, "confident": 0, "slo": 0, "fast_outputs": []}
 
     # ------------------------------------------------------------------ the one call
+    def _note_latency(self, latency: float, block: dict) -> None:
+        """One invoke's latency into the running figures and the block's SLO breach count."""
+        self._latency_sum += latency
+        self._latency_n += 1
+        if latency > self._latency_max:
+            self._latency_max = latency
+        if self._slo and latency > self._slo:
+            block["slo"] += 1
 
     def predict(self, x):
         """Outputs of the active model for one sample (dequantized floats; a list when the model
@@ -559,9 +481,11 @@ class Guard:
             else:
                 values, _, bad = monitor.prepare(x, row, self._reject)
             if not bad:
-                (set_tensor, invoke, get_tensor, in_index, out_index, zero, scale,
-                 note_latency, note_output) = self._fast
+                set_tensor, invoke, get_tensor, in_index, out_index, zero, scale = self._fast
+                block = self._block
                 self.samples += 1
+                block["samples"] += 1
+                block["rows"] += 1
                 self._row = row + 1
                 set_tensor(in_index, values)
                 start = perf_counter()
@@ -572,15 +496,14 @@ class Guard:
                 if scale:
                     result -= zero
                     result *= scale
-                note_latency(latency)
+                self._note_latency(latency, block)
                 # get_tensor's array is a copy of the output, ours alone: kept, not copied again,
                 # and their top-1 confidences taken at the block's end, all at once
-                note_output(raw)
+                block["fast_outputs"].append(raw)
                 self.last_model, self.last_latency_ms = PRIMARY, latency
                 if self.last_nonfinite:
                     self.last_nonfinite = 0
-                self._left -= 1
-                if self._left <= 0:
+                if block["samples"] >= self.block or self.samples % self._every == 0:
                     self._after_sample()
                 return result
         return self._predict(x)
@@ -610,9 +533,7 @@ class Guard:
             if rejected:
                 self.counts["rejected"] += 1
                 self.last_model = None
-                self._left -= 1
-                if self._left <= 0:
-                    self._after_sample()
+                self._after_sample()
                 return None
         block["rows"] += 1
         self._row = row + 1
@@ -629,7 +550,7 @@ class Guard:
         latency = (perf_counter() - start) * 1e3
         result = [_dequantize(interpreter.get_tensor(index), info)
                   for index, info in zip(model._out, model.outputs)]
-        self._latencies.append(latency)
+        self._note_latency(latency, block)
         confidence = None
         if self._conf_transform and model is self.primary:
             if self._conf_transform == "probabilities":
@@ -639,8 +560,7 @@ class Guard:
             block["confidence"] += confidence
             block["confident"] += 1
         self.last_model, self.last_latency_ms, self.last_confidence = self.state, latency, confidence
-        self._left -= 1
-        if self._left <= 0:
+        if block["samples"] >= self.block or self.samples % self._every == 0:
             self._after_sample()
         return result[0] if len(result) == 1 else result
 
@@ -652,41 +572,25 @@ class Guard:
 
     # ------------------------------------------------------------------ statistics
     def _after_sample(self) -> None:
-        """Close the block and write a stats line when they are due; count down to the next."""
-        in_block = self._block["samples"] + len(self._outputs)
-        if in_block >= self.block:
+        if self._block["samples"] >= self.block:
             self._close_block()
-            in_block = 0
         if self.samples % self._every == 0:
             self._write_stats()
-        self._left = min(self.block - in_block, self._every - self.samples % self._every)
 
     def _close_block(self) -> None:
-        self._sum_latencies()
         block = self._block
-        outputs = self._outputs
-        block["samples"] += len(outputs)
-        block["rows"] += len(outputs)
         block["values"] = block["samples"] * self._features
+        outputs = block.pop("fast_outputs")
         if outputs:  # the fast path's raw outputs: top-1 confidences of them all at once
+            raw = np.concatenate(outputs)
             n = len(outputs)
-            if self._top_bytes is not None:
-                order, shift, rows = self._top_bytes
-                data = b"".join(outputs)
-                if order is not None:
-                    data = data.translate(order)
-                top = sum(map(max, map(data.__getitem__, rows[:n]))) - shift * n
-            else:
-                raw = np.concatenate(outputs)
-                top = raw.reshape(n, -1).max(axis=1)
-                top = int(top.sum()) if raw.dtype.kind in "iu" \
-                    else float(top.astype(np.float64).sum())
-            zero, scale = self._fast[5:7]
+            top = raw.reshape(n, -1).max(axis=1)
+            top = int(top.sum()) if raw.dtype.kind in "iu" else float(top.astype(np.float64).sum())
+            _, _, _, _, _, zero, scale = self._fast
             if scale:  # sum((t - zero) * scale) in one step, in exact integers first
                 top = (top - zero * n) * scale
             block["confidence"] += float(top)
             block["confident"] += n
-            outputs.clear()
         for monitor in self._monitors:
             saturated, out_of_range = monitor.close_block(block["rows"])
             block["saturated"] += saturated
@@ -734,9 +638,10 @@ class Guard:
         return parts
 
     def _update(self) -> None:
-        self._parts = parts = self._compute_parts()
-        self.drift_score = score = max(parts.values()) if parts else 0.0
-        over = sorted(k for k, v in parts.items() if v >= 1.0) if score >= 1.0 else []
+        parts = self._compute_parts()
+        self.parts = {k: round(v, 4) for k, v in parts.items()}
+        self.drift_score = max(parts.values()) if parts else 0.0
+        over = sorted(k for k, v in parts.items() if v >= 1.0)
         if self.state == PRIMARY:
             self._over = self._over + 1 if over else 0
             if self._over >= self.policy.patience:
@@ -773,10 +678,6 @@ class Guard:
         self._write({"kind": "event", **record})
 
     def _write_stats(self) -> None:
-        self._sum_latencies()
-        if self.telemetry is None:  # nobody reads the line: only the latency figures restart
-            self._latency_sum, self._latency_max, self._latency_n = 0.0, 0.0, 0
-            return
         n = self._latency_n
         latency = ({"mean": round(self._latency_sum / n, 4), "max": round(self._latency_max, 4)}
                    if n else None)
@@ -805,9 +706,7 @@ class Guard:
             monitor.reset()
         self._blocks = []
         self._block = self._new_block()
-        self._outputs.clear()
         self._row = 0
-        self._left = min(self.block, self._every - self.samples % self._every)
 
     def close(self) -> None:
         if self.telemetry is not None:
