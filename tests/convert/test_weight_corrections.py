@@ -80,20 +80,30 @@ def test_adaround_integers_reach_the_flatbuffer_and_lower_the_layer_error(separa
 
     loaded, calib, x, _ = separable
     rounded, report = correct_weights(loaded, calib, False, 4)
-    assert set(report.integers) == {"stem", "pw", "logits"}
+    assert set(report.integers) == {"stem", "dw", "pw", "logits"}
     view = read_model(_int8(rounded, calib))
     sg = view.subgraphs[0]
     kernels = {}
     for op in sg.operators:
-        if op.op in ("CONV_2D", "FULLY_CONNECTED"):
+        if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
             w = sg.tensors[op.inputs[1]]
-            kernels[w.shape] = (view.tensor_data(w), np.asarray(w.quantization.scales))
+            kernels[op.op, w.shape] = (view.tensor_data(w), np.asarray(w.quantization.scales))
+    # depthwise: TFLite holds (1, kh, kw, cin * mult), output channel c * mult + m last
+    dw_chosen = report.integers["dw"]
+    dw_data, dw_scales = kernels["DEPTHWISE_CONV_2D", (1, 3, 3, 8)]
+    np.testing.assert_array_equal(dw_data, dw_chosen.reshape(1, 3, 3, 8))
+    np.testing.assert_allclose(dw_scales, report.scales["dw"], rtol=1e-6)
+    dw_round = report.rounded["dw"]
+    assert dw_round["flipped"] > 0 and dw_round["mse"] < dw_round["mse_nearest"], dw_round
     differ = 0
     for name, chosen in report.integers.items():
+        if name == "dw":
+            continue
         layer = loaded.model.get_layer(name)
         # TFLite kernels: conv (cout, kh, kw, cin), fully connected (cout, cin)
         expected = np.moveaxis(chosen, -1, 0)
-        data, scales = kernels[tuple(expected.shape)]
+        data, scales = kernels["FULLY_CONNECTED" if name == "logits" else "CONV_2D",
+                               tuple(expected.shape)]
         np.testing.assert_array_equal(data, expected)
         np.testing.assert_allclose(scales, report.scales[name], rtol=1e-6)
         w = np.asarray(layer.get_weights()[0], np.float64).reshape(-1, chosen.shape[-1])

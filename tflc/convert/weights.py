@@ -12,12 +12,14 @@ with its own per-channel scheme (scale = max|w| / 127 per output channel).
   when its activation stays under 6 on the calibration set both before and after scaling (s_i
   is raised to max_i / 6 where needed; a channel that reaches 6 keeps s_i = 1).
 - AdaRound, greedy variant (not the learned soft rounding of Nagel et al. 2020): per Conv2D /
-  Dense layer, with the per-channel scale the converter will compute kept fixed (the
+  DepthwiseConv2D / Dense layer, with the per-channel scale the converter will compute kept fixed (the
   max-magnitude weight keeps its rounding, +-127), each weight is rounded up or down by
   coordinate descent on the layer's output error on the calibration inputs,
   ||X (W_q - W)||^2 per output channel (X the layer's float input patches), starting from
   round-to-nearest; a flip is taken only when it lowers that error. Each float weight is then
-  set to exactly integer x scale, so the converter reproduces the chosen integers.
+  set to exactly integer x scale, so the converter reproduces the chosen integers. A depthwise
+  output channel c * mult + m reads only input channel c, so its error is measured on that
+  channel's kh x kw patches alone: one small problem per input channel instead of one shared X.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 
 EQUALIZE_FIRST = ("Conv2D", "DepthwiseConv2D", "Dense")
 EQUALIZE_SECOND = ("Conv2D", "Dense")
-ADAROUND_LAYERS = ("Conv2D", "Dense")
+ADAROUND_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense")
 ADAROUND_SAMPLES = 64  # calibration samples whose inputs AdaRound measures the error on
 MAX_ROWS = 20_000  # input patches kept per layer (a strided subsample)
 RELU6_LIMIT = 6.0
@@ -322,7 +324,8 @@ def channel_ranges(layer) -> np.ndarray:
 def layer_inputs(model, layer, calibration: list[np.ndarray]) -> np.ndarray:
     """The layer's input on the calibration samples, as rows matching its kernel's rows.
 
-    Conv2D: its input patches (kh * kw * cin per row, in the kernel's order); Dense: its input.
+    Conv2D and DepthwiseConv2D: its input patches (kh * kw * cin per row, in the kernel's
+    order: cin varies fastest); Dense: its input.
     """
     from tflc.tf_env import import_tensorflow
 
@@ -332,7 +335,7 @@ def layer_inputs(model, layer, calibration: list[np.ndarray]) -> np.ndarray:
     probe = keras.Model(model.inputs, layer.input)
     x = np.asarray(probe.predict([c[:n] for c in calibration] if len(calibration) > 1
                                  else calibration[0][:n], verbose=0), np.float32)
-    if type(layer).__name__ == "Conv2D":
+    if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D"):
         kh, kw = layer.kernel_size
         sh, sw = layer.strides
         dh, dw = layer.dilation_rate
@@ -392,23 +395,53 @@ def adaround_model(model, calibration: list[np.ndarray], sweeps: int, report: We
             continue
         weights = layer.get_weights()
         kernel = np.asarray(weights[0], np.float64)
-        w = kernel.reshape(-1, kernel.shape[-1])
+        depthwise = kind == "DepthwiseConv2D"
+        # a depthwise kernel (kh, kw, cin, mult) read as 2-D has output channel c * mult + m
+        w = (kernel.reshape(kernel.shape[0] * kernel.shape[1], -1) if depthwise
+             else kernel.reshape(-1, kernel.shape[-1]))
         try:
             x = layer_inputs(model, layer, calibration)
         except Exception as exc:  # a layer Keras cannot probe (shared, nested): left nearest
             report.skipped.append((layer.name, "", f"adaround: input not reachable ({exc!s:.80})"))
             continue
-        if x.shape[1] != w.shape[0]:
+        rows = w.shape[0] * (kernel.shape[2] if depthwise else 1)
+        if x.shape[1] != rows:
             report.skipped.append((layer.name, "", "adaround: input patches do not match the kernel"))
             continue
         scale = weight_scales(w, per_tensor)
-        q = greedy_rounding(w, scale, x, sweeps).astype(np.float64)
+        if depthwise:
+            q, error_near, error = _depthwise_rounding(w, scale, x, kernel.shape[2], sweeps)
+        else:
+            q = greedy_rounding(w, scale, x, sweeps).astype(np.float64)
+            error_near = np.square(x @ (np.clip(np.round(w / scale), -127, 127) * scale - w)).sum()
+            error = np.square(x @ (q * scale - w)).sum()
         nearest = np.clip(np.round(w / scale), -127, 127)
-        mse_near = float(np.mean(np.square(x @ (nearest * scale - w))))
-        mse = float(np.mean(np.square(x @ (q * scale - w))))
+        mse_near = float(error_near / (len(x) * w.shape[1]))
+        mse = float(error / (len(x) * w.shape[1]))
         weights[0] = (q * scale).reshape(kernel.shape).astype(np.float32)
         layer.set_weights(weights)
         report.integers[layer.name] = q.astype(np.int8).reshape(kernel.shape)
         report.scales[layer.name] = scale
         report.rounded[layer.name] = {"flipped": int(np.sum(q != nearest)),
                                       "mse_nearest": mse_near, "mse": mse}
+
+
+def _depthwise_rounding(w: np.ndarray, scale: np.ndarray, x: np.ndarray, channels: int,
+                        sweeps: int) -> tuple[np.ndarray, float, float]:
+    """Greedy rounding of a depthwise kernel `w` (kh * kw, cin * mult), per input channel.
+
+    `x` holds the patches (rows, kh * kw * cin) with cin fastest, so input channel c's taps are
+    columns c, c + cin, ...; they feed output channels c * mult .. c * mult + mult - 1 only.
+    Returns (integers, squared error of round-to-nearest, squared error of the result).
+    """
+    mult = w.shape[1] // channels
+    q = np.empty_like(w)
+    error_near = error = 0.0
+    for c in range(channels):
+        xc = x[:, c::channels]
+        cols = slice(c * mult, (c + 1) * mult)
+        wc, sc = w[:, cols], scale[cols]
+        q[:, cols] = greedy_rounding(wc, sc, xc, sweeps)
+        error_near += float(np.square(xc @ (np.clip(np.round(wc / sc), -127, 127) * sc - wc)).sum())
+        error += float(np.square(xc @ (q[:, cols] * sc - wc)).sum())
+    return q, error_near, error
