@@ -124,7 +124,7 @@ def front_section(result, seconds: float, load: str) -> tuple[list[str], bool]:
         "## Pareto front: width-32 CNN seed, cortex-m4, 8 trials on 2 local workers", "",
         f"Load average before the run: {load} (2 cores). Search wall time {seconds:.0f} s "
         f"(trials {result.trials_wall_s:.0f} s). Space: {'; '.join(result.space)}; compression: "
-        "sparsity {0, 0.5, 0.75}, clusters {none, 16, 32}, QAT, int8 / 16x8.", "",
+        "sparsity {0, 0.5, 0.75} per weighted layer, clusters {none, 16, 32}, QAT, int8 / 16x8.", "",
         "```", table(result), "```", "",
         "(`*` = recommended: the lowest-latency front point within 1 point of the seed's int8 "
         "accuracy. Latency: the cortex-m4 cycle model's estimate.)", "",

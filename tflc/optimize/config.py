@@ -8,6 +8,7 @@
       - distill: {student: student.keras, temperature: 4, alpha: 0.7}
       - prune:
           sparsity: 0.8              # or `auto` (per-layer, from the sensitivity analysis)
+          # sparsities: {conv1: 0.5, dense: 0.75}   # or each layer its own (names or globs)
           schedule: polynomial       # or constant
           structure: "2:4"           # at most 2 non-zero weights in every 4 (needs no sparsity)
           layers: {types: [Dense], exclude: ["probs"]}
@@ -96,9 +97,14 @@ class PruneConfig(StageConfig):
     power: float = 3.0
     structure: tuple[int, int] | None = None  # (kept, block): "2:4" = 2 non-zero in every 4
     layers: LayerSelection = field(default_factory=LayerSelection)
+    # layer name (or glob) -> its own final sparsity; 0 keeps a layer dense. Only these layers
+    # are pruned. What `tflc search` writes for a candidate with a sparsity per layer.
+    sparsities: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
+        if self.sparsities:
+            return "prune per layer"
         if self.structure:
             return f"prune {self.structure[0]}:{self.structure[1]}"
         if self.auto:
@@ -346,6 +352,9 @@ _STAGES = {
         "structure": {"type": "string", "pattern": r"^\s*\d+\s*:\s*\d+\s*$",
                       "description": "'N:M' (at most N non-zero weights in every M), e.g. '2:4'"},
         "layers": _LAYERS,
+        "sparsities": {"type": "object", "minProperties": 1,
+                       "additionalProperties": _number(0, 1, high_open=True),
+                       "description": "a mapping of layer names to sparsities in [0, 1)"},
     },
     "qat": _COMMON | {"skip_unsupported": {"type": "boolean"}, "init_ranges": {"type": "boolean"}},
     "cluster": _COMMON | {"clusters": _integer(2, 256), "init": {"enum": list(CENTROID_INITS)},
@@ -387,7 +396,14 @@ def _parse_prune(v, where, body, common) -> PruneConfig:
     structure = None
     if body.get("structure") is not None:
         structure = _parse_structure(v, f"{where}.structure", body["structure"])
-    raw = body.get("sparsity", None if structure else _default(PruneConfig, "sparsity"))
+    sparsities = {str(k): float(v) for k, v in (body.get("sparsities") or {}).items()}
+    if sparsities:
+        for other in ("sparsity", "target_sparsity", "structure", "layers"):
+            if other in body:
+                v.fail(f"{where}.{other}", "`sparsities` names each pruned layer and its "
+                                           f"sparsity; remove `{other}`")
+    raw = body.get("sparsity", None if structure or sparsities
+                   else _default(PruneConfig, "sparsity"))
     auto = raw == "auto"
     if structure and raw is not None:
         v.fail(f"{where}.sparsity", "a structured prune ('structure: 2:4') fixes the sparsity; "
@@ -411,6 +427,7 @@ def _parse_prune(v, where, body, common) -> PruneConfig:
         power=float(body.get("power", _default(PruneConfig, "power"))),
         structure=structure,
         layers=_parse_layers(body.get("layers")),
+        sparsities=sparsities,
     )
     _check_steps(v, where, config)
     return config

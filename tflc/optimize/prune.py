@@ -8,6 +8,8 @@ Each chosen layer is wrapped with `prune_low_magnitude` and its schedule:
   - constant: the full sparsity from `begin_step` on;
   - structure "N:M": at most N non-zero weights in every M consecutive input-channel weights
     (TF-MOT's m-by-n mode; 2:4 is what sparse kernels accelerate), for Conv2D and Dense;
+  - `sparsities` {layer: sparsity}: each named layer its own final sparsity (what `tflc
+    search` gives a candidate), the other layers stay dense;
   - sparsity `auto`: each layer gets its own final sparsity, picked from the sensitivity
     analysis so the overall sparsity reaches `target_sparsity` at the least accuracy cost.
 
@@ -17,6 +19,7 @@ pipeline measures them again in the int8 flatbuffer (see measure.py).
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass, field
 
@@ -59,16 +62,7 @@ def prune(model, config, data, task, seed: int, what: str = "prune", auto_sparsi
         supports = lambda layer: prunable(layer) and type(layer).__name__ in _STRUCTURED_TYPES  # noqa: E731
     else:
         supports = prunable
-    names = select_layers(model, config.layers, supports, what, spare_types=("DepthwiseConv2D",))
-    if config.auto:
-        targets = {n: s for n, s in (auto_sparsities or {}).items() if n in names and s > 0}
-        if not targets:
-            raise BadInput(f"{what}: `sparsity: auto` found no layer it can prune within the "
-                           "accuracy budget; lower target_sparsity or raise the budget")
-    elif config.structure:
-        targets = {n: 1 - config.structure[0] / config.structure[1] for n in names}
-    else:
-        targets = {n: config.sparsity for n in names}
+    targets = _targets(model, config, supports, what, auto_sparsities)
 
     steps_per_epoch = _steps_per_epoch(data, config.train.batch_size)
     total_steps = steps_per_epoch * config.train.epochs
@@ -122,6 +116,35 @@ def prune(model, config, data, task, seed: int, what: str = "prune", auto_sparsi
     }
     return stripped, PruneInfo(layers=targets, measured=measured, schedule=schedule,
                                warnings=warnings)
+
+
+def _targets(model, config, supports, what: str, auto_sparsities) -> dict[str, float]:
+    """Layer -> final sparsity: named one by one (`sparsities`), from the sensitivity analysis
+    (`auto`), fixed by an N:M structure, or one sparsity for the selected layers."""
+    if config.sparsities:
+        from tflc.optimize.config import LayerSelection
+
+        names = select_layers(model, LayerSelection(names=list(config.sparsities)), supports,
+                              f"{what}.sparsities")
+        targets = {}
+        for name in names:  # a name's first matching pattern gives its sparsity
+            wanted = next(v for p, v in config.sparsities.items() if fnmatch.fnmatchcase(name, p))
+            if wanted > 0:
+                targets[name] = wanted
+        if not targets:
+            raise BadInput(f"{what}.sparsities: every layer named is at sparsity 0; name one "
+                           "above 0 or remove this stage")
+        return targets
+    names = select_layers(model, config.layers, supports, what, spare_types=("DepthwiseConv2D",))
+    if config.auto:
+        targets = {n: s for n, s in (auto_sparsities or {}).items() if n in names and s > 0}
+        if not targets:
+            raise BadInput(f"{what}: `sparsity: auto` found no layer it can prune within the "
+                           "accuracy budget; lower target_sparsity or raise the budget")
+        return targets
+    if config.structure:
+        return {n: 1 - config.structure[0] / config.structure[1] for n in names}
+    return {n: config.sparsity for n in names}
 
 
 def _steps_per_epoch(data, batch_size: int) -> int:

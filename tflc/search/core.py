@@ -184,7 +184,7 @@ def search(options: SearchOptions, log=None, on_trial=None) -> SearchResult:
             study.set_metric_names(list(OBJECTIVES))
         _retry_interrupted(study, optuna)
         if auto_space is not None and not study.get_trials(deepcopy=False):
-            study.enqueue_trial(_warm_start(auto_space, o))
+            study.enqueue_trial(_warm_start(auto_space, o, seed_model.model.get_config()))
         seed_info = study.user_attrs.get("seed")
         if seed_info is None:
             say("compiling the seed model (the reference for accuracy and MACs)")
@@ -284,7 +284,7 @@ def _builder(text: str):
 def _study_name(o: SearchOptions, loaded, data, space_lines) -> str:
     """Same model, data, target and search settings: the same study (so it resumes)."""
     key = {"model": loaded.sha256, "data": data["sha256"], "target": o.target,
-           "space": space_lines, "compression": o.compression, "precisions": list(o.precisions),
+           "space": space_lines, "compression": o.compression and "per-layer sparsity", "precisions": list(o.precisions),
            "epochs": [o.epochs, o.fine_tune_epochs, o.batch_size, o.learning_rate],
            "budgets": [o.max_arena, o.max_flash, o.max_latency_ms, o.max_accuracy_drop],
            "seed": o.seed, "device": o.device, "builder": o.builder}
@@ -324,12 +324,16 @@ def _study_lock(journal: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _warm_start(space, o: SearchOptions) -> dict:
+def _warm_start(space, o: SearchOptions, seed_config: dict) -> dict:
     """A fresh study's first candidate: the seed's own architecture at half width everywhere, in
     int8 without compression (MCUNet-style scaling of the seed: a point every model has)."""
     params = {k: (0.5 if k.startswith("width_") else v) for k, v in space.identity.items()}
     if o.compression:
-        params.update({"sparsity": 0.0, "clusters": 0, "qat": False})
+        from tflc.search import space as sp
+
+        params.update({f"{sp.SPARSITY_PREFIX}{name}": 0.0
+                       for name in sp.prunable_layers(seed_config)})
+        params.update({"clusters": 0, "qat": False})
     if "int8" in o.precisions and len(o.precisions) > 1:
         params["precision"] = "int8"
     return params
@@ -410,7 +414,7 @@ def _candidate(o, trial, auto_space, builder, seed_model, flavor):
         factor = params.get("resolution")
         hw = auto_space.scaled_hw(factor) if factor not in (None, 1.0) else None
     if o.compression:
-        params.update(sp.suggest_compression(trial, o.precisions))
+        params.update(sp.suggest_compression(trial, o.precisions, sp.prunable_layers(config)))
     elif len(o.precisions) > 1:
         params["precision"] = trial.suggest_categorical("precision", list(o.precisions))
     else:

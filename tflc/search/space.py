@@ -367,17 +367,38 @@ def _first_ref(obj):
 
 SPARSITIES = (0.0, 0.5, 0.75)
 CLUSTERS = (0, 16, 32)
+# The activation precisions a candidate may take. Mixed precision (a precision per layer) is to
+# join as one more entry here, once tflc.convert offers it; `suggest_compression` asks for it
+# like the others.
 PRECISIONS = ("int8", "int16")
+SPARSITY_PREFIX = "sparsity_"  # a candidate's per-layer sparsity: params["sparsity_conv1"]
 
 
-def suggest_compression(trial, precisions=PRECISIONS) -> dict:
-    """Sparsity, clusters, QAT and the activation precision. QAT trains int8 fake quantization
-    (TF-MOT's scheme), so a QAT candidate is int8: 16x8 is asked for only without QAT."""
-    params = {
-        "sparsity": trial.suggest_categorical("sparsity", list(SPARSITIES)),
-        "clusters": trial.suggest_categorical("clusters", list(CLUSTERS)),
-        "qat": trial.suggest_categorical("qat", [False, True]) if "int8" in precisions else False,
-    }
+def prunable_layers(config: dict) -> list[str]:
+    """The weighted layers (filters or units) of a configuration, in model order: the layers a
+    candidate gives a sparsity each. Read from the candidate's own configuration, so a dropped
+    block is asked nothing and a builder's model works the same as the automatic space."""
+    nodes, _ = _graph(json.loads(json.dumps(config)))
+    return [n.name for n in nodes if _weighted(n)]
+
+
+def layer_sparsities(params: dict) -> dict[str, float]:
+    """layer -> sparsity from a candidate's params (the `sparsity_<layer>` entries)."""
+    return {k[len(SPARSITY_PREFIX):]: float(v) for k, v in params.items()
+            if k.startswith(SPARSITY_PREFIX)}
+
+
+def suggest_compression(trial, precisions=PRECISIONS, layers=()) -> dict:
+    """A sparsity per weighted layer (`layers`: each from SPARSITIES, 0 keeps it dense), clusters,
+    QAT and the activation precision. Per layer, because a classifier or a thin first layer loses
+    more accuracy per weight pruned than a wide middle one; the few levels keep the space small
+    enough for a handful of trials. QAT trains int8 fake quantization (TF-MOT's scheme), so a
+    QAT candidate is int8: 16x8 is asked for only without QAT."""
+    params = {f"{SPARSITY_PREFIX}{name}": trial.suggest_categorical(
+        f"{SPARSITY_PREFIX}{name}", list(SPARSITIES)) for name in layers}
+    params["clusters"] = trial.suggest_categorical("clusters", list(CLUSTERS))
+    params["qat"] = trial.suggest_categorical("qat", [False, True]) if "int8" in precisions \
+        else False
     if params["qat"] or len(precisions) == 1:
         params["precision"] = "int8" if params["qat"] else precisions[0]
     else:

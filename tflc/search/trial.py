@@ -47,6 +47,9 @@ class TrialTask:
     device: str | None = None  # measure latency there; None: the profile's estimate/measurement
     seed_accuracy: float | None = None  # the seed's int8 accuracy, for max_accuracy_drop
     max_accuracy_drop: float | None = None
+    # where the worker notes its phase and epochs for the driver's bar (a file in the trial's
+    # folder); written only when that folder exists here (not on a remote Ray node)
+    progress_path: str | None = None
 
 
 @dataclass
@@ -108,10 +111,30 @@ def run_trial(task: TrialTask) -> TrialOutcome:
     return outcome
 
 
+class Progress:
+    """The trial's phase and epochs, written as a small JSON file the driver polls. Best effort:
+    a progress note that cannot be written never fails the trial."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path and Path(path).parent.is_dir() else None
+
+    def __call__(self, phase: str, done: int = 0, total: int = 0) -> None:
+        if self.path is None:
+            return
+        from tflc.fileio import atomic_write_json
+
+        try:
+            atomic_write_json(self.path, {"phase": phase, "done": done, "total": total})
+        except OSError:
+            self.path = None
+
+
 def _run(task: TrialTask, tmp: Path, outcome: TrialOutcome) -> None:
     from tflc.compiler import compile_model
     from tflc.options import CompileOptions
 
+    progress = Progress(task.progress_path)
+    progress("building", 0, task.epochs)
     clock = time.perf_counter()
     configure_threads(1)
     keras = _keras(task.flavor)
@@ -125,6 +148,7 @@ def _run(task: TrialTask, tmp: Path, outcome: TrialOutcome) -> None:
 
     # constraints first: the untrained candidate's int8 file has the final file's ops and arena
     clock = time.perf_counter()
+    progress("checking", 0, task.epochs)
     precision = task.params.get("precision", "int8")
     pre = compile_model(candidate, tmp / "pre", CompileOptions(
         calibration_data=str(files["calib"]), calibration_samples=min(32, len(data["x_calib"])),
@@ -137,23 +161,30 @@ def _run(task: TrialTask, tmp: Path, outcome: TrialOutcome) -> None:
         return
 
     clock = time.perf_counter()
-    _train(keras, model, data, task)
+    progress("training", 0, task.epochs)
+    _train(keras, model, data, task, progress)
     trained = tmp / "trained.keras"
     model.save(trained)
     outcome.phases["train_s"] = round(time.perf_counter() - clock, 3)
 
     clock = time.perf_counter()
-    sparsity = float(task.params.get("sparsity", 0) or 0)
+    progress("compiling", task.epochs, task.epochs)
+    sparsity = float(task.params.get("sparsity", 0) or 0)  # one for the model (a builder's knob)
     clusters = int(task.params.get("clusters", 0) or 0)
     qat = bool(task.params.get("qat", False))
-    compress = sparsity > 0 or clusters > 0 or qat
+    per_layer = _per_layer_sparsities(model, task.params)
+    compress = bool(per_layer) or sparsity > 0 or clusters > 0 or qat
+    if per_layer:  # the flags have one sparsity: a pipeline config names each layer's
+        stages = {"pipeline": str(_pipeline_file(tmp, per_layer, clusters, qat, task))}
+    else:
+        stages = {"prune": sparsity if sparsity > 0 else None, "cluster": clusters or None,
+                  "qat": qat, "epochs": task.fine_tune_epochs if compress else None}
     report = compile_model(trained, tmp / "out", CompileOptions(
         calibration_data=str(files["calib"]), eval_data=str(files["eval"]),
-        train_data=str(files["train"]) if compress else None,
-        prune=sparsity if sparsity > 0 else None, cluster=clusters or None, qat=qat,
-        epochs=task.fine_tune_epochs if compress else None, activations=precision,
-        target=task.target, seed=task.seed))
+        train_data=str(files["train"]) if compress else None, activations=precision,
+        target=task.target, seed=task.seed, **stages))
     outcome.phases["compile_s"] = round(time.perf_counter() - clock, 3)
+    progress("checking", task.epochs, task.epochs)
     evaluation = report.evaluation or {}
     outcome.accuracy = _percent(evaluation, "int8")
     outcome.float_accuracy = _percent(evaluation, "float")
@@ -168,6 +199,35 @@ def _run(task: TrialTask, tmp: Path, outcome: TrialOutcome) -> None:
     outcome.report = report.to_dict()
     outcome.status = "infeasible" if reasons else "complete"
     outcome.error = "; ".join(reasons) or None
+
+
+def _per_layer_sparsities(model, params: dict) -> dict[str, float]:
+    """The candidate's `sparsity_<layer>` choices above 0, for layers TF-MOT can prune (a layer
+    it cannot wrap stays dense rather than failing the trial)."""
+    from tflc.search.space import layer_sparsities
+
+    chosen = {name: value for name, value in layer_sparsities(params).items() if value > 0}
+    if not chosen:
+        return {}
+    from tflc.optimize.prune import prunable
+
+    layers = {layer.name: layer for layer in model.layers}
+    return {name: value for name, value in chosen.items()
+            if name in layers and prunable(layers[name])}
+
+
+def _pipeline_file(tmp: Path, sparsities: dict, clusters: int, qat: bool, task) -> Path:
+    """The stages `--prune/--cluster/--qat` would run, in the same order, with a sparsity per
+    layer (a JSON document is a YAML one)."""
+    from tflc.fileio import atomic_write_json
+
+    epochs = task.fine_tune_epochs
+    stages: list[dict] = [{"prune": {"sparsities": sparsities, "epochs": epochs}}]
+    if clusters:
+        stages.append({"cluster": {"clusters": clusters, "epochs": epochs}})
+    if qat:
+        stages.append({"qat": {"epochs": epochs}})
+    return atomic_write_json(tmp / "stages.yaml", {"stages": stages, "seed": task.seed})
 
 
 def _percent(evaluation: dict, which: str):
@@ -249,7 +309,7 @@ def _write_data(tmp: Path, data: dict) -> dict[str, Path]:
             "calib": save("calib.npz", x=data["x_calib"])}
 
 
-def _train(keras, model, data: dict, task: TrialTask) -> None:
+def _train(keras, model, data: dict, task: TrialTask, progress=None) -> None:
     """Train the candidate from scratch: the loss matches its output (probabilities or logits)."""
     keras.utils.set_random_seed(task.seed)
     layer = model.outputs[0]._keras_history[0]
@@ -261,5 +321,9 @@ def _train(keras, model, data: dict, task: TrialTask) -> None:
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
     model.compile(optimizer=keras.optimizers.Adam(task.learning_rate), loss=loss)
+    callbacks = []
+    if progress is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: progress("training", epoch + 1, task.epochs)))
     model.fit(data["x_train"], data["y_train"], epochs=task.epochs, batch_size=task.batch_size,
-              shuffle=True, verbose=0)
+              shuffle=True, verbose=0, callbacks=callbacks)
