@@ -1,7 +1,8 @@
 """Post-training quantization methods on the four MLPerf Tiny models, side by side, one run.
 
 For each model: `tflc compile` with the converter's own min-max PTQ (plain), with `--ptq auto`
-(every range method with and without bias correction, scored on the evaluation data), and (Keras
+(every range method with and without bias correction, and for Keras files the best of those with
+CLE and with AdaRound, scored on the evaluation data), and (Keras
 files) with `--cross-layer-equalization` and with `--adaround 8`, each alone; their
 compile times, the per-method table from auto's report, and the MLPerf reference int8 file on
 the same data. Inputs:

@@ -178,13 +178,18 @@ def test_layer_report_names_the_worst_layers_and_advice_follows_the_descriptor(d
 
 def test_auto_without_labels_keeps_the_highest_fidelity(digits):
     from tflc.convert.converter import ConvertOptions
-    from tflc.convert.ptq import run_ptq
+    from tflc.convert.ptq import AUTO_ADAROUND_SWEEPS, PTQSettings, run_ptq
     from tflc.load.data import SampleSet
 
     loaded, calib, frozen, x, _ = digits
     unlabelled = SampleSet(x=[x[:150]], y=None, source="held-out digits")
     result = run_ptq(loaded, calib, ConvertOptions(), frozen, "auto", False, unlabelled)
-    assert len(result.candidates) == 8 and all(c.accuracy is None for c in result.candidates)
+    # 8 range x bias candidates, then the best of them with CLE and with AdaRound (a Keras model)
+    assert len(result.candidates) == 10 and all(c.accuracy is None for c in result.candidates)
+    best_ranged = max(result.candidates[:8], key=lambda c: (c.sqnr_db, c.settings.plain)).settings
+    assert [c.settings for c in result.candidates[8:]] == [
+        PTQSettings(best_ranged.ranges, best_ranged.bias_correction, equalize=True),
+        PTQSettings(best_ranged.ranges, best_ranged.bias_correction, adaround=AUTO_ADAROUND_SWEEPS)]
     chosen = next(c for c in result.candidates if c.settings == result.chosen)
     assert chosen.sqnr_db == max(c.sqnr_db for c in result.candidates)
     assert_fully_integer(result.model)
@@ -206,7 +211,11 @@ def test_compile_ptq_auto_table_choice_and_rebuild_byte_identical(digits_dir, tm
     assert_fully_integer(first.tflite_path)
     saved = json.loads((tmp_path / "a" / "report.json").read_text())
     table = saved["ptq"]["candidates"]
-    assert [c["method"] for c in table] == [m + b for m in RANGE_METHODS for b in ("", "+bias")]
+    ranged = [m + b for m in RANGE_METHODS for b in ("", "+bias")]
+    assert [c["method"] for c in table[:8]] == ranged
+    assert [c["method"] for c in table[8:]] == [table[8]["method"].removesuffix("+cle") + e
+                                                for e in ("+cle", "+adaround")]
+    assert table[8]["method"].removesuffix("+cle") in ranged
     best = max(c["accuracy"] for c in table)
     chosen = next(c for c in table if c["method"] == saved["ptq"]["chosen"])
     assert chosen["accuracy"] >= best - 100.0 / 449 - 1e-3

@@ -18,7 +18,9 @@ All of them keep the converter's own output format: a standard fully-integer TFL
   next layer with the corrected model, so later layers correct what earlier ones left.
 - `auto`: every combination on `--eval-data`, best accuracy (output SQNR against the float model
   when there are no labels, and as the tie-break), restricted to candidates that map to the target
-  as well as plain PTQ does.
+  as well as plain PTQ does. For a Keras model two more: the best of those with cross-layer
+  equalization, and with AdaRound (AUTO_ADAROUND_SWEEPS), each on a corrected copy of the
+  weights; not the full product, which would double or triple the cost for rare gains.
 
 The same model, data and settings give the same bytes: calibration order is fixed, the range
 choices are deterministic numpy, LiteRT runs single-threaded.
@@ -42,6 +44,7 @@ STATEFUL_OPS = frozenset({"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENC
 MAX_VALUES_PER_TENSOR = 1 << 20  # values kept per tensor to choose its range
 BIAS_SAMPLES = 64  # calibration samples bias correction measures on
 SIGNIFICANCE = 3.0  # a channel's mean error must exceed this many standard errors to be corrected
+AUTO_ADAROUND_SWEEPS = 2  # auto's AdaRound candidate: most flips happen in the first sweeps
 
 
 @dataclass(frozen=True)
@@ -50,14 +53,18 @@ class PTQSettings:
 
     ranges: str = "minmax"
     bias_correction: bool = False
+    equalize: bool = False  # auto only: on a cross-layer-equalized copy of the weights
+    adaround: int = 0  # auto only: on a copy with AdaRound weights (sweeps)
 
     @property
     def plain(self) -> bool:
-        return self.ranges == "minmax" and not self.bias_correction
+        return (self.ranges == "minmax" and not self.bias_correction and not self.equalize
+                and not self.adaround)
 
     @property
     def label(self) -> str:
-        return self.ranges + ("+bias" if self.bias_correction else "")
+        return (self.ranges + ("+bias" if self.bias_correction else "")
+                + ("+cle" if self.equalize else "") + ("+adaround" if self.adaround else ""))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +122,17 @@ def quantize(loaded, calibration: list[np.ndarray], convert_options, frozen,
     """The int8 model with `settings`; plain settings take exactly the converter's own path."""
     from tflc.convert.converter import convert_int8
 
+    if settings.equalize or settings.adaround:
+        from dataclasses import replace
+
+        from tflc.convert.converter import frozen_function
+        from tflc.convert.weights import correct_weights
+
+        loaded, _ = correct_weights(loaded, calibration, settings.equalize, settings.adaround)
+        frozen = frozen_function(loaded, convert_options.static_batch)
+        settings = replace(settings, equalize=False, adaround=0)
+        result = quantize(loaded, calibration, convert_options, frozen, settings)
+        return result
     if settings.plain:
         return PTQResult(convert_int8(loaded, calibration, convert_options, frozen), settings)
     seen: dict[str, bytes] = {}
@@ -327,10 +345,12 @@ def run_ptq(loaded, calibration: list[np.ndarray], convert_options, frozen, mode
     reference = loaded.predict(data)
     float_accuracy = top1_accuracy(reference[0], labels) if labels is not None else None
     results = []
-    for s in settings:
+
+    def attempt(s: PTQSettings) -> None:
         say(f"ptq auto: trying {s.label}")
         clock = time.perf_counter()
         result = quantize(loaded, calibration, convert_options, frozen, s)
+        result.chosen = s
         seconds = time.perf_counter() - clock
         outputs = run_tflite(result.model, data)
         sqnr = float(np.mean([sqnr_db(r, o) for r, o in zip(reference, outputs)]))
@@ -338,16 +358,31 @@ def run_ptq(loaded, calibration: list[np.ndarray], convert_options, frozen, mode
         candidate = Candidate(s, accuracy, round(sqnr, 3), len(result.model), seconds,
                               _ops_on_target(result.model, target_spec))
         results.append((candidate, result))
+
+    for s in settings:
+        attempt(s)
+    if getattr(loaded, "is_keras", False):  # weight corrections edit Keras weights only
+        from dataclasses import replace
+
+        ranged = _best(results, labels, target_spec).settings
+        attempt(replace(ranged, equalize=True))
+        attempt(replace(ranged, adaround=AUTO_ADAROUND_SWEEPS))
+    chosen = _best(results, labels, target_spec, with_result=True)
+    chosen.candidates = [c for c, _ in results]
+    chosen.float_accuracy = float_accuracy
+    return chosen
+
+
+def _best(results: list, labels, target_spec, with_result: bool = False):
+    """The winning candidate (or its result): most ops on the target, then accuracy within one
+    sample of the best, then the highest SQNR (plain PTQ wins an exact tie)."""
     floor = max((c.on_target or 0) for c, _ in results) if target_spec is not None else None
     eligible = [(c, r) for c, r in results if floor is None or (c.on_target or 0) >= floor]
     if labels is not None:  # within one sample of the best accuracy counts as a tie
         top = max(c.accuracy for c, _ in eligible)
         eligible = [(c, r) for c, r in eligible if c.accuracy >= top - 100.0 / len(labels) - 1e-3]
     best = max(eligible, key=lambda item: (item[0].sqnr_db, item[0].settings.plain))
-    chosen = best[1]
-    chosen.candidates = [c for c, _ in results]
-    chosen.float_accuracy = float_accuracy
-    return chosen
+    return best[1] if with_result else best[0]
 
 
 def _ops_on_target(model: bytes, target_spec) -> int | None:
