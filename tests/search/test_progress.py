@@ -1,0 +1,30 @@
+"""Per-trial progress from real worker processes: a 2-trial search on 2 workers, its stderr a
+pipe (not a terminal), prints plain progress lines for each trial, epochs included, and leaves
+no progress file behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+
+def test_each_trial_reports_its_progress_from_its_worker(digits_dir, tmp_path):
+    env = {**os.environ, "TFLC_REGISTRY": str(tmp_path / "registry"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "tflc", "search", str(digits_dir / "model.keras"), "-t",
+         "cortex-m4", "--train-data", str(digits_dir / "train.npz"), "--eval-data",
+         str(digits_dir / "eval.npz"), "--trials", "2", "--workers", "2", "--epochs", "6",
+         "--no-compression", "--precision", "int8", "-o", str(out)],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stderr.splitlines()
+    for number in (0, 1):
+        mine = [line for line in lines if line.startswith(f"trial {number}: ")]
+        assert any(re.fullmatch(rf"trial {number}: training, epoch \d/6", line) for line in mine), \
+            result.stderr[-3000:]
+        assert any("complete" in line or "infeasible" in line for line in mine)
+    assert "\r" not in result.stderr  # no bar redraws on a pipe
+    assert not list(out.glob("trials/*/progress.json"))
