@@ -427,6 +427,7 @@ def _run_trials(o, study, optuna, auto_space, builder, seed_model, flavor, data,
     from tqdm import tqdm
 
     from tflc.search.executors import make_executor
+    from tflc.search.progress import TrialProgress
     from tflc.search.trial import TrialTask
 
     state = optuna.trial.TrialState
@@ -445,6 +446,7 @@ def _run_trials(o, study, optuna, auto_space, builder, seed_model, flavor, data,
     asked = 0
     bar = tqdm(total=remaining, desc="search", unit="trial", disable=None, dynamic_ncols=True,
                file=sys.stderr)
+    trial_bars = TrialProgress(out)
     stop = _InterruptFlag()
     try:
         while asked < remaining or running:
@@ -464,14 +466,17 @@ def _run_trials(o, study, optuna, auto_space, builder, seed_model, flavor, data,
                                  {"max_arena": o.max_arena, "max_flash": o.max_flash,
                                   "max_latency_ms": o.max_latency_ms}, hw, o.epochs,
                                  o.fine_tune_epochs, o.batch_size, o.learning_rate, o.seed,
-                                 o.device, seed_info.get("accuracy"), o.max_accuracy_drop)
+                                 o.device, seed_info.get("accuracy"), o.max_accuracy_drop,
+                                 trial_bars.start(trial.number))
                 running[executor.submit(task)] = (trial, time.perf_counter())
             finished, _ = executor.wait_any(list(running), timeout=2.0)
+            trial_bars.poll()
             now = time.perf_counter()  # each running trial and how long it has been going
             bar.set_postfix_str(", ".join(f"#{t.number} {now - since:.0f}s"
                                           for t, since in running.values()), refresh=True)
             for handle, outcome in finished:
                 trial, _started = running.pop(handle)
+                trial_bars.finish(trial.number)
                 _tell(study, trial, outcome, state, out, o, on_trial)
                 evaluated.append(trial.number)
                 bar.update(1)
@@ -484,12 +489,14 @@ def _run_trials(o, study, optuna, auto_space, builder, seed_model, flavor, data,
                 study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
                 study.tell(trial, state=state.FAIL)
                 study.enqueue_trial(trial.params, skip_if_exists=False)
+        trial_bars.close()
         bar.close()
         with contextlib.suppress(Exception):
             _write_partial(study, optuna, out)
         raise
     finally:
         stop.restore()
+    trial_bars.close()
     bar.close()
     executor.close()
     return evaluated, executor.name
