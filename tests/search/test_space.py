@@ -121,6 +121,7 @@ def test_keras3_functional_config_rebuilds_with_a_dropped_block():
 def test_builder_replaces_the_architecture_space(tmp_path, keras):
     import optuna
 
+    from tflc.search import space as sp
     from tflc.search.core import SearchOptions, _builder, _candidate
     from tflc.search.trial import _build
 
@@ -143,8 +144,11 @@ def test_builder_replaces_the_architecture_space(tmp_path, keras):
     params, config, flavor, hw = _candidate(options, trial, None, _builder(options.builder),
                                             None, None)
     assert params["filters"] in (3, 5) and params["classes"] == 2 and params["precision"] == "int8"
-    assert {"sparsity", "clusters", "qat"} <= set(params) and flavor == "tf_keras" and hw is None
+    assert {"clusters", "qat"} <= set(params) and flavor == "tf_keras" and hw is None
     model = _build(keras, config)
+    # the builder's model gets a sparsity per weighted layer too (its Conv2D and Dense)
+    weighted = [layer.name for layer in model.layers if layer.weights]
+    assert sorted(sp.layer_sparsities(params)) == sorted(weighted) and len(weighted) == 2
     assert model.layers[1].filters == params["filters"]
 
 
