@@ -126,6 +126,7 @@ def reference_scores(name: str, ref: Path, evaluation: Path, keras_model) -> dic
 
 def run(name: str, folder: Path) -> dict:
     import tflc
+    from tflc.errors import BadInput
 
     model, ref = MODELS[name]
     calib, evaluation = datasets(name, folder)
@@ -137,16 +138,21 @@ def run(name: str, folder: Path) -> dict:
     auto = tflc.compile(model, folder / f"{name}_auto", ptq="auto", **common)
     auto_seconds = time.perf_counter() - clock
     weights = {}
-    if model.is_file():  # the weight corrections edit Keras weights (a SavedModel has none to edit)
-        for label, extra in (("cle", {"cross_layer_equalization": True}), ("adaround", {"adaround": 8})):
-            clock = time.perf_counter()
+    # the weight corrections edit Keras weights: a SavedModel tflc reads as Keras (its
+    # keras_metadata) has them, another is refused, and the refusal is what the table shows
+    for label, extra in (("cle", {"cross_layer_equalization": True}), ("adaround", {"adaround": 8})):
+        clock = time.perf_counter()
+        try:
             r = tflc.compile(model, folder / f"{name}_{label}", **extra, **common)
-            weights[label] = {
-                "accuracy": r.evaluation["int8_accuracy"], "sqnr_db": r.evaluation["fidelity"][0]["sqnr_db"],
-                "seconds": round(time.perf_counter() - clock, 2), "pairs": len(r.weights["equalized"]),
-                "skipped": len(r.weights["skipped"]), "layers_rounded": len(r.weights["adaround"]),
-                "flipped": sum(v["flipped"] for v in r.weights["adaround"].values()),
-                "fully_integer": r.verifier["integer_core"]}
+        except BadInput as refused:
+            weights = {"refused": str(refused)}
+            break
+        weights[label] = {
+            "accuracy": r.evaluation["int8_accuracy"], "sqnr_db": r.evaluation["fidelity"][0]["sqnr_db"],
+            "seconds": round(time.perf_counter() - clock, 2), "pairs": len(r.weights["equalized"]),
+            "skipped": len(r.weights["skipped"]), "layers_rounded": len(r.weights["adaround"]),
+            "flipped": sum(v["flipped"] for v in r.weights["adaround"].values()),
+            "fully_integer": r.verifier["integer_core"]}
     fully_integer = all(r.verifier["integer_core"] for r in (plain, auto))
     return {
         "model": name, "plain_seconds": round(plain_seconds, 2), "auto_seconds": round(auto_seconds, 2),
@@ -191,9 +197,9 @@ def markdown(results: list[dict]) -> str:
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         w = r.get("weights") or {}
-        if not w:
+        if not w or "refused" in w:
             lines.append(f"| {r['model']} | {num(r['plain']['accuracy'])} | {num(r['plain']['sqnr_db'])} | "
-                         "SavedModel: no Keras weights to edit | | | | | | | | |")
+                         f"refused: {w.get('refused', 'not run')} | | | | | | | | |")
             continue
         c, a = w["cle"], w["adaround"]
         lines.append(f"| {r['model']} | {num(r['plain']['accuracy'])} | {num(r['plain']['sqnr_db'])} | "
