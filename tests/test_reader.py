@@ -145,3 +145,22 @@ def test_types_newer_than_the_tflite_package_are_named():
     assert [tensors[i].dtype for i in (22, 23, 24, 25)] == ["int2", "uint4", "float8_e4m3fn", "float8_e5m2"]
     assert tensors[22].nbytes == (tensors[22].num_elements + 3) // 4
     assert tensors[23].nbytes == (tensors[23].num_elements + 1) // 2
+
+
+def test_ops_written_with_only_the_new_builtin_code_are_read_as_litert_reads_them():
+    """Writers may leave `deprecated_builtin_code` at its default (0, ADD) and set only
+    `builtin_code` (ai-edge-quantizer writes its QUANTIZE so); LiteRT takes the larger of the two.
+    The tflite package's accessor takes the deprecated one under 127, so every such op read ADD."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    def only_new_codes(sg, model):
+        for code in model.operatorCodes:
+            code.builtinCode = max(code.builtinCode, code.deprecatedBuiltinCode)
+            code.deprecatedBuiltinCode = 0
+
+    data = _mutated_kws(only_new_codes)
+    interpreter = Interpreter(model_content=data)
+    litert = [d["op_name"] for d in interpreter._get_ops_details()]
+    ours = [op.op for op in read_model(data).main.operators]
+    assert ours == litert == [op.op for op in read_model(need_mlperf(MLPERF_INT8["kws"])).main.operators]
+    assert "ADD" not in ours and "CONV_2D" in ours

@@ -268,13 +268,13 @@ class _Op:
 def _main_ops(data: bytes) -> list[_Op]:
     import tflite
 
-    from tflc.tflite.reader import _BUILTIN_NAMES
+    from tflc.tflite.reader import _BUILTIN_NAMES, builtin_code
 
     model = tflite.Model.GetRootAsModel(data, 0)
     codes = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        builtin = builtin_code(code)
         custom = code.CustomCode().decode(errors="replace") if code.CustomCode() else None
         codes.append((_BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}"), custom))
     sg = model.Subgraphs(0)

@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import flatbuffers
 import numpy as np
 import tflite
 
@@ -337,8 +338,19 @@ def _text(raw) -> str:
     return raw.decode("utf-8", errors="replace") if raw else ""
 
 
+def builtin_code(code) -> int:
+    """An OperatorCode's operator as LiteRT reads it: the larger of `builtin_code` and
+    `deprecated_builtin_code`. The tflite package's `BuiltinCode()` returns the deprecated field
+    for any code under 127, which turns an op written with only the new field (ai-edge-quantizer
+    writes QUANTIZE so) into ADD, the deprecated field's default."""
+    table = code._tab
+    offset = table.Offset(10)  # builtin_code, the OperatorCode's fourth field
+    new = table.Get(flatbuffers.number_types.Int32Flags, offset + table.Pos) if offset else 0
+    return max(new, code.DeprecatedBuiltinCode())
+
+
 def _opcode(code, index: int, file_name: str) -> tuple[str, int, str | None]:
-    builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+    builtin = builtin_code(code)
     name = _BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
     validate.check_operator_code(file_name, index, builtin, name, code.Version())
     custom = _text(code.CustomCode()) if name == "CUSTOM" else None
