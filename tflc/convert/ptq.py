@@ -131,8 +131,7 @@ def quantize(loaded, calibration: list[np.ndarray], convert_options, frozen,
         loaded, _ = correct_weights(loaded, calibration, settings.equalize, settings.adaround)
         frozen = frozen_function(loaded, convert_options.static_batch)
         settings = replace(settings, equalize=False, adaround=0)
-        result = quantize(loaded, calibration, convert_options, frozen, settings)
-        return result
+        return quantize(loaded, calibration, convert_options, frozen, settings)
     if settings.plain:
         return PTQResult(convert_int8(loaded, calibration, convert_options, frozen), settings)
     seen: dict[str, bytes] = {}

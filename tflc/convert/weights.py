@@ -409,13 +409,13 @@ def adaround_model(model, calibration: list[np.ndarray], sweeps: int, report: We
             report.skipped.append((layer.name, "", "adaround: input patches do not match the kernel"))
             continue
         scale = weight_scales(w, per_tensor)
+        nearest = np.clip(np.round(w / scale), -127, 127)
         if depthwise:
             q, error_near, error = _depthwise_rounding(w, scale, x, kernel.shape[2], sweeps)
         else:
             q = greedy_rounding(w, scale, x, sweeps).astype(np.float64)
-            error_near = np.square(x @ (np.clip(np.round(w / scale), -127, 127) * scale - w)).sum()
+            error_near = np.square(x @ (nearest * scale - w)).sum()
             error = np.square(x @ (q * scale - w)).sum()
-        nearest = np.clip(np.round(w / scale), -127, 127)
         mse_near = float(error_near / (len(x) * w.shape[1]))
         mse = float(error / (len(x) * w.shape[1]))
         weights[0] = (q * scale).reshape(kernel.shape).astype(np.float32)

@@ -284,7 +284,10 @@ def _builder(text: str):
 def _study_name(o: SearchOptions, loaded, data, space_lines) -> str:
     """Same model, data, target and search settings: the same study (so it resumes)."""
     key = {"model": loaded.sha256, "data": data["sha256"], "target": o.target,
-           "space": space_lines, "compression": o.compression and "per-layer sparsity", "precisions": list(o.precisions),
+           # the compression space's shape, not only whether it is searched: a study made when
+           # sparsity was one value for the whole model is not resumed with per-layer params
+           "space": space_lines, "compression": "per-layer sparsity" if o.compression else False,
+           "precisions": list(o.precisions),
            "epochs": [o.epochs, o.fine_tune_epochs, o.batch_size, o.learning_rate],
            "budgets": [o.max_arena, o.max_flash, o.max_latency_ms, o.max_accuracy_drop],
            "seed": o.seed, "device": o.device, "builder": o.builder}
