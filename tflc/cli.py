@@ -136,8 +136,12 @@ def main(debug: bool) -> None:
 @click.option("--normalize", type=click.Choice(["unit", "symmetric", "raw"]), default="unit", show_default=True,
               help="Image folders: unit [0,1], symmetric [-1,1], raw [0,255].")
 @click.option("--weights", type=click.Choice(["per-channel", "per-tensor"]), default="per-channel", show_default=True)
-@click.option("--activations", type=click.Choice(["int8", "int16"]), default="int8", show_default=True,
-              help="int16 is the 16x8 mode: int16 activations, int8 weights.")
+@click.option("--activations", type=click.Choice(["int8", "int16", "mixed"]), default="int8", show_default=True,
+              help="int16 is the 16x8 mode: int16 activations, int8 weights. mixed: int8, with the layers "
+                   "that gain most in 16x8 (measured one by one) promoted within --int16-budget.")
+@click.option("--int16-budget", type=float, default=None, metavar="SHARE",
+              help="With --activations mixed: the most of the model's compute (MACs, 0-1) that may run in "
+                   "16x8 kernels [default: 0.25]; on a --target with a RAM budget the arena must fit it too.")
 @click.option("--io-type", type=click.Choice(["int8", "uint8", "int16", "float32"]), default=None,
               help="Type of the model's inputs and outputs [default: the activation type].")
 @click.option("--static-batch", is_flag=True, help="Pin the batch dimension to 1 (delegates needing static shapes, e.g. Edge TPU).")
@@ -177,7 +181,7 @@ def main(debug: bool) -> None:
               help="Fine-tuning epochs of every pipeline stage (overrides the config's).")
 @FORMAT_OPTION
 def compile_command(model, out_dir, calibration_data, calibration, calibration_samples, random_range,
-                    normalize, weights, activations, io_type, static_batch, eval_data, max_accuracy_drop, seed,
+                    normalize, weights, activations, int16_budget, io_type, static_batch, eval_data, max_accuracy_drop, seed,
                     input_shape, custom_objects, allow_unsafe_code, allow_float_ops, target, strict, export_format,
                     aot, pipeline_config, train_data, prune, prune_structure, qat, qat_skip_unsupported,
                     cluster, distill_student, epochs, ptq, bias_correction,
@@ -190,8 +194,8 @@ def compile_command(model, out_dir, calibration_data, calibration, calibration_s
     options = CompileOptions(
         calibration_data=calibration_data, calibration=calibration,
         calibration_samples=calibration_samples, random_range=_parse_range(random_range),
-        normalize=normalize, seed=seed, weights=weights, activations=activations, io_type=io_type,
-        static_batch=static_batch, allow_float_ops=allow_float_ops,
+        normalize=normalize, seed=seed, weights=weights, activations=activations,
+        int16_budget=int16_budget, io_type=io_type, static_batch=static_batch, allow_float_ops=allow_float_ops,
         input_shapes=parse_input_shapes(input_shape), custom_objects=custom_objects,
         allow_unsafe_code=allow_unsafe_code, eval_data=eval_data,
         max_accuracy_drop=max_accuracy_drop, target=target, strict=strict, export=export_format,

@@ -44,6 +44,7 @@ class CompileReport:
     pipeline: dict | None = None  # the stages' settings as run: the request with defaults filled in
     ptq: dict | None = None  # --ptq / --bias-correction: the method chosen, its settings, the table
     weights: dict | None = None  # --cross-layer-equalization / --adaround: the layers they changed
+    mixed: dict | None = None  # --activations mixed: the layers in 16x8, their gains, the budget
     layers: dict | None = None  # per-layer SQNR, float vs quantized, the worst layers, advice
     profile: dict | None = None  # profile.json: the calibration profile the device guard reads
     aot: list | None = None  # one entry per --aot SoC: the compiled file and what went to the NPU
@@ -104,6 +105,10 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
     config = {"model": os.fspath(model), "out_dir": os.fspath(out_dir), **o.to_dict()}
     convert_options = ConvertOptions(o.weights, o.activations, o.io_type, o.static_batch).validate()
     target_spec = _load_target(o)
+    if o.activations == "mixed":
+        from tflc.convert.mixed import check_target
+
+        check_target(target_spec)
     pipeline_config = _resolve_pipeline(o)  # a mistake in it costs no model loading
     import_tensorflow()  # a missing compile extra is one line, before any output or progress
     timings: dict[str, float] = {}
@@ -180,8 +185,15 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
             timings["weights"] = time.perf_counter() - clock
             clock = time.perf_counter()
         say(f"calibrating on {len(calib)} samples and converting to {o.activations} TFLite")
-        ptq_result = None
-        if o.ptq is None and not o.bias_correction:  # the converter's own min-max calibration
+        ptq_result = mixed_result = mixed_float = None
+        if o.activations == "mixed":  # int8, and 16x8 where it pays (ai-edge-quantizer)
+            from tflc.convert.mixed import quantize_mixed
+
+            mixed_float = convert_float(loaded, static_batch, frozen, signature=True)
+            mixed_result = quantize_mixed(mixed_float, calib.x, o.int16_budget, target_spec,
+                                          o.weights == "per-tensor", log=say)
+            tflite_bytes = mixed_result.model
+        elif o.ptq is None and not o.bias_correction:  # the converter's own min-max calibration
             tflite_bytes = convert_int8(loaded, calib.x, convert_options, frozen)
         else:
             from tflc.convert.ptq import run_ptq
@@ -224,7 +236,7 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
                              f"{check['summary']['ops_total']} ops map to {o.target}")
 
         clock = time.perf_counter()
-        reference = ptq_result.calibrated if ptq_result is not None else None
+        reference = ptq_result.calibrated if ptq_result is not None else mixed_float
         if reference is None:  # a float file of the model that was quantized: same tensor names
             reference = float_bytes if float_source is loaded else convert_float(loaded, static_batch, frozen)
         layers = _layer_report(reference, tflite_bytes, view, calib.x, o, target_spec, evaluation)
@@ -252,6 +264,7 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
             pipeline=pipeline_config.to_dict() if pipeline_config is not None else None,
             ptq=ptq_result.to_dict() if ptq_result is not None else None,
             weights=weight_report.to_dict() if weight_report is not None else None,
+            mixed=mixed_result.to_dict() if mixed_result is not None else None,
             layers=layers,
             warnings=warnings,
             timings={k: round(v, 3) for k, v in timings.items()},
@@ -458,6 +471,12 @@ def format_summary(report: CompileReport) -> str:
         lines.extend("            " + line for line in format_table(report.ptq).splitlines())
     elif report.ptq:
         lines.append(f"ptq         {report.ptq['chosen']}")
+    if report.mixed:
+        m = report.mixed
+        layers = ", ".join(m["int16_layers"][:3]) + (" ..." if len(m["int16_layers"]) > 3 else "")
+        lines.append(f"mixed       {len(m['int16_ops'])} op(s) in 16x8 ({m['int16_share']:.0%} of the "
+                     f"compute, budget {m['budget']:.0%}): output SQNR {m['int8_sqnr_db']:.2f} dB "
+                     f"all-int8 -> {m['sqnr_db']:.2f} dB" + (f"; {layers}" if layers else ""))
     if report.weights:
         w = report.weights
         lines.append(f"weights     cross-layer equalized {len(w['equalized'])} layer pairs; adaround "

@@ -23,7 +23,7 @@ from tflc.errors import BadInput
 CALIBRATION_MODES = ("data", "random")
 NORMALIZATIONS = ("unit", "symmetric", "raw")
 WEIGHT_MODES = ("per-channel", "per-tensor")
-ACTIVATION_MODES = ("int8", "int16")
+ACTIVATION_MODES = ("int8", "int16", "mixed")
 IO_TYPES = ("int8", "uint8", "int16", "float32")
 EXPORT_FORMATS = ("c",)
 PTQ_MODES = ("minmax", "percentile", "mse", "kl", "auto")  # tflc.convert.ptq.PTQ_MODES
@@ -47,7 +47,8 @@ class CompileOptions:
     seed: int = 0
     # quantization
     weights: str = "per-channel"
-    activations: str = "int8"
+    activations: str = "int8"  # int8 | int16 (16x8) | mixed (int8, 16x8 where it pays)
+    int16_budget: float | None = None  # mixed: share of the compute in 16x8 (tflc.convert.mixed)
     io_type: str | None = None
     static_batch: bool = False
     allow_float_ops: bool = False
@@ -171,6 +172,8 @@ def _validate(o: CompileOptions) -> None:
     low, high = o.random_range
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise BadInput(f"--random-range {low},{high}: expected finite numbers with LO below HI")
+    if o.int16_budget is not None:
+        _finite("int16_budget", o.int16_budget, 0.0, 1.0)
     if o.max_accuracy_drop is not None:
         _finite("max_accuracy_drop", o.max_accuracy_drop, -100.0, 100.0)
     if isinstance(o.prune, float):
@@ -215,6 +218,12 @@ def _pairs(o: CompileOptions) -> None:
         flag = f"--ptq {o.ptq}" if o.ptq is not None else "--bias-correction"
         raise BadInput(f"{flag}: the range and bias methods quantize int8 activations; drop it or "
                        "use --activations int8")
+    if o.int16_budget is not None and o.activations != "mixed":
+        raise BadInput("--int16-budget: sets how much of the model --activations mixed may run "
+                       "in 16x8; add --activations mixed or drop it")
+    if o.activations == "mixed" and o.adaround:
+        raise BadInput("--adaround: its rounding is learned for the converter's int8 scales; "
+                       "with --activations mixed use --cross-layer-equalization, or drop it")
     if o.epochs is not None and not o.wants_pipeline:
         raise BadInput("--epochs: sets the fine-tuning of pipeline stages; add a stage "
                        "(--prune, --qat, --cluster, --distill) or --config")

@@ -218,6 +218,9 @@ class TargetSpec:
     # How the runtime rewrites the graph before partitioning (tflc.check.normalize).
     normalize: Normalization = field(default_factory=Normalization)
     power: PowerFacts = field(default_factory=PowerFacts)  # energy figures (tflc profile)
+    # int8 and int16 (16x8) layers in one model, joined by requantizing QUANTIZE ops: what
+    # `tflc compile --activations mixed` needs (which ops run in int16 is each op's dtypes)
+    mixed_precision: bool = False
 
     def supports(self, op: str) -> bool:
         return op in self.ops
@@ -234,6 +237,7 @@ class TargetSpec:
             "device": self.device.to_dict(),
             "power": self.power.to_dict(),
             "dtypes": self.dtypes.to_dict(),
+            "mixed_precision": self.mixed_precision,
             "partitioning": self.partitioning.to_dict(),
             "constraints": [c.to_dict() for c in self.constraints],
             "ops": {name: rule.to_dict() for name, rule in sorted(self.ops.items())},
@@ -431,6 +435,7 @@ _TOP = {
         "ram_bytes", "flash_bytes", "runtime_overhead_bytes", "kernel_code_bytes",
         "parameter_cache_bytes")} | {"notes": _TEXT}),
     "dtypes": _DTYPES,
+    "mixed_precision": {"type": "boolean"},  # int8 and 16x8 layers in one model
     "partitioning": _fields({
         "mode": {"enum": list(PARTITION_MODES)},
         "max_segments": {"type": "integer", "minimum": 1},
@@ -615,6 +620,7 @@ def _build(raw: dict, path: Path, chain: tuple[str, ...]) -> TargetSpec:
         power=PowerFacts(**{key: raw.get("power", {}).get(key)
                             for key in ("active_w", "idle_w", "sleep_w")}),
         dtypes=_dtype_policy(raw.get("dtypes", {})),
+        mixed_precision=bool(raw.get("mixed_precision", False)),
         partitioning=_partitioning(raw.get("partitioning", {}), path),
         constraints=_constraint_refs(raw.get("constraints"), path, "constraints"),
         ops=_op_rules(raw.get("ops", {}), path),

@@ -23,7 +23,7 @@ from tflc.errors import BadInput, PipelineError
 from tflc.tf_env import import_tensorflow, quiet_native_output
 
 WEIGHT_MODES = ("per-channel", "per-tensor")
-ACTIVATION_MODES = ("int8", "int16")
+ACTIVATION_MODES = ("int8", "int16", "mixed")
 IO_TYPES = ("int8", "uint8", "int16", "float32")
 
 
@@ -39,7 +39,7 @@ class ConvertOptions:
     static_batch: bool = False
 
     def resolved_io_type(self) -> str:
-        return self.io_type or self.activations
+        return self.io_type or ("int8" if self.activations == "mixed" else self.activations)
 
     def validate(self) -> ConvertOptions:
         if self.weights not in WEIGHT_MODES:
@@ -47,7 +47,9 @@ class ConvertOptions:
         if self.activations not in ACTIVATION_MODES:
             raise BadInput(f"--activations {self.activations}: expected one of {', '.join(ACTIVATION_MODES)}")
         io = self.resolved_io_type()
-        allowed = ("int8", "uint8", "float32") if self.activations == "int8" else ("int16", "float32")
+        allowed = {"int8": ("int8", "uint8", "float32"), "int16": ("int16", "float32"),
+                   # ai-edge-quantizer quantizes the inputs and outputs as int8
+                   "mixed": ("int8",)}[self.activations]
         if io not in allowed:
             raise BadInput(
                 f"--io-type {io}: with --activations {self.activations} the model's inputs and outputs "
@@ -119,15 +121,17 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
-def convert_float(loaded, static_batch: bool = False, frozen=None) -> bytes:
+def convert_float(loaded, static_batch: bool = False, frozen=None, signature: bool = False) -> bytes:
     """The float32 TFLite model: the baseline for size and for fidelity.
 
     `frozen` is a `frozen_function(loaded, static_batch)` to reuse: tracing and freezing a large
     model costs about as much as converting it, so compile does it once for both conversions.
+    `signature` adds a SignatureDef (`serving_default`), which ai-edge-quantizer calibrates by;
+    off by default, as the file is then a few bytes larger than the converter's usual one.
     """
     tf = import_tensorflow()
     frozen = frozen or frozen_function(loaded, static_batch)
-    return _run(_converter(tf, loaded, frozen), loaded)
+    return _run(_converter(tf, loaded, frozen, signature), loaded)
 
 
 def convert_int8(loaded, calibration: list[np.ndarray], options: ConvertOptions = ConvertOptions(),
@@ -202,10 +206,15 @@ def _hooked_quantize(converter, hook):
     return quantize
 
 
-def _converter(tf, loaded, function):
-    """A converter of the concrete function; with the model as trackable for fused composites."""
+def _converter(tf, loaded, function, signature: bool = False):
+    """A converter of the concrete function; with the model as trackable for fused composites.
+
+    Given a trackable object, the converter also writes a signature; any object will do.
+    """
     if fused_composites(loaded):
         return tf.lite.TFLiteConverter.from_concrete_functions([function], loaded.model)
+    if signature:
+        return tf.lite.TFLiteConverter.from_concrete_functions([function], tf.Module())
     return tf.lite.TFLiteConverter.from_concrete_functions([function])
 
 
