@@ -7,6 +7,7 @@ interpreter; assertions read the produced flatbuffer back and measure on held-ou
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -181,3 +182,43 @@ def test_descriptor_mixed_precision_must_be_true_or_false(tmp_path):
         load_target(path)
     path.write_text("extends: cortex-m4\nmixed_precision: false\n")
     assert load_target(path).mixed_precision is False and load_target("cortex-m4").mixed_precision
+
+
+def test_a_dead_channel_keeps_its_bias_in_int16(tmp_path):
+    """A filter with near-zero weights and a real bias (its output is the bias): the raw
+    ai-edge-quantizer output loses it in int16; tflc's repair rescales it as the converter does."""
+    from ai_edge_quantizer import quantizer as aeq
+
+    from tflc.convert.converter import convert_float
+    from tflc.convert.evaluate import run_tflite, sqnr_db
+    from tflc.convert.mixed import _Quantizer
+    from tflc.load.models import load_model
+    from tflc.tf_env import import_tf_keras
+
+    keras = import_tf_keras()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Input((8, 8, 1)),
+                              keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+                              keras.layers.Flatten(), keras.layers.Dense(3, name="head")])
+    kernel, bias = model.get_layer("conv").get_weights()
+    kernel[..., 0] = 1e-9  # a dead filter: its output is its bias, 2.0
+    bias[0] = 2.0
+    model.get_layer("conv").set_weights([kernel, bias])
+    model.save(tmp_path / "dead.keras")
+    loaded = load_model(tmp_path / "dead.keras")
+    float_bytes = convert_float(loaded, True, signature=True)
+    x = np.random.default_rng(0).uniform(0, 1, (64, 8, 8, 1)).astype(np.float32)
+    ours = _Quantizer(float_bytes, [x], per_tensor=False)
+    scopes = tuple(t.name + ";" for t in read_model(float_bytes).subgraphs[0].tensors
+                   if "conv" in t.name and not t.is_constant)
+    repaired = ours.quantize(scopes)
+    raw = aeq.Quantizer(float_bytes)
+    raw.add_static_config(".*", "*", 8, 8)
+    for scope in scopes:
+        raw.add_static_config("^" + re.escape(scope) + "$", "*", 16, 8)
+    raw_bytes = bytes(raw.quantize(ours.calibration).quantized_model)
+    assert {"int16"} <= {t.dtype for t in read_model(repaired).subgraphs[0].tensors}
+    reference = run_tflite(float_bytes, [x])[0]
+    good = sqnr_db(reference, run_tflite(repaired, [x])[0])
+    bad = sqnr_db(reference, run_tflite(raw_bytes, [x])[0])
+    assert good > 30.0 and good > bad + 10.0, (good, bad)

@@ -67,3 +67,38 @@ def test_suggest_compression_asks_one_sparsity_per_layer():
     assert set(sp.layer_sparsities(params)) == {"c1", "c2", "fc"}
     assert all(v in sp.SPARSITIES for v in sp.layer_sparsities(params).values())
     assert "sparsity" not in params and params["precision"] == "int8"
+
+
+def test_a_mixed_precision_candidate_is_compiled_mixed(tmp_path):
+    from tflc.search.trial import TrialTask, run_trial
+    from tflc.tflite.reader import read_model
+
+    model, data = _tiny(tmp_path)
+    config = json.loads(json.dumps(model.get_config()))
+    params = {"clusters": 0, "qat": False, "precision": "mixed"}
+    outcome = run_trial(TrialTask(0, params, config, "tf_keras", data, "cortex-m4", {}, epochs=2))
+    assert outcome.status == "complete", outcome.error
+    report = outcome.report
+    assert report["config"]["activations"] == "mixed"
+    assert report["mixed"]["promotions"], report["mixed"]  # every unit was measured
+    share = report["mixed"]["int16_share"]
+    assert 0.0 <= share <= report["mixed"]["budget"]
+    wide = [op for op in read_model(outcome.tflite).operators
+            if op.op == "FULLY_CONNECTED" and
+            read_model(outcome.tflite).main.tensors[op.outputs[0]].dtype == "int16"]
+    assert bool(wide) == (share > 0)  # what the report says is what the flatbuffer holds
+
+
+def test_search_refuses_mixed_on_a_target_without_it(tmp_path):
+    from click.testing import CliRunner
+
+    from tflc.cli import main
+
+    for name in ("seed.keras", "t.npz", "e.npz"):  # never read: the target is refused first
+        (tmp_path / name).write_bytes(b"")
+    result = CliRunner().invoke(main, ["search", str(tmp_path / "seed.keras"), "--target", "edgetpu",
+                                       "--train-data", str(tmp_path / "t.npz"),
+                                       "--eval-data", str(tmp_path / "e.npz"),
+                                       "--precision", "mixed", "-o", str(tmp_path / "s")])
+    assert result.exit_code == 2, result.output
+    assert "mixed_precision" in result.output and "Traceback" not in result.output

@@ -14,11 +14,14 @@ the precision changes. The TFLiteConverter has no per-op precision, which is why
 here. The choice is greedy on measured sensitivity:
 
 1. calibrate once (min-max over the calibration set; the ranges serve every recipe);
-2. sensitivity: for each op the target runs in int16, the model's output SQNR against the float
-   model with that op alone promoted, minus the all-int8 SQNR (the gain);
-3. promotion: ops in order of gain per unit of compute; each is kept if the budget allows,
-   the arena still fits, and the combined model's output SQNR rises by at least MIN_GAIN_DB
-   (gains do not simply add: a promoted op can make its neighbour's promotion worthless).
+2. units: a tensor with the op that writes it and the ops that read it (an op alone in int16
+   between int8 neighbours gains nothing; its input was already rounded to int8);
+3. sensitivity, two ways: the output SQNR (against the float model) gained with the unit alone
+   in int16, and the SQNR lost with its producer alone in int8 while every other candidate is
+   int16 (in a deep network each int8 layer adds a little noise, visible only from that side);
+4. promotion: units by sensitivity per unit of compute; each is kept if the budget allows, the
+   arena still fits and the combined model's output SQNR rises (by MIN_STEP_DB at least:
+   gains do not simply add, a promoted unit can make its neighbour's promotion worthless).
 
 Scores are output SQNR on calibration samples (no labels are used, so `--eval-data` stays a
 held-out measurement). Calibration order, recipe order and LiteRT's single thread are fixed:
@@ -37,7 +40,8 @@ import numpy as np
 from tflc.errors import BadInput, PipelineError
 
 DEFAULT_INT16_BUDGET = 0.25  # share of the compute in 16x8 kernels when no budget is given
-MIN_GAIN_DB = 0.05  # a promotion must raise the output SQNR by this much to be kept
+MIN_GAIN_DB = 0.05  # a unit must gain (alone) or lose (alone in int8) this much to be tried
+MIN_STEP_DB = 0.01  # and raise the output SQNR of the model with the units kept so far
 SCORE_SAMPLES = 64  # calibration samples the sensitivity and the promotions are scored on
 _SKIP_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 # Ops that only move or select values: on an int16 tensor they keep its grid, and narrowing
@@ -64,9 +68,11 @@ class Promotion:
     layer: str  # the tensor's first name part: the producing layer's name scope
     tensor: str  # the tensor's whole name (fused ops join their names with ';')
     op: str  # its producer
+    producer: int  # the producer's position in the main subgraph
     ops: list[int]  # positions of the producer and the consumers in the main subgraph
     cost_share: float  # the unit's share of the model's compute
     gain_db: float  # output SQNR gain with this unit alone in int16
+    loss_db: float | None = None  # output SQNR lost when its producer alone is int8, all else int16
     kept: bool = False
     sqnr_db: float | None = None  # output SQNR after the step (when tried)
     why: str = ""  # why it was not kept
@@ -130,19 +136,20 @@ def quantize_mixed(float_bytes: bytes, calibration: list[np.ndarray], budget: fl
         try:
             gain = score(quantizer.quantize(graph.scopes(ops))) - base_sqnr
         except PipelineError as exc:  # the quantizer or LiteRT refuses an op in int16
-            promotions.append(Promotion(name.split(";")[0], name, graph.ops[producer], sorted(ops),
-                                        round(share, 4), float("nan"),
+            promotions.append(Promotion(name.split(";")[0], name, graph.ops[producer], producer,
+                                        sorted(ops), round(share, 4), float("nan"),
                                         why=f"not quantizable in 16x8: {exc}"))
             continue
-        promotions.append(Promotion(name.split(";")[0], name, graph.ops[producer], sorted(ops),
-                                    round(share, 4), round(gain, 3)))
+        promotions.append(Promotion(name.split(";")[0], name, graph.ops[producer], producer,
+                                    sorted(ops), round(share, 4), round(gain, 3)))
+    _measure_losses(promotions, quantizer, graph, score)
     promoted: set[int] = set()
     current, model = base_sqnr, base
     for p in sorted(promotions, key=_priority):
         if p.why:
             continue
-        if p.gain_db < MIN_GAIN_DB:
-            p.why = "no gain alone"
+        if _sensitivity(p) < MIN_GAIN_DB:
+            p.why = "no gain alone, no loss alone"
             continue
         wanted = promoted | set(p.ops)
         if graph.share(wanted) > budget + 1e-9:
@@ -154,7 +161,7 @@ def quantize_mixed(float_bytes: bytes, calibration: list[np.ndarray], budget: fl
             p.why = f"not quantizable with the layers already promoted: {exc}"
             continue
         p.sqnr_db = round(score(trial), 3)
-        if p.sqnr_db < current + MIN_GAIN_DB:
+        if p.sqnr_db < current + MIN_STEP_DB:
             p.why = "no gain with the layers already promoted"
             continue
         if target_spec is not None and not _fits_ram(trial, target_spec):
@@ -169,10 +176,36 @@ def quantize_mixed(float_bytes: bytes, calibration: list[np.ndarray], budget: fl
                        time.perf_counter() - clock)
 
 
-def _priority(p: Promotion):
-    """Largest gain per unit of compute first; the name breaks ties, so the order is stable."""
+def _measure_losses(promotions: list[Promotion], quantizer, graph, score) -> None:
+    """Each unit's loss from the other side: everything int16 but its producer.
+
+    Gains alone miss what a deep network shows: each int8 layer adds a little noise, and one
+    layer promoted among thirty int8 ones changes the output little, while the same layer
+    kept int8 among int16 ones stands out. The two together rank the layers."""
+    usable = [p for p in promotions if not p.why]
+    full_ops = set().union(*(p.ops for p in usable)) if usable else set()
+    if not full_ops:
+        return
+    try:
+        full = score(quantizer.quantize(graph.scopes(full_ops)))
+    except PipelineError:
+        return  # the units do not quantize together; gains alone rank them
+    for p in _progress(usable, "sensitivity (int8 among int16)"):
+        try:
+            demoted = graph.scopes(full_ops - {p.producer})
+            p.loss_db = round(full - score(quantizer.quantize(demoted)), 3)
+        except PipelineError:
+            continue
+
+
+def _sensitivity(p: Promotion) -> float:
     gain = p.gain_db if np.isfinite(p.gain_db) else -np.inf
-    return (-gain / max(p.cost_share, 1e-6), p.tensor)
+    return max(gain, p.loss_db if p.loss_db is not None else -np.inf)
+
+
+def _priority(p: Promotion):
+    """Most sensitivity per unit of compute first; the name breaks ties: a stable order."""
+    return (-_sensitivity(p) / max(p.cost_share, 1e-6), p.tensor)
 
 
 def check_target(target_spec) -> None:
@@ -282,6 +315,7 @@ class _Quantizer:
         self.float_bytes = float_bytes
         self.per_tensor = per_tensor
         self.cache: dict[tuple[str, ...], bytes] = {}
+        self.floats = _float_constants(float_bytes)
         from ai_edge_quantizer import calibrator
         from ai_edge_quantizer.utils import qsv_utils
 
@@ -309,6 +343,7 @@ class _Quantizer:
                     self.cache[key] = bytes(quantizer.quantize(self.calibration).quantized_model)
                 except Exception as exc:  # noqa: BLE001
                     raise PipelineError(f"ai-edge-quantizer: {_first_line(exc)}") from None
+            self.cache[key] = _repair_small_weight_scales(self.cache[key], self.floats)
             from tflc.convert.evaluate import make_interpreter
 
             make_interpreter(self.cache[key])  # LiteRT must load it: PipelineError otherwise
@@ -325,6 +360,76 @@ class _Quantizer:
         for scope in int16_scopes:  # later entries take precedence over the catch-all
             q.add_static_config(f"^{re.escape(scope)}$", "*", 16, 8, granularity)
         return q
+
+
+def _float_constants(float_bytes: bytes) -> dict[str, np.ndarray]:
+    """The float model's float constants (weights and biases), by tensor name."""
+    from tflc.tflite.reader import read_model
+
+    view = read_model(float_bytes)
+    out = {}
+    for t in view.subgraphs[0].tensors:
+        if t.is_constant and t.dtype == "float32":
+            data = view.tensor_data(t)
+            if data is not None:
+                out[t.name] = np.array(data, np.float64)
+    return out
+
+
+_BIASED_OPS = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": 3}  # weight channel axis
+_BIAS_LIMIT = 2**31 - 1
+
+
+def _repair_small_weight_scales(model: bytes, floats: dict[str, np.ndarray]) -> bytes:
+    """Channels whose weights are too small for their bias, rescaled as the converter does.
+
+    A channel with near-zero weights and a real bias (a dead filter after batch-norm folding:
+    its output is the bias) gets a tiny weight scale; bias / (input scale x weight scale) then
+    passes 2^31, and ai-edge-quantizer 0.10 clips it (its float32 bound casts to -2^31: the
+    sign flips) while the output multiplier underflows to 0. The TFLiteConverter raises such a
+    channel's weight scale to |bias| / (input scale x (2^31 - 1)) and requantizes its weights
+    and bias; so does this, from the float model's own weights and biases. On MLPerf's VWW
+    (three such depthwise channels) this took the int16 model from below its int8 one to the
+    converter's 16x8 figures."""
+    from tflc.tflite.reader import read_model
+
+    view = read_model(model)
+    sg = view.subgraphs[0]
+    fixes = []  # (weight index, bias index, weight scales, bias scales, int weights, int bias)
+    for op in sg.operators:
+        axis = _BIASED_OPS.get(op.op)
+        if axis is None or len(op.inputs) < 3 or min(op.inputs[:3]) < 0:
+            continue
+        x, w, b = (sg.tensors[i] for i in op.inputs[:3])
+        if not (w.is_constant and b.is_constant and w.quantization and b.quantization
+                and x.quantization and w.name in floats and b.name in floats):
+            continue
+        scales = np.asarray(w.quantization.scales, np.float64)
+        x_scale = float(x.quantization.scales[0])
+        bias = floats[b.name]
+        need = np.abs(bias) / (x_scale * _BIAS_LIMIT)
+        if len(scales) != len(bias) or not np.any(scales < need):
+            continue
+        scales = np.maximum(scales, need)
+        weights = floats[w.name]
+        shape = [1] * weights.ndim
+        shape[axis] = -1
+        q_w = np.clip(np.round(weights / scales.reshape(shape)), -127, 127).astype(np.int8)
+        q_b = np.round(bias / (x_scale * scales)).astype(np.int64 if b.dtype == "int64" else np.int32)
+        fixes.append((w.index, b.index, scales, x_scale * scales, q_w, q_b))
+    if not fixes:
+        return model
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    obj = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    tensors = obj.subgraphs[0].tensors
+    for w_index, b_index, scales, bias_scales, q_w, q_b in fixes:
+        tensors[w_index].quantization.scale = scales.astype(np.float32).tolist()
+        tensors[b_index].quantization.scale = bias_scales.astype(np.float32).tolist()
+        for index, values in ((w_index, q_w), (b_index, q_b)):
+            little = values.astype(values.dtype.newbyteorder("<"))
+            obj.buffers[tensors[index].buffer].data = np.frombuffer(little.tobytes(), np.uint8)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(obj))
 
 
 def _signature_samples(float_bytes: bytes, calibration: list[np.ndarray]) -> dict:

@@ -97,9 +97,11 @@ class SearchOptions:
         if self.builder is not None and (":" not in self.builder or
                                          not all(self.builder.split(":", 1))):
             raise BadInput(f"--builder {self.builder}: expected module:function (or file.py:function)")
+        from tflc.search.space import PRECISIONS
+
         for p in self.precisions:
-            if p not in ("int8", "int16"):
-                raise BadInput(f"--precision {p}: expected int8 or int16")
+            if p not in PRECISIONS:
+                raise BadInput(f"--precision {p}: expected one of {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -153,6 +155,10 @@ def search(options: SearchOptions, log=None, on_trial=None) -> SearchResult:
     started = time.perf_counter()
     o = options
     spec = load_target(o.target)  # an unknown target costs nothing
+    if "mixed" in o.precisions:  # a target that cannot run it: one line now
+        from tflc.convert.mixed import check_target
+
+        check_target(spec)
     optuna = _optuna()
     if o.ray:
         from tflc.search.executors import probe_address

@@ -367,10 +367,11 @@ def _first_ref(obj):
 
 SPARSITIES = (0.0, 0.5, 0.75)
 CLUSTERS = (0, 16, 32)
-# The activation precisions a candidate may take. Mixed precision (a precision per layer) is to
-# join as one more entry here, once tflc.convert offers it; `suggest_compression` asks for it
-# like the others.
-PRECISIONS = ("int8", "int16")
+# The activation precisions a candidate may take: int8, 16x8, or mixed (int8 with the tensors
+# that gain most carried in int16, chosen per layer by `tflc.convert.mixed` within its default
+# budget); `--precision` picks among them, and the default leaves mixed out (it needs a target
+# whose descriptor allows it).
+PRECISIONS = ("int8", "int16", "mixed")
 SPARSITY_PREFIX = "sparsity_"  # a candidate's per-layer sparsity: params["sparsity_conv1"]
 
 
