@@ -190,6 +190,8 @@ def markdown(results: list[dict]) -> str:
                      f"{num(r['auto']['sqnr_db'])} | {num(r['reference']['accuracy'])} | "
                      f"{num(r['reference']['sqnr_db'])} | {r['plain_seconds']:.1f} | "
                      f"{r['auto_seconds']:.1f} | {r['ratio']:.2f}x | {r['fully_integer']} |")
+    lines += ["", "Mixed int8/16x8 precision (`--activations mixed`) on the same models and data: "
+              "[mixed.md](mixed.md), from `benchmarks/mixed.py`."]
     lines += ["", "## Weight corrections (`--cross-layer-equalization`, `--adaround 8`), each alone on "
               "plain min-max ranges", "",
               "| model | plain acc | plain SQNR | CLE pairs | CLE acc | CLE SQNR | CLE s | AdaRound layers "

@@ -168,9 +168,11 @@ def test_layer_report_names_the_worst_layers_and_advice_follows_the_descriptor(d
     advised = advise(report, view, "int8", load_target("cortex-m4"), accuracy_drop=5.0)
     assert len(advised.worst) == 3 and advised.lowest()[0].layer in advised.worst[0]
     assert "--activations int16" in advised.advice[0]  # TFLite Micro has int16 kernels for them
+    assert "--activations mixed" in advised.advice[1]  # and its descriptor allows mixed models
     report.advice = []
     edge = advise(report, view, "int8", load_target("edgetpu"), accuracy_drop=5.0)
     assert "not an option" in edge.advice[0] and "--activations int16" not in edge.advice[0]
+    assert not any("mixed" in line for line in edge.advice)
     report.advice = []
     fine = advise(report, view, "int8", load_target("cortex-m4"), accuracy_drop=0.0)
     assert fine.advice == [] or min(e.sqnr_db for e in report.layers) < LOSSY_SQNR_DB

@@ -177,6 +177,10 @@ def advise(report: LayerReport, view, activations: str, target_spec=None,
         report.advice.append(
             f"int8 loses most in {named}: {auto}--activations int16 (16x8): {target_spec.name} "
             "runs every op of this model with int16 activations")
+    if target_spec.mixed_precision and len(missing) < len(ops):
+        report.advice.append(
+            f"or --activations mixed: int8, with 16x8 only for the layers that gain most "
+            f"(--int16-budget sets how much of the compute; {target_spec.name} allows it)")
     return report
 
 
