@@ -62,6 +62,8 @@ def run(name: str, folder: Path, budgets: list[float]) -> dict:
                   target=TARGET)
     settings = [("int8 (plain)", {})]
     settings += [(f"mixed {b:g}", {"activations": "mixed", "int16_budget": b}) for b in budgets]
+    settings += [(f"mixed {budgets[-1]:g}, percentile ranges",
+                  {"activations": "mixed", "int16_budget": budgets[-1], "ptq": "percentile"})]
     settings += [("int16 (all 16x8)", {"activations": "int16"})]
     rows, float_accuracy = [], None
     for i, (label, extra) in enumerate(settings):

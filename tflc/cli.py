@@ -565,7 +565,7 @@ def _size_option(_ctx, param, value):
 @click.option("--device", "-d", help="Measure each candidate's latency there (local, ssh://...).")
 @click.option("--builder", metavar="MODULE:FUNCTION", help="build(hp) returning a Keras model: replaces the automatic architecture space.")
 @click.option("--no-compression", is_flag=True, help="Search the architecture only (no sparsity, clusters, QAT).")
-@click.option("--precision", "precisions", multiple=True, type=click.Choice(["int8", "int16", "mixed"]), help="Activation precisions to try (repeatable): int8, int16 (16x8), mixed (int8 with 16x8 where it pays; targets whose descriptor allows it) [default: int8 and int16].")
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(["int8", "int16", "mixed"]), help="Activation precisions to try (repeatable): int8, int16 (16x8), mixed (int8 with 16x8 where it pays; targets whose descriptor allows it) [default: int8 and int16, and mixed where the target allows it].")
 @click.option("--epochs", type=click.IntRange(min=1, max=10000), default=10, show_default=True, help="Training epochs of each candidate (from scratch).")
 @click.option("--fine-tune-epochs", type=click.IntRange(min=1, max=10000), default=2, show_default=True, help="Epochs of each compression stage.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -594,7 +594,7 @@ def search_command(model, target, train_data, eval_data, calibration_data, trial
         calibration_data=calibration_data, trials=trials, workers=workers, ray=ray_address,
         max_arena=max_arena, max_flash=max_flash, max_latency_ms=max_latency_ms,
         max_accuracy_drop=max_accuracy_drop, device=device, builder=builder,
-        compression=not no_compression, precisions=tuple(precisions) or ("int8", "int16"),
+        compression=not no_compression, precisions=tuple(precisions),
         epochs=epochs, fine_tune_epochs=fine_tune_epochs, seed=seed, study_name=study_name,
         custom_objects=tuple(custom_objects), allow_unsafe_code=allow_unsafe_code)
     try:

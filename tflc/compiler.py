@@ -191,7 +191,7 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
 
             mixed_float = convert_float(loaded, static_batch, frozen, signature=True)
             mixed_result = quantize_mixed(mixed_float, calib.x, o.int16_budget, target_spec,
-                                          o.weights == "per-tensor", log=say)
+                                          o.weights == "per-tensor", ranges=o.ptq, log=say)
             tflite_bytes = mixed_result.model
         elif o.ptq is None and not o.bias_correction:  # the converter's own min-max calibration
             tflite_bytes = convert_int8(loaded, calib.x, convert_options, frozen)

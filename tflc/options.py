@@ -214,7 +214,11 @@ def _pairs(o: CompileOptions) -> None:
         stages = [k for k in o.stage_flags if k != "epochs"]
         raise BadInput(f"--config {o.pipeline}: give the stages either in the config file or as flags "
                        f"({', '.join(_flag(k) for k in stages)}), not both")
-    if (o.ptq is not None or o.bias_correction) and o.activations != "int8":
+    if o.activations == "mixed" and (o.ptq == "auto" or o.bias_correction):
+        flag = "--ptq auto" if o.ptq == "auto" else "--bias-correction"
+        raise BadInput(f"{flag}: works on the converter's int8 model; with --activations mixed "
+                       "give a range method (--ptq percentile, mse or kl) or drop it")
+    if (o.ptq is not None or o.bias_correction) and o.activations == "int16":
         flag = f"--ptq {o.ptq}" if o.ptq is not None else "--bias-correction"
         raise BadInput(f"{flag}: the range and bias methods quantize int8 activations; drop it or "
                        "use --activations int8")

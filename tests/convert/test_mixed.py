@@ -91,6 +91,35 @@ def test_kws_mixed_reaches_float_accuracy_and_beats_all_int8_on_dev(kws_mixed):
     assert top1_accuracy(mixed_out, dev["y"]) == pytest.approx(ev["int8_accuracy"])
 
 
+def test_kws_percentile_ranges_through_ai_edge_quantizer_equal_the_converters():
+    """The two paths to fully-integer ranges, measured against each other: percentile ranges
+    fed to ai-edge-quantizer (nothing in int16) score what the converter's hook path scores."""
+    from tflc.convert.converter import ConvertOptions, convert_float, frozen_function
+    from tflc.convert.evaluate import run_tflite, sqnr_db
+    from tflc.convert.mixed import quantize_mixed
+    from tflc.convert.ptq import PTQSettings, quantize
+    from tflc.load.models import load_model
+
+    need_mlperf(MLPERF_KERAS["kws"])
+    if not (KWS_DEV / "dev.npz").exists():
+        pytest.skip(f"kws_dev fixture not found at {KWS_DEV}")
+    loaded = load_model(MLPERF_KERAS["kws"])
+    calib = [np.load(KWS_DEV / "calib.npz")["x"]]
+    x = np.load(KWS_DEV / "dev.npz")["x"]
+    options = ConvertOptions(static_batch=True)
+    hook = quantize(loaded, calib, options, frozen_function(loaded, True),
+                    PTQSettings("percentile")).model
+    ours = quantize_mixed(convert_float(loaded, True, signature=True), calib, budget=0.0,
+                          ranges="percentile")
+    assert ours.ranges == "percentile" and ours.int16_layers == []
+    reference = loaded.predict([x])[0]
+    via_hook = sqnr_db(reference, run_tflite(hook, [x])[0])
+    via_aeq = sqnr_db(reference, run_tflite(ours.model, [x])[0])
+    plain = sqnr_db(reference, run_tflite(quantize_mixed(convert_float(loaded, True, signature=True),
+                                                         calib, budget=0.0).model, [x])[0])
+    assert abs(via_aeq - via_hook) < 0.2 and via_aeq > plain + 2.0, (via_aeq, via_hook, plain)
+
+
 def test_kws_mixed_runs_in_tflite_micro_as_in_litert(kws_mixed):
     from tflite_micro.python.tflite_micro import runtime
 
@@ -162,6 +191,8 @@ def _cli(args):
     (["--activations", "mixed", "--int16-budget", "1.5"], "--int16-budget 1.5"),
     (["--activations", "mixed", "--io-type", "float32"], "--io-type float32"),
     (["--activations", "mixed", "--adaround"], "--adaround"),
+    (["--activations", "mixed", "--ptq", "auto"], "--ptq auto"),
+    (["--activations", "mixed", "--bias-correction"], "--bias-correction"),
 ])
 def test_mixed_refusals_are_one_line_exit_2(digits_dir, tmp_path, extra, words):
     result = _cli(["compile", str(digits_dir / "model.keras"), "-o", str(tmp_path / "out"),

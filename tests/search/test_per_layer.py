@@ -102,3 +102,13 @@ def test_search_refuses_mixed_on_a_target_without_it(tmp_path):
                                        "--precision", "mixed", "-o", str(tmp_path / "s")])
     assert result.exit_code == 2, result.output
     assert "mixed_precision" in result.output and "Traceback" not in result.output
+
+
+def test_the_default_space_tries_mixed_only_where_the_descriptor_allows_it():
+    from tflc.check import load_target
+    from tflc.search.core import default_precisions
+
+    assert default_precisions(load_target("cortex-m4")) == ("int8", "int16", "mixed")
+    assert default_precisions(load_target("ethos-u55-128"))[-1] == "mixed"
+    assert "mixed" not in default_precisions(load_target("edgetpu"))
+    assert "mixed" not in default_precisions(load_target("raspberry-pi-4"))

@@ -88,13 +88,15 @@ class MixedResult:
     int16_ops: list[str] = field(default_factory=list)  # "#3 CONV_2D", in graph order
     promotions: list[Promotion] = field(default_factory=list)
     seconds: float = 0.0
+    ranges: str = "minmax"
 
     @property
     def int16_layers(self) -> list[str]:
         return [p.layer for p in self.promotions if p.kept]
 
     def to_dict(self) -> dict:
-        return {"budget": self.budget, "int16_share": round(self.int16_share, 4),
+        return {"budget": self.budget, "ranges": self.ranges,
+                "int16_share": round(self.int16_share, 4),
                 "int16_layers": self.int16_layers, "int16_ops": self.int16_ops,
                 "int8_sqnr_db": self.int8_sqnr_db, "sqnr_db": self.sqnr_db,
                 "seconds": round(self.seconds, 3), "quantizer": _quantizer_version(),
@@ -102,12 +104,15 @@ class MixedResult:
 
 
 def quantize_mixed(float_bytes: bytes, calibration: list[np.ndarray], budget: float | None = None,
-                   target_spec=None, per_tensor: bool = False, log=None) -> MixedResult:
+                   target_spec=None, per_tensor: bool = False, ranges: str | None = None,
+                   log=None) -> MixedResult:
     """The mixed int8/16x8 model of `float_bytes` (a float .tflite) within `budget`.
 
     `target_spec` limits the candidates to ops its descriptor runs with int16 activations and
     keeps the arena within its RAM; it must allow mixed precision (`mixed_precision: true`).
     The model's inputs and outputs stay int8: no op that writes a model output is promoted.
+    `ranges` is a range method of `tflc.convert.ranges` (percentile, mse, kl) for the op
+    outputs, as `--ptq` chooses them for int8; None or minmax keeps each tensor's min and max.
     """
     from tflc.convert.evaluate import run_tflite
     from tflc.tflite.reader import read_model
@@ -116,7 +121,7 @@ def quantize_mixed(float_bytes: bytes, calibration: list[np.ndarray], budget: fl
     budget = DEFAULT_INT16_BUDGET if budget is None else budget
     check_target(target_spec)
     clock = time.perf_counter()
-    quantizer = _Quantizer(float_bytes, calibration, per_tensor)
+    quantizer = _Quantizer(float_bytes, calibration, per_tensor, ranges or "minmax")
     score_set = [x[:SCORE_SAMPLES] for x in calibration]
     reference = run_tflite(float_bytes, score_set)
 
@@ -173,7 +178,7 @@ def quantize_mixed(float_bytes: bytes, calibration: list[np.ndarray], budget: fl
             f"{graph.share(promoted):.0%} of the compute in 16x8")
     return MixedResult(model, budget, graph.share(promoted), round(base_sqnr, 3), round(current, 3),
                        [f"#{i} {graph.ops[i]}" for i in sorted(promoted)], promotions,
-                       time.perf_counter() - clock)
+                       time.perf_counter() - clock, ranges or "minmax")
 
 
 def _measure_losses(promotions: list[Promotion], quantizer, graph, score) -> None:
@@ -311,7 +316,8 @@ def _progress(items, label: str):
 class _Quantizer:
     """ai-edge-quantizer on one float model: calibrated once, then one recipe per call."""
 
-    def __init__(self, float_bytes: bytes, calibration: list[np.ndarray], per_tensor: bool):
+    def __init__(self, float_bytes: bytes, calibration: list[np.ndarray], per_tensor: bool,
+                 ranges: str = "minmax"):
         self.float_bytes = float_bytes
         self.per_tensor = per_tensor
         self.cache: dict[tuple[str, ...], bytes] = {}
@@ -330,6 +336,9 @@ class _Quantizer:
                                               qsv_update_func=qsv_utils.min_max_update)
                 calib.calibrate(samples, quantizer._recipe_manager)
                 self.calibration = calib.get_model_qsvs()
+                if ranges != "minmax":
+                    self.calibration = _chosen_ranges(float_bytes, calibration, self.calibration,
+                                                      ranges)
             except Exception as exc:  # noqa: BLE001 - its errors are ValueError, RuntimeError...
                 raise PipelineError(f"ai-edge-quantizer could not calibrate the model: "
                                     f"{_first_line(exc)}") from None
@@ -360,6 +369,32 @@ class _Quantizer:
         for scope in int16_scopes:  # later entries take precedence over the catch-all
             q.add_static_config(f"^{re.escape(scope)}$", "*", 16, 8, granularity)
         return q
+
+
+def _chosen_ranges(float_bytes: bytes, calibration: list[np.ndarray], qsvs: dict,
+                   method: str) -> dict:
+    """The calibration result with each op output's range chosen by `method`, by the rules of
+    `tflc.convert.ptq.set_ranges`: model inputs keep min-max (clipping them saturates real
+    data), fixed-range ops (softmax, logistic, tanh) and fused recurrent state keep theirs."""
+    from tflc.convert.ptq import FIXED_RANGE_OPS, STATEFUL_OPS, capture
+    from tflc.convert.ranges import choose_range
+    from tflc.tflite.reader import read_model
+
+    sg = read_model(float_bytes).subgraphs[0]
+    kept = FIXED_RANGE_OPS | STATEFUL_OPS
+    outputs = {i for op in sg.operators if op.op not in kept for i in op.outputs if i >= 0}
+    wanted = [t.index for t in sg.tensors if t.index in outputs and t.index not in sg.inputs
+              and not t.is_constant and t.dtype == "float32" and t.name in qsvs]
+    values = capture(float_bytes, calibration, wanted)
+    out = dict(qsvs)
+    for index in wanted:
+        if index not in values:
+            continue
+        name = sg.tensors[index].name
+        lo, hi = choose_range(values[index], method)
+        out[name] = {**qsvs[name], "min": np.full_like(np.asarray(qsvs[name]["min"]), lo),
+                     "max": np.full_like(np.asarray(qsvs[name]["max"]), hi)}
+    return out
 
 
 def _float_constants(float_bytes: bytes) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tflc.errors import BadInput
@@ -54,7 +54,8 @@ class SearchOptions:
     device: str | None = None
     builder: str | None = None
     compression: bool = True
-    precisions: tuple[str, ...] = ("int8", "int16")
+    # () : int8 and int16, and mixed where the target's descriptor allows it (default_precisions)
+    precisions: tuple[str, ...] = ()
     epochs: int = 10
     fine_tune_epochs: int = 2
     batch_size: int = 32
@@ -144,6 +145,13 @@ def _optuna():
 # --------------------------------------------------------------------------- the entry
 
 
+def default_precisions(spec) -> tuple[str, ...]:
+    """What candidates may take when `--precision` is not given: int8 and 16x8, and mixed
+    (16x8 only where it pays) on a target whose descriptor allows int8 and int16 layers in one
+    model."""
+    return ("int8", "int16") + (("mixed",) if spec.mixed_precision else ())
+
+
 def search(options: SearchOptions, log=None, on_trial=None) -> SearchResult:
     """Run (or resume) a search; see the module docstring. `on_trial(outcome, metrics,
     model_path, options)` is called for each finished trial with a model (`tflc.api.search`
@@ -155,6 +163,8 @@ def search(options: SearchOptions, log=None, on_trial=None) -> SearchResult:
     started = time.perf_counter()
     o = options
     spec = load_target(o.target)  # an unknown target costs nothing
+    if not o.precisions:
+        o = replace(o, precisions=default_precisions(spec))
     if "mixed" in o.precisions:  # a target that cannot run it: one line now
         from tflc.convert.mixed import check_target
 
