@@ -28,3 +28,13 @@ def test_each_trial_reports_its_progress_from_its_worker(digits_dir, tmp_path):
         assert any("complete" in line or "infeasible" in line for line in mine)
     assert "\r" not in result.stderr  # no bar redraws on a pipe
     assert not list(out.glob("trials/*/progress.json"))
+
+
+def test_a_compression_stage_shows_as_its_own_phase():
+    from tflc.search.trial import _stage_progress
+
+    seen = []
+    log = _stage_progress(lambda phase, done=0, total=0: seen.append((phase, done, total)))
+    log("running the optimization pipeline")
+    log("stage 2/3: prune 2:4")
+    assert seen == [("fine-tuning prune 2:4", 2, 3)]

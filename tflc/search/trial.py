@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 import time
 import traceback
@@ -129,6 +130,19 @@ class Progress:
             self.path = None
 
 
+_STAGE_LINE = re.compile(r"^stage (\d+)/(\d+): (.+)$")
+
+
+def _stage_progress(progress):
+    """compile's log lines turned into the trial's phase: a compression stage being fine-tuned
+    ("stage 2/3: prune 2:4") shows as that stage, with how many of the stages have begun."""
+    def log(message: str) -> None:
+        match = _STAGE_LINE.match(message)
+        if match:
+            progress(f"fine-tuning {match.group(3)}", int(match.group(1)), int(match.group(2)))
+    return log
+
+
 def _run(task: TrialTask, tmp: Path, outcome: TrialOutcome) -> None:
     from tflc.compiler import compile_model
     from tflc.options import CompileOptions
@@ -182,7 +196,7 @@ def _run(task: TrialTask, tmp: Path, outcome: TrialOutcome) -> None:
     report = compile_model(trained, tmp / "out", CompileOptions(
         calibration_data=str(files["calib"]), eval_data=str(files["eval"]),
         train_data=str(files["train"]) if compress else None, activations=precision,
-        target=task.target, seed=task.seed, **stages))
+        target=task.target, seed=task.seed, **stages), log=_stage_progress(progress))
     outcome.phases["compile_s"] = round(time.perf_counter() - clock, 3)
     progress("checking", task.epochs, task.epochs)
     evaluation = report.evaluation or {}
