@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ptq import MLPERF, MODELS, REPO, datasets  # noqa: E402  (sets TF_USE_LEGACY_KERAS first)
+from ptq import MODELS, REPO, datasets, model_names  # noqa: E402  (sets TF_USE_LEGACY_KERAS first)
 
 TARGET = "cortex-m4"
 
@@ -107,10 +107,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="0.1,0.25,0.5")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "mixed.md"))
     args = parser.parse_args()
-    names = [n for n in args.models.split(",") if n]
-    missing = [n for n in names if not MODELS[n][0].exists()]
-    if missing:
-        sys.exit(f"MLPerf Tiny fixtures not found for {', '.join(missing)} under {MLPERF}")
+    names = model_names(args.models)
     budgets = [float(b) for b in args.budgets.split(",") if b]
     from tflc.tf_env import import_tensorflow
 

@@ -221,15 +221,24 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def model_names(text: str) -> list[str]:
+    """`--models kws,ic` as a list; exits naming the models whose fixtures are not there."""
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        sys.exit(f"--models {unknown[0]}: expected some of {', '.join(MODELS)}")
+    missing = [n for n in names if not MODELS[n][0].exists()]
+    if missing:
+        sys.exit(f"MLPerf Tiny fixtures not found for {', '.join(missing)} under {MLPERF}")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="kws,vww,ic,ad")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ptq.md"))
     args = parser.parse_args()
-    names = [n for n in args.models.split(",") if n]
-    missing = [n for n in names if not MODELS[n][0].exists()]
-    if missing:
-        sys.exit(f"MLPerf Tiny fixtures not found for {', '.join(missing)} under {MLPERF}")
+    names = model_names(args.models)
     from tflc.tf_env import import_tensorflow
 
     import_tensorflow()  # the first compile should not pay TensorFlow's import alone
