@@ -433,4 +433,10 @@ def test_target_check_strict_gate_and_export_in_one_go(digits_dir, tmp_path):
     assert (c_dir / "model_model_data.cc").exists() and (c_dir / "model_op_resolver.h").exists()
     report = json.loads((tmp_path / "mcu" / "report.json").read_text())
     assert report["export"]["arena"]["measured_bytes"] > 0
+    # the reports name where the package is, not the staging folder it was written in
+    package = json.loads((c_dir / "export_report.json").read_text())
+    for saved in (report["export"], package):
+        assert saved["output_dir"] == str(c_dir), saved["output_dir"]
+        assert saved["model"] == str(tmp_path / "mcu" / "model.tflite")
+    assert f"export      {c_dir}" in result.output
     assert run_cli(*common, "-o", tmp_path / "x", "--export", "c").exit_code == 2  # needs --target

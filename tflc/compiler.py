@@ -308,8 +308,14 @@ def _write_profile(stage: Path, calib, evaluation_set, seed: int) -> dict:
 def _export(stage: Path, target_spec, report: CompileReport) -> dict:
     """The C package in OUT/c; over the target's budget is a gate not met, like the accuracy one."""
     from tflc.export import export_c
+    from tflc.fileio import atomic_write_json
 
     exported = export_c(stage / "model.tflite", stage / "c", target=target_spec)
+    # the package is written in the staging folder and published with the rest: its reports
+    # name where the files will be, not the staging folder that is gone by then
+    final = Path(report.output_dir)
+    exported = replace(exported, model=str(final / "model.tflite"), output_dir=str(final / "c"))
+    atomic_write_json(stage / "c" / "export_report.json", exported.to_dict())
     failure = exported.gate_failure()
     if failure is not None:
         report.gate = _fail(report.gate, "export", failure.message)
