@@ -171,8 +171,11 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
         static_batch = convert_options.static_batch
         frozen = frozen_function(loaded, static_batch)
         # the baseline is the user's float model, not what optimization stages made of it
+        # mixed precision quantizes a float file with a signature: when that file is this one
+        # (no optimization stage or weight correction changes the model), it is made once
         float_bytes = convert_float(float_source, static_batch,
-                                    frozen if float_source is loaded else None)
+                                    frozen if float_source is loaded else None,
+                                    signature=o.activations == "mixed")
         timings["convert_float"] = time.perf_counter() - clock
         clock = time.perf_counter()
         weight_report = None
@@ -189,7 +192,8 @@ def compile_model(model, out_dir, options: CompileOptions | None = None, *, log=
         if o.activations == "mixed":  # int8, and 16x8 where it pays (ai-edge-quantizer)
             from tflc.convert.mixed import quantize_mixed
 
-            mixed_float = convert_float(loaded, static_batch, frozen, signature=True)
+            mixed_float = (float_bytes if float_source is loaded
+                           else convert_float(loaded, static_batch, frozen, signature=True))
             mixed_result = quantize_mixed(mixed_float, calib.x, o.int16_budget, target_spec,
                                           o.weights == "per-tensor", ranges=o.ptq, log=say)
             tflite_bytes = mixed_result.model
