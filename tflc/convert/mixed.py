@@ -162,10 +162,10 @@ def quantize_mixed(float_bytes: bytes, calibration: list[np.ndarray], budget: fl
             continue
         try:
             trial = quantizer.quantize(graph.scopes(wanted))
+            p.sqnr_db = round(score(trial), 3)  # LiteRT loads it here: PipelineError otherwise
         except PipelineError as exc:
             p.why = f"not quantizable with the layers already promoted: {exc}"
             continue
-        p.sqnr_db = round(score(trial), 3)
         if p.sqnr_db < current + MIN_STEP_DB:
             p.why = "no gain with the layers already promoted"
             continue
@@ -242,8 +242,7 @@ class _Graph:
         self.scope = []
         for op in sg.operators:
             outputs = [i for i in op.outputs if i >= 0]
-            elements = sum(int(np.prod([max(int(d), 1) for d in sg.tensors[i].shape or ()]))
-                           for i in outputs)
+            elements = sum(sg.tensors[i].num_elements for i in outputs)
             self.cost.append(0 if op.op in _SKIP_OPS else (macs(sg, op) or elements))
             # how ai-edge-quantizer names an op: its output names, each followed by ';', cut at
             # its length limit; the recipe matches it whole
@@ -353,9 +352,6 @@ class _Quantizer:
                 except Exception as exc:  # noqa: BLE001
                     raise PipelineError(f"ai-edge-quantizer: {_first_line(exc)}") from None
             self.cache[key] = _repair_small_weight_scales(self.cache[key], self.floats)
-            from tflc.convert.evaluate import make_interpreter
-
-            make_interpreter(self.cache[key])  # LiteRT must load it: PipelineError otherwise
         return self.cache[key]
 
     def _recipe(self, int16_scopes: tuple[str, ...]):
