@@ -27,7 +27,8 @@ stream = np.load(io.BytesIO(sys.stdin.buffer.read()))
 with Guard(release) as guard:
     tops = [int(guard.predict(x).argmax()) for x in stream]
 print(json.dumps({"state": guard.state, "events": [e["event"] for e in guard.events],
-                  "runtime": guard.primary.runtime, "numpy": np.__version__, "tops": tops}))
+                  "runtime": guard.primary.runtime, "numpy": np.__version__, "tops": tops,
+                  "window": guard.window}))
 """
 
 
@@ -39,7 +40,9 @@ def test_deploy_guard_and_rollback_on_the_emulated_pi(releases, emulated_pi, dig
         shell.run('rm -rf "$HOME/tflc-test-releases"', "cleaning up")
     first = deploy("guarded-digits@previous", device, fallback=False, registry=releases["registry"],
                    **ssh)
-    done = deploy("guarded-digits@current", device, registry=releases["registry"], **ssh)
+    # the policy travels in release.json: a 32-sample window (the profile's thresholds for it)
+    done = deploy("guarded-digits@current", device, registry=releases["registry"],
+                  policy={"window": 32}, **ssh)
     assert done.device_check["runtime"] == "tflite_runtime"
     assert done.device_check["numpy"].startswith("1.24.") and done.previous == first.release
     x = np.load(digits_dir / "eval.npz")["x"]
@@ -52,6 +55,7 @@ def test_deploy_guard_and_rollback_on_the_emulated_pi(releases, emulated_pi, dig
     assert code == 0, err[-2000:]
     answer = json.loads(out.strip().splitlines()[-1])
     assert answer["runtime"] == "tflite_runtime" and answer["events"] == ["fallback"]
+    assert answer["window"] == 32
     summary = fetch_telemetry(device, name="guarded-digits", **ssh)
     data = summary.releases["guarded-digits"]
     assert [e["event"] for e in data["events"]] == ["fallback"] and data["samples"] == 96

@@ -117,21 +117,26 @@ class Reference:
         return parts
 
 
-@pytest.mark.parametrize("kind", ["f", "i"])
-@pytest.mark.parametrize("policy", [None, {"block": 8}], ids=["window", "blocks-of-8"])
+@pytest.mark.parametrize("kind", ["f", "i", "i-batched"])
+@pytest.mark.parametrize("policy", [None, {"block": 8}, {"window": 32}],
+                         ids=["window", "blocks-of-8", "window-32"])
 def test_the_fold_matches_a_reference_computed_value_by_value(kind, policy, digits_compiled,
                                                               in_distribution):
+    """int8 features come as (8, 8, 1) samples (the general path) or, "i-batched", in the model's
+    own (1, 8, 8, 1) shape, which the guard keeps as bytes until the fold."""
     _, out = digits_compiled
     guard = Guard(out, policy=Policy(**(policy or {})), fallback=False, telemetry=None)
     profile = read_profile(out)
-    reference = Reference(profile, guard.thresholds, guard.window, guard.block, kind)
+    reference = Reference(profile, guard.thresholds, guard.window, guard.block, kind[0])
     stream = _stream(in_distribution)
-    if kind == "i":  # the same samples as int8 features, quantized by the application
+    if kind != "f":  # the same samples as int8 features, quantized by the application
         entry = profile["inputs"][0]
         stream = np.array([[_quantize(v if math.isfinite(v) else 0.0, entry["scale"],
                                       entry["zero_point"], -128, 127)[0]
                             for v in sample.ravel().tolist()] for sample in stream],
                           dtype=np.int8).reshape(stream.shape)
+        if kind == "i-batched":
+            stream = stream[:, None]
     folds = 0
     for n, sample in enumerate(stream, 1):
         output = guard.predict(sample)

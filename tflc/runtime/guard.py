@@ -44,6 +44,7 @@ def _dequantize(values, info: dict):
     return result
 
 PRIMARY, FALLBACK = "primary", "fallback"
+_BIN_STARTS = np.arange(0, 256, 256 // BINS)  # 8-bit levels grouped into the profile's bins
 
 
 @dataclass
@@ -155,11 +156,14 @@ class _InputMonitor:
         self.rows = np.zeros((block, self.size), dtype=self.dtype)
         self.rows_view = self.rows.reshape((block, *self.shape[1:]))  # the same memory
         self.rows_in = self.rows.reshape((block, *self.shape))  # a row as the model's input
-        self.row_views = list(self.rows_in)  # the same rows, one view each: no view per sample
+        # integer samples as the model takes them are kept as bytes (x.tobytes(): one memcpy,
+        # cheaper than a numpy assignment), a row each; rows written into `rows` are None here
+        self.row_bytes: list = [None] * block
         self.inv32, self.zero32 = np.float32(self.inv_scale), np.float32(self.zero_point)
         self.q = np.zeros(self.size, dtype=np.float32)  # float samples quantized, in place
         self.saturated_rows: dict = {}  # float samples: row -> values quantized outside the range
         self.kind = None  # "f" or "i": what this input's samples are, fixed by the first one
+        self.as_taken = None  # the model's dtype once samples are integers as the model takes them
         self.ref = {"f": float(entry.get("saturation_rate") or 0.0),
                     "i": float(entry.get("at_limits_rate") or 0.0)}
         self.sat_blocks: list = []  # per block in the window: (saturated values, values)
@@ -189,6 +193,7 @@ class _InputMonitor:
         if a.size != self.size:
             raise ValueError(f"input {self.name}: {a.size} values, the model takes "
                              f"{list(self.shape)} ({self.size} per sample)")
+        self.row_bytes[row] = None  # this row is written into `rows`
         if a.dtype == self.dtype and self.kind == "i":  # integer samples as the model takes them
             self.rows_view[row] = a if a.ndim == len(self.shape) - 1 or a.shape == self.shape \
                 else a.reshape(self.shape)
@@ -237,9 +242,25 @@ class _InputMonitor:
                 a = np.clip(a, self.limits[0], self.limits[1])
             if self.kind is None:
                 self.kind = "i"
+                self.as_taken = self.dtype  # the fast path's test: `x.dtype is as_taken`
             np.copyto(self.rows[row], a, casting="unsafe")
             return self.rows_in[row], a, nonfinite
         raise ValueError(f"input {self.name}: values of dtype {a.dtype}, expected numbers")
+
+    def _block_rows(self, count: int, full: bool) -> tuple:
+        """(the block's rows, shape (count, size), and for 8-bit inputs their flat bytes)."""
+        kept = self.row_bytes if full else self.row_bytes[:count]
+        if count and None not in kept:  # every row kept as bytes: one join, no copy per row
+            data = b"".join(kept)
+            rows = np.frombuffer(data, dtype=self.dtype).reshape(count, self.size)
+            return rows, (np.frombuffer(data, dtype=np.uint8) if self.levels else None)
+        for r, raw in enumerate(kept):  # some rows as bytes, some in `rows`: all into `rows`
+            if raw is not None:
+                self.rows[r] = np.frombuffer(raw, dtype=self.dtype)
+        rows = self.rows if full else self.rows[:count]
+        if not self.levels:
+            return rows, None
+        return rows, (self.raw_flat if full else self.raw_flat[:count * self.size])
 
     def _scaled(self, a):
         """a / scale + zero point in float32 (the quantizer's arithmetic), before rounding."""
@@ -260,21 +281,21 @@ class _InputMonitor:
             saturated = sum(n for r, n in self.saturated_rows.items() if r < count) \
                 if self.saturated_rows else 0
         self.saturated_rows = {}
-        rows = self.rows[:count]
+        full = count == len(self.rows)
+        rows, raw_flat = self._block_rows(count, full)
         at_limits = 0
         if self.levels is not None:  # 8-bit: one histogram of every level gives it all
-            raw = rows.view(np.uint8)  # int8 -128..-1 land on 128..255 (the reference too)
             low, high = (128, 127) if self.dtype == np.int8 else (0, 255)
             if self.offsets is not None:
+                raw = rows.view(np.uint8)  # int8 -128..-1 land on 128..255 (the reference too)
                 levels = np.bincount((raw + self.level_offsets).ravel(),
                                      minlength=self.groups * 256).reshape(self.groups, 256)
                 at_limits = int(levels[:, low].sum() + levels[:, high].sum())
                 hist = levels.reshape(self.groups, BINS, 256 // BINS).sum(axis=2).ravel()
             else:  # one channel: scalar lookups, a flat histogram
-                levels = np.bincount(self.raw_flat[:count * self.size] if count < len(self.rows)
-                                     else self.raw_flat, minlength=256)
+                levels = np.bincount(raw_flat, minlength=256)
                 at_limits = int(levels[low]) + int(levels[high])
-                hist = levels.reshape(BINS, 256 // BINS).sum(axis=1)
+                hist = np.add.reduceat(levels, _BIN_STARTS)
         else:
             values = rows.astype(np.float64)
             bins = ((values - self.origin) * self.inverse).astype(np.int64)
@@ -291,20 +312,25 @@ class _InputMonitor:
             lows, highs = rows.min(axis=0), rows.max(axis=0)
             if np.count_nonzero(lows < self.low) or np.count_nonzero(highs > self.high):
                 out_of_range = int(np.count_nonzero((rows < self.low) | (rows > self.high)))
-            first = rows[0]
             constant = lows == highs
             if not np.count_nonzero(constant):  # the usual case: nothing held still a block
                 if self.stuck_ratio:
                     self.run[:] = 0.0
                     self.stuck_ratio = 0.0
-            elif self.last is not None:
-                continued = constant & (first == self.last)
+                self.last = None  # no run goes on past this block: the next starts afresh
+                return self._add_block(hist, saturated, count, out_of_range)
+            if self.last is not None:
+                continued = constant & (rows[0] == self.last)
                 self.run = np.where(continued, self.run + count, np.where(constant, count, 0))
                 self.stuck_ratio = float((self.run * self.inv_run).max())
             else:
                 self.run = np.where(constant, float(count), 0.0)
                 self.stuck_ratio = float((self.run * self.inv_run).max())
             self.last = rows[count - 1].copy()
+        return self._add_block(hist, saturated, count, out_of_range)
+
+    def _add_block(self, hist, saturated: int, count: int, out_of_range: int) -> tuple:
+        """The block's histogram and saturation into the window (the oldest block out)."""
         if self.per_window == 1:  # the window is this block: nothing to add or take away
             self.hist_sum = hist
             self.sat_blocks = [(saturated, count * self.size)]
@@ -423,10 +449,20 @@ class Guard:
             self._fast = (interp.set_tensor, interp.invoke, interp.get_tensor,
                           primary.inputs[0]["index"], out["index"], out["zero_point"],
                           out["scale"] if integer else 0.0)
+        # the raw outputs of the block's rows while the primary answers them (get_tensor's
+        # copies): their top-1 confidences are taken at the block's end, all at once
+        self._outputs: list = [None] * block
+        self._hot = self._fast
         self._slo = policy.latency_slo_ms
+        self._latencies = [0.0] * block  # per row of the block: its invoke's latency in ms
+        self._latency_mark = 0  # the block's rows before it are in the running figures
         self._blocks: list = []  # per block: dict of sums, the window is the last few
         self._block = self._new_block()
-        self._row = 0
+        # the block's rows (samples the model ran on) and where it began; a check (the block's
+        # end or a telemetry line) is due at sample `_due`: one comparison per sample
+        self._row = self._block_start = 0
+        self._every = policy.telemetry_every or window
+        self._due = min(block, self._every)
         self._over = self._calm = 0
         self._drift_reported = False
         self.samples = 0
@@ -434,7 +470,7 @@ class Guard:
                        "out_of_range": 0, "slo_breaches": 0, "fallback_samples": 0}
         self.state = PRIMARY
         self.drift_score = 0.0
-        self.parts: dict = {}
+        self._parts: dict = {}
         self.events: list = []
         self.last_model, self.last_latency_ms, self.last_confidence = None, None, None
         self.last_nonfinite = 0
@@ -446,7 +482,6 @@ class Guard:
                 telemetry = os.path.join(folder, telemetry)
         self.telemetry = (Telemetry(os.path.expanduser(telemetry), policy.telemetry_max_bytes,
                                     policy.telemetry_backups) if telemetry else None)
-        self._every = policy.telemetry_every or window
         self._write({"kind": "start", "model_sha256": self.profile["model_sha256"],
                      "artifact": release.get("artifact"), "fallback": bool(self.fallback),
                      "window": window, "block": block, "thresholds": self.thresholds,
@@ -454,56 +489,44 @@ class Guard:
 
     @staticmethod
     def _new_block() -> dict:
+        """A block's sums; its samples, rows and SLO breaches are filled in when it closes."""
         return {"samples": 0, "rows": 0, "values": 0, "nonfinite": 0, "saturated": 0,
-                "out_of_range": 0, "confidence": 0.0, "confident": 0, "slo": 0, "fast_outputs": []}
+                "out_of_range": 0, "confidence": 0.0, "confident": 0, "slo": 0}
 
     # ------------------------------------------------------------------ the one call
-    def _note_latency(self, latency: float, block: dict) -> None:
-        """One invoke's latency into the running figures and the block's SLO breach count."""
-        self._latency_sum += latency
-        self._latency_n += 1
-        if latency > self._latency_max:
-            self._latency_max = latency
-        if self._slo and latency > self._slo:
-            block["slo"] += 1
-
     def predict(self, x):
         """Outputs of the active model for one sample (dequantized floats; a list when the model
         has several outputs), or None when the policy rejects the sample."""
-        if self._fast is not None and self.state == PRIMARY:
+        hot = self._hot  # the fast path's calls while the primary answers, else None
+        if hot is not None:
             # one input, one output, the primary answering: the same steps as below, fewer calls
             row = self._row
             monitor = self._monitors[0]
-            if (type(x) is np.ndarray and x.dtype == monitor.dtype and monitor.kind == "i"
+            if (type(x) is np.ndarray and x.dtype is monitor.as_taken
                     and x.shape == monitor.shape):  # integer samples as the model takes them
-                monitor.row_views[row][...] = x
+                monitor.row_bytes[row] = x.tobytes()
                 values, bad = x, 0
             else:
                 values, _, bad = monitor.prepare(x, row, self._reject)
             if not bad:
-                set_tensor, invoke, get_tensor, in_index, out_index, zero, scale = self._fast
-                block = self._block
+                set_tensor, invoke, get_tensor, in_index, out_index, zero, scale = hot
                 self.samples += 1
-                block["samples"] += 1
-                block["rows"] += 1
                 self._row = row + 1
                 set_tensor(in_index, values)
                 start = perf_counter()
                 invoke()
                 latency = (perf_counter() - start) * 1e3
-                raw = get_tensor(out_index)
+                raw = get_tensor(out_index)  # a copy, ours: kept for the fold's confidences
+                self._outputs[row] = raw
                 result = raw.astype(np.float32)
                 if scale:
                     result -= zero
                     result *= scale
-                self._note_latency(latency, block)
-                # get_tensor's array is a copy of the output, ours alone: kept, not copied again,
-                # and their top-1 confidences taken at the block's end, all at once
-                block["fast_outputs"].append(raw)
+                self._latencies[row] = latency
                 self.last_model, self.last_latency_ms = PRIMARY, latency
                 if self.last_nonfinite:
                     self.last_nonfinite = 0
-                if block["samples"] >= self.block or self.samples % self._every == 0:
+                if self.samples >= self._due:
                     self._after_sample()
                 return result
         return self._predict(x)
@@ -519,7 +542,6 @@ class Guard:
         reject = self._reject
         block, row = self._block, self._row
         self.samples += 1
-        block["samples"] += 1
         inputs, cleans, nonfinite, rejected = [], [], 0, False
         for monitor, a in zip(self._monitors, arrays):
             model_input, clean, bad = monitor.prepare(a, row, reject)
@@ -533,9 +555,9 @@ class Guard:
             if rejected:
                 self.counts["rejected"] += 1
                 self.last_model = None
-                self._after_sample()
+                if self.samples >= self._due:
+                    self._after_sample()
                 return None
-        block["rows"] += 1
         self._row = row + 1
         if self.state == FALLBACK:
             model = self.fallback
@@ -548,11 +570,14 @@ class Guard:
         start = perf_counter()
         interpreter.invoke()
         latency = (perf_counter() - start) * 1e3
-        result = [_dequantize(interpreter.get_tensor(index), info)
-                  for index, info in zip(model._out, model.outputs)]
-        self._note_latency(latency, block)
+        raws = [interpreter.get_tensor(index) for index in model._out]
+        result = [_dequantize(raw, info) for raw, info in zip(raws, model.outputs)]
+        self._latencies[row] = latency
         confidence = None
-        if self._conf_transform and model is self.primary:
+        if self._fast is not None and model is self.primary:  # counted at the fold, as the
+            self._outputs[row] = raws[0]  # fast path's rows are
+            confidence = float(result[0].max())
+        elif self._conf_transform and model is self.primary:
             if self._conf_transform == "probabilities":
                 confidence = float(result[0].max())
             else:
@@ -560,7 +585,7 @@ class Guard:
             block["confidence"] += confidence
             block["confident"] += 1
         self.last_model, self.last_latency_ms, self.last_confidence = self.state, latency, confidence
-        if block["samples"] >= self.block or self.samples % self._every == 0:
+        if self.samples >= self._due:
             self._after_sample()
         return result[0] if len(result) == 1 else result
 
@@ -572,41 +597,66 @@ class Guard:
 
     # ------------------------------------------------------------------ statistics
     def _after_sample(self) -> None:
-        if self._block["samples"] >= self.block:
+        """The check due at this sample: the block's end, a telemetry line, or both."""
+        if self.samples - self._block_start >= self.block:
             self._close_block()
+        if self.telemetry is None:  # no stats lines to write: only the blocks' ends are due
+            self._due = self._block_start + self.block
+            return
         if self.samples % self._every == 0:
             self._write_stats()
+        next_stats = (self.samples // self._every + 1) * self._every
+        self._due = min(self._block_start + self.block, next_stats)
 
     def _close_block(self) -> None:
         block = self._block
-        block["values"] = block["samples"] * self._features
-        outputs = block.pop("fast_outputs")
-        if outputs:  # the fast path's raw outputs: top-1 confidences of them all at once
-            raw = np.concatenate(outputs)
-            n = len(outputs)
-            top = raw.reshape(n, -1).max(axis=1)
-            top = int(top.sum()) if raw.dtype.kind in "iu" else float(top.astype(np.float64).sum())
-            _, _, _, _, _, zero, scale = self._fast
-            if scale:  # sum((t - zero) * scale) in one step, in exact integers first
-                top = (top - zero * n) * scale
-            block["confidence"] += float(top)
-            block["confident"] += n
+        rows = self._row
+        block["samples"] = samples = self.samples - self._block_start
+        block["rows"] = rows
+        block["values"] = samples * self._features
+        if rows:
+            self._take_latencies()
+            if self._slo:
+                block["slo"] = sum(1 for v in self._latencies[:rows] if v > self._slo)
+            if self._fast is not None and self.state == PRIMARY:
+                # the primary answered every row: their top-1 confidences, all at once
+                raw = np.concatenate(self._outputs if rows == self.block
+                                     else self._outputs[:rows]).reshape(rows, -1)
+                top = raw.max(axis=1).tolist()
+                top = sum(top) if raw.dtype.kind in "iu" else math.fsum(top)
+                zero, scale = self._fast[5], self._fast[6]
+                if scale:  # sum((t - zero) * scale) in one step, in exact integers first
+                    top = (top - zero * rows) * scale
+                block["confidence"] += float(top)
+                block["confident"] += rows
         for monitor in self._monitors:
-            saturated, out_of_range = monitor.close_block(block["rows"])
+            saturated, out_of_range = monitor.close_block(rows)
             block["saturated"] += saturated
             block["out_of_range"] += out_of_range
-        for key in ("nonfinite", "saturated", "out_of_range"):
-            self.counts[key] += block[key]
-        self.counts["samples"] += block["samples"]
-        self.counts["slo_breaches"] += block["slo"]
+        counts = self.counts
+        counts["nonfinite"] += block["nonfinite"]
+        counts["saturated"] += block["saturated"]
+        counts["out_of_range"] += block["out_of_range"]
+        counts["samples"] += samples
+        counts["slo_breaches"] += block["slo"]
         if self.state == FALLBACK:
-            self.counts["fallback_samples"] += block["rows"]
+            counts["fallback_samples"] += rows
         self._blocks.append(block)
         if len(self._blocks) > self.window // self.block:
             self._blocks.pop(0)
         self._block = self._new_block()
-        self._row = 0
+        self._row, self._block_start, self._latency_mark = 0, self.samples, 0
         self._update()
+
+    def _take_latencies(self) -> None:
+        """The block's latencies not yet in the running figures (telemetry's mean and max)."""
+        mark, row = self._latency_mark, self._row
+        if row > mark:
+            latencies = self._latencies[mark:row]
+            self._latency_sum += sum(latencies)
+            self._latency_n += row - mark
+            self._latency_max = max(self._latency_max, max(latencies))
+            self._latency_mark = row
 
     def _compute_parts(self) -> dict:
         t = self.thresholds
@@ -638,10 +688,9 @@ class Guard:
         return parts
 
     def _update(self) -> None:
-        parts = self._compute_parts()
-        self.parts = {k: round(v, 4) for k, v in parts.items()}
-        self.drift_score = max(parts.values()) if parts else 0.0
-        over = sorted(k for k, v in parts.items() if v >= 1.0)
+        self._parts = parts = self._compute_parts()  # rounded when read (`parts`), not here
+        self.drift_score = score = max(parts.values()) if parts else 0.0
+        over = sorted(k for k, v in parts.items() if v >= 1.0) if score >= 1.0 else ()
         if self.state == PRIMARY:
             self._over = self._over + 1 if over else 0
             if self._over >= self.policy.patience:
@@ -664,6 +713,7 @@ class Guard:
 
     def _switch(self, state: str, event: str, reasons: list) -> None:
         self.state = state
+        self._hot = self._fast if state == PRIMARY else None
         self._over = self._calm = 0
         if state == PRIMARY:  # confidences are the primary's alone: that window starts anew
             for block in self._blocks:
@@ -678,6 +728,7 @@ class Guard:
         self._write({"kind": "event", **record})
 
     def _write_stats(self) -> None:
+        self._take_latencies()
         n = self._latency_n
         latency = ({"mean": round(self._latency_sum / n, 4), "max": round(self._latency_max, 4)}
                    if n else None)
@@ -695,6 +746,11 @@ class Guard:
 
     # ------------------------------------------------------------------ housekeeping
     @property
+    def parts(self) -> dict:
+        """The drift score's parts at the last fold, each a ratio to its threshold."""
+        return {k: round(v, 4) for k, v in self._parts.items()}
+
+    @property
     def stats(self) -> dict:
         return {"state": self.state, "drift_score": self.drift_score, "parts": dict(self.parts),
                 "counts": dict(self.counts), "window": self.window, "block": self.block,
@@ -706,7 +762,8 @@ class Guard:
             monitor.reset()
         self._blocks = []
         self._block = self._new_block()
-        self._row = 0
+        self._row, self._block_start, self._latency_mark = 0, self.samples, 0
+        self._due = min(self.samples + self.block, (self.samples // self._every + 1) * self._every)
 
     def close(self) -> None:
         if self.telemetry is not None:

@@ -29,7 +29,8 @@ PROFILE_VERSION = 1
 QUANTILES = (0.0, 0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999, 1.0)
 BINS = 32
 SMOOTHING = 0.5  # additive smoothing of histogram counts in the PSI
-WINDOWS = (32, 64, 128, 256)  # the window sizes considered, smallest first
+WINDOWS = (32, 64, 128, 256)  # the window sizes considered (thresholds for each), smallest first
+MIN_WINDOW = 128  # the smallest window chosen by default (why: _drift_thresholds)
 PSI_TARGET = 0.1  # the usual "no significant change" level: the window must resolve it
 MARGIN = 2.0  # thresholds are this times the largest statistic seen on in-distribution windows
 BOOTSTRAP = 400
@@ -294,13 +295,19 @@ def _drift_thresholds(inputs, per_sample, conf, count, rng) -> dict:
     For each window size (WINDOWS), BOOTSTRAP windows are drawn with replacement from the
     calibration samples (the confidence from the evaluation samples) and each statistic the
     guard computes is measured on them; a threshold is MARGIN times the largest value seen. The
-    window is the smallest whose PSI threshold resolves PSI_TARGET (else the largest).
+    window is the smallest of at least MIN_WINDOW samples whose PSI threshold resolves
+    PSI_TARGET (else the largest). The guard folds its statistics once per window, and a fold
+    costs some 300 microseconds in CPython whatever the window (about twenty numpy calls on
+    caches that invoke() has just emptied), on top of a few microseconds per sample: on a 0.2 ms
+    model such as MLPerf Tiny's KWS fed int8 features, a 64-sample window costs more than 5% of
+    invoke time and a 128-sample one less (benchmarks/results/drift.md). Smaller windows keep
+    their thresholds here, for a policy that wants detection sooner (`Policy(window=32)`).
     """
     considered, chosen = {}, None
     for window in WINDOWS:
         thresholds = _null_for_window(inputs, per_sample, conf, count, window, rng)
         considered[str(window)] = thresholds
-        if chosen is None and thresholds["psi"] <= PSI_TARGET:
+        if chosen is None and window >= MIN_WINDOW and thresholds["psi"] <= PSI_TARGET:
             chosen = window
     chosen = chosen or WINDOWS[-1]
     return {"window": chosen, "thresholds": considered[str(chosen)],
