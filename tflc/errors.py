@@ -7,6 +7,13 @@ what to do.
 """
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (TF-MOT's and the quantizers' run to
+    paragraphs), or its type's name when it has none: what fits in a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class TflcError(Exception):
     """Base class: a failure with a user-facing one-line message and an exit code."""
 

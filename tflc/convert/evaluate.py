@@ -80,7 +80,7 @@ def run_tflite(model_bytes: bytes, inputs: list[np.ndarray], progress: str | Non
     if len(in_details) != len(inputs):
         raise PipelineError(f"the model has {len(in_details)} inputs, the data {len(inputs)}")
     outputs: list[list[np.ndarray]] = [[] for _ in out_details]
-    for i in _progress(range(len(inputs[0])), progress):
+    for i in progress_bar(range(len(inputs[0])), progress):
         # samples are independent, as for the Keras model: a fused LSTM keeps its state in
         # variable tensors from one invocation to the next unless they are reset
         interpreter.reset_all_variables()
@@ -156,9 +156,15 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     return round(10.0 * np.log10(signal / noise), 3)
 
 
-def _progress(iterable, label: str | None):
+def mean_sqnr_db(references: list[np.ndarray], outputs: list[np.ndarray]) -> float:
+    """The SQNR of each output against its reference, averaged over a model's outputs."""
+    return float(np.mean([sqnr_db(r, o) for r, o in zip(references, outputs)]))
+
+
+def progress_bar(iterable, label: str | None, unit: str = "sample"):
+    """A progress bar over `iterable` (on a terminal only); none when `label` is None."""
     if label is None:
         return iterable
     from tqdm import tqdm
 
-    return tqdm(iterable, desc=label, unit="sample", disable=None, leave=False)
+    return tqdm(iterable, desc=label, unit=unit, disable=None, leave=False)

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from tflc.errors import BadInput, PipelineError
+from tflc.errors import BadInput, PipelineError, first_line
 
 DEFAULT_INT16_BUDGET = 0.25  # share of the compute in 16x8 kernels when no budget is given
 MIN_GAIN_DB = 0.05  # a unit must gain (alone) or lose (alone in int8) this much to be tried
@@ -114,7 +114,7 @@ def quantize_mixed(float_bytes: bytes, calibration: list[np.ndarray], budget: fl
     `ranges` is a range method of `tflc.convert.ranges` (percentile, mse, kl) for the op
     outputs, as `--ptq` chooses them for int8; None or minmax keeps each tensor's min and max.
     """
-    from tflc.convert.evaluate import run_tflite
+    from tflc.convert.evaluate import mean_sqnr_db, progress_bar, run_tflite
     from tflc.tflite.reader import read_model
 
     say = log or (lambda message: None)
@@ -126,7 +126,7 @@ def quantize_mixed(float_bytes: bytes, calibration: list[np.ndarray], budget: fl
     reference = run_tflite(float_bytes, score_set)
 
     def score(model: bytes) -> float:
-        return _mean_sqnr(reference, run_tflite(model, score_set))
+        return mean_sqnr_db(reference, run_tflite(model, score_set))
 
     base = quantizer.quantize(())
     base_sqnr = score(base)
@@ -136,17 +136,14 @@ def quantize_mixed(float_bytes: bytes, calibration: list[np.ndarray], budget: fl
     units = graph.units(allowed)
     say(f"mixed precision: {len(units)} tensors may be carried in int16; measuring each one's gain")
     promotions = []
-    for name, producer, ops in _progress(units, "sensitivity"):
-        share = graph.share(ops)
+    for name, producer, ops in progress_bar(units, "sensitivity", unit="op"):
+        gain, why = float("nan"), ""
         try:
-            gain = score(quantizer.quantize(graph.scopes(ops))) - base_sqnr
+            gain = round(score(quantizer.quantize(graph.scopes(ops))) - base_sqnr, 3)
         except PipelineError as exc:  # the quantizer or LiteRT refuses an op in int16
-            promotions.append(Promotion(name.split(";")[0], name, graph.ops[producer], producer,
-                                        sorted(ops), round(share, 4), float("nan"),
-                                        why=f"not quantizable in 16x8: {exc}"))
-            continue
+            why = f"not quantizable in 16x8: {exc}"
         promotions.append(Promotion(name.split(";")[0], name, graph.ops[producer], producer,
-                                    sorted(ops), round(share, 4), round(gain, 3)))
+                                    sorted(ops), round(graph.share(ops), 4), gain, why=why))
     _measure_losses(promotions, quantizer, graph, score)
     promoted: set[int] = set()
     current, model = base_sqnr, base
@@ -195,7 +192,9 @@ def _measure_losses(promotions: list[Promotion], quantizer, graph, score) -> Non
         full = score(quantizer.quantize(graph.scopes(full_ops)))
     except PipelineError:
         return  # the units do not quantize together; gains alone rank them
-    for p in _progress(usable, "sensitivity (int8 among int16)"):
+    from tflc.convert.evaluate import progress_bar
+
+    for p in progress_bar(usable, "sensitivity (int8 among int16)", unit="op"):
         try:
             demoted = graph.scopes(full_ops - {p.producer})
             p.loss_db = round(full - score(quantizer.quantize(demoted)), 3)
@@ -300,18 +299,6 @@ def _fits_ram(model: bytes, target_spec) -> bool:
     return all(line.ok for line in lines if line.name == "ram")
 
 
-def _mean_sqnr(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
-    from tflc.convert.evaluate import sqnr_db
-
-    return float(np.mean([sqnr_db(r, o) for r, o in zip(reference, outputs)]))
-
-
-def _progress(items, label: str):
-    from tqdm import tqdm
-
-    return tqdm(items, desc=label, unit="op", disable=None, leave=False)
-
-
 class _Quantizer:
     """ai-edge-quantizer on one float model: calibrated once, then one recipe per call."""
 
@@ -340,7 +327,7 @@ class _Quantizer:
                                                       ranges)
             except Exception as exc:  # noqa: BLE001 - its errors are ValueError, RuntimeError...
                 raise PipelineError(f"ai-edge-quantizer could not calibrate the model: "
-                                    f"{_first_line(exc)}") from None
+                                    f"{first_line(exc)[:300]}") from None
 
     def quantize(self, int16_scopes: tuple[str, ...]) -> bytes:
         key = tuple(int16_scopes)
@@ -350,7 +337,7 @@ class _Quantizer:
                 try:
                     self.cache[key] = bytes(quantizer.quantize(self.calibration).quantized_model)
                 except Exception as exc:  # noqa: BLE001
-                    raise PipelineError(f"ai-edge-quantizer: {_first_line(exc)}") from None
+                    raise PipelineError(f"ai-edge-quantizer: {first_line(exc)[:300]}") from None
             self.cache[key] = _repair_small_weight_scales(self.cache[key], self.floats)
         return self.cache[key]
 
@@ -495,11 +482,6 @@ class _quiet:
     def __exit__(self, *exc):
         self.warnings.__exit__(*exc)
         return self.native.__exit__(*exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def _quantizer_version() -> str | None:

@@ -333,7 +333,7 @@ def run_ptq(loaded, calibration: list[np.ndarray], convert_options, frozen, mode
     of them the one with the highest output SQNR against the float model wins; without labels,
     the highest SQNR.
     """
-    from tflc.convert.evaluate import run_tflite, sqnr_db, top1_accuracy
+    from tflc.convert.evaluate import mean_sqnr_db, run_tflite, top1_accuracy
 
     say = log or (lambda message: None)
     settings = candidates_for(mode or "minmax", bias_correction)
@@ -352,7 +352,7 @@ def run_ptq(loaded, calibration: list[np.ndarray], convert_options, frozen, mode
         result.chosen = s
         seconds = time.perf_counter() - clock
         outputs = run_tflite(result.model, data)
-        sqnr = float(np.mean([sqnr_db(r, o) for r, o in zip(reference, outputs)]))
+        sqnr = mean_sqnr_db(reference, outputs)
         accuracy = top1_accuracy(outputs[0], labels) if labels is not None else None
         candidate = Candidate(s, accuracy, round(sqnr, 3), len(result.model), seconds,
                               _ops_on_target(result.model, target_spec))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tflc.errors import BadInput
+from tflc.errors import BadInput, first_line
 from tflc.fileio import sha256_file
 from tflc.load.safety import parse_config, refuse_code, saved_model_configs, short_class_name, walk
 
@@ -266,8 +266,7 @@ def _raise_load_error(path: Path, exc: Exception, unknown_classes: list[str]):
             f"{path}: the model contains code (a Lambda layer) that would run on load; "
             "load it only if you trust the file, with --allow-unsafe-code"
         ) from None
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    raise BadInput(f"{path}: cannot load the model ({first[:300]})") from None
+    raise BadInput(f"{path}: cannot load the model ({first_line(exc)[:300]})") from None
 
 
 def _signature(model, kind: str) -> tuple[list[IOSpec], list[IOSpec]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 
-from tflc.errors import BadInput
+from tflc.errors import BadInput, first_line
 
 KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
 
@@ -126,7 +126,3 @@ def zero_fractions(model, names=None) -> dict[str, float]:
             result[layer.name] = float(sum((v == 0).sum() for v in values) / total)
     return result
 
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message: TF-MOT's errors run to paragraphs."""
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

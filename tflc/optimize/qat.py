@@ -26,8 +26,8 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from tflc.errors import BadInput
-from tflc.optimize.layers import copy_model, first_line, in_memory_cloning
+from tflc.errors import BadInput, first_line
+from tflc.optimize.layers import copy_model, in_memory_cloning
 from tflc.optimize.training import fit
 from tflc.tf_env import import_tfmot
 
