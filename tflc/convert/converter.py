@@ -20,11 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from tflc.errors import BadInput, PipelineError
+from tflc.options import ACTIVATION_MODES, WEIGHT_MODES  # one list of each
 from tflc.tf_env import import_tensorflow, quiet_native_output
-
-WEIGHT_MODES = ("per-channel", "per-tensor")
-ACTIVATION_MODES = ("int8", "int16", "mixed")
-IO_TYPES = ("int8", "uint8", "int16", "float32")
 
 
 @dataclass(frozen=True)
