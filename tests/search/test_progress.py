@@ -38,3 +38,26 @@ def test_a_compression_stage_shows_as_its_own_phase():
     log("running the optimization pipeline")
     log("stage 2/3: prune 2:4")
     assert seen == [("fine-tuning prune 2:4", 2, 3)]
+
+
+def test_a_trial_faster_than_the_driver_polls_still_shows_every_step(tmp_path):
+    """Plain lines (a log, a pipe): each step since the last poll, not only the latest state."""
+    import io
+
+    from tflc.search.progress import TrialProgress
+    from tflc.search.trial import Progress
+
+    stream = io.StringIO()
+    bars = TrialProgress(tmp_path, stream)
+    note = Progress(bars.start(3))
+    note("building", 0, 6)
+    bars.poll()
+    for epoch in range(1, 7):  # six epochs between two polls
+        note("training", epoch, 6)
+    note("compiling", 6, 6)
+    bars.poll()
+    bars.poll()  # nothing new: nothing printed twice
+    assert stream.getvalue().splitlines() == [
+        "trial 3: building", *(f"trial 3: training, epoch {e}/6" for e in range(1, 7)),
+        "trial 3: compiling"]
+    bars.finish(3)

@@ -35,7 +35,8 @@ class TrialProgress:
             path.unlink()  # a resumed trial's stale note
         used = {r["slot"] for r in self._running.values()}
         slot = next(i for i in range(1, len(used) + 2) if i not in used)
-        self._running[number] = {"path": path, "seen": None, "bar": None, "slot": slot}
+        self._running[number] = {"path": path, "seen": None, "printed": 0, "bar": None,
+                                 "slot": slot}
         return str(path)
 
     def poll(self) -> None:
@@ -44,14 +45,23 @@ class TrialProgress:
                 note = json.loads(state["path"].read_text())
             except (OSError, ValueError):
                 continue  # not written yet, or being replaced
-            key = (note.get("phase"), note.get("done"))
-            if key == state["seen"]:
+            if self.tty:  # a bar shows the latest state
+                key = (note.get("phase"), note.get("done"))
+                if key != state["seen"]:
+                    state["seen"] = key
+                    self._draw(number, state, note)
                 continue
-            state["seen"] = key
-            if self.tty:
-                self._draw(number, state, note)
-            else:
-                print(f"trial {number}: {_words(note)}", file=self.stream, flush=True)
+            # plain lines: every step since the last poll (the note keeps the recent ones)
+            for step in note.get("recent") or [note]:
+                seq = step.get("seq")
+                if seq is not None:
+                    if seq <= state["printed"]:
+                        continue
+                    state["printed"] = seq
+                key = (step.get("phase"), step.get("done"))
+                if key != state["seen"]:
+                    state["seen"] = key
+                    print(f"trial {number}: {_words(step)}", file=self.stream, flush=True)
 
     def _draw(self, number: int, state: dict, note: dict) -> None:
         from tqdm import tqdm

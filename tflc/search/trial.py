@@ -114,18 +114,28 @@ def run_trial(task: TrialTask) -> TrialOutcome:
 
 class Progress:
     """The trial's phase and epochs, written as a small JSON file the driver polls. Best effort:
-    a progress note that cannot be written never fails the trial."""
+    a progress note that cannot be written never fails the trial.
+
+    The note holds the latest state and the last RECENT steps, numbered: a driver that polls
+    less often than a fast trial steps still prints every step (a log shows each epoch)."""
+
+    RECENT = 32
 
     def __init__(self, path: str | None):
         self.path = Path(path) if path and Path(path).parent.is_dir() else None
+        self.steps: list[dict] = []
+        self.seq = 0
 
     def __call__(self, phase: str, done: int = 0, total: int = 0) -> None:
         if self.path is None:
             return
         from tflc.fileio import atomic_write_json
 
+        self.seq += 1
+        step = {"seq": self.seq, "phase": phase, "done": done, "total": total}
+        self.steps = (self.steps + [step])[-self.RECENT:]
         try:
-            atomic_write_json(self.path, {"phase": phase, "done": done, "total": total})
+            atomic_write_json(self.path, {**step, "recent": self.steps})
         except OSError:
             self.path = None
 
